@@ -1,0 +1,74 @@
+/**
+ * The push queue between logic (producer) and job (consumer).
+ *
+ * Two engines implement it: memory (embedded mode, one process) and Kafka
+ * (distributed mode, npm:kafkajs). Roles depend on this interface only.
+ *
+ * @module
+ */
+
+import type { PushMsg } from "../proto/messages.ts";
+
+/**
+ * Thrown by {@linkcode PushQueue.publish} when the message cannot be
+ * accepted right now (broker unreachable, bounded buffer full). Logic
+ * answers such a push with HTTP 503 and this message.
+ */
+export class QueueUnavailableError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "QueueUnavailableError";
+  }
+}
+
+/**
+ * Handles one consumed message. Resolve once the message has been handed to
+ * every comet that should get it; only then does the queue consider it done
+ * (the Kafka engine commits its offset). Reject to have it retried.
+ */
+export type PushHandler = (msg: PushMsg) => Promise<void>;
+
+/** Producer side, used by logic. */
+export interface PushProducer {
+  /**
+   * Publishes one message; resolves when the queue has it durably (Kafka:
+   * acknowledged by all in-sync replicas). Rejects with
+   * {@linkcode QueueUnavailableError} when it cannot.
+   */
+  publish(msg: PushMsg): Promise<void>;
+  /** Whether the last publish or health probe reached the queue. */
+  healthy(): boolean;
+  /** Flushes and releases resources. */
+  close(): Promise<void>;
+}
+
+/** Consumer side, used by job. */
+export interface PushConsumer {
+  /**
+   * Starts delivering messages to `handler`, in order per partition key.
+   * Resolves once consuming has started.
+   */
+  start(handler: PushHandler): Promise<void>;
+  /** Stops consuming (after in-flight handlers finish) and releases resources. */
+  close(): Promise<void>;
+}
+
+/**
+ * The partition key goim uses: the first key for PUSH, the room for ROOM,
+ * the operation for BROADCAST. Messages with one key stay in order.
+ *
+ * @example
+ * ```ts
+ * partitionKey({ type: "ROOM", room: "live://1", operation: 1000, keys: [] } as PushMsg); // "live://1"
+ * ```
+ */
+export function partitionKey(msg: Pick<PushMsg, "type" | "keys" | "room" | "operation">): string {
+  switch (msg.type) {
+    case "PUSH":
+      return msg.keys[0] ?? "";
+    case "ROOM":
+      return msg.room;
+    default:
+      return String(msg.operation);
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * The comet registry: which comets exist, where, and how loaded.
+ *
+ * Comets keep their record fresh; logic reads it for the node balancer and
+ * online counts; job reads it to know which comets to deliver to. A record
+ * not renewed within its TTL disappears. Engines: memory and Redis.
+ *
+ * @module
+ */
+
+/** One comet as it advertises itself. */
+export interface CometRecord {
+  /** Unique server id (goim: hostname); the `server` of routes. */
+  id: string;
+  /** gRPC address job dials (`host:port`). */
+  grpcAddr: string;
+  /** Public host names or IPs clients connect to (for /goim/nodes). */
+  addrs: string[];
+  /** Client ports; 0 when a listener is off. */
+  tcpPort: number;
+  /** WebSocket port; 0 when off. */
+  wsPort: number;
+  /** WSS port; 0 when off. */
+  wssPort: number;
+  /** Static weight for the node balancer (goim default 10). */
+  weight: number;
+  /** Open client connections. */
+  connections: number;
+  /** Distinct client IPs. */
+  ips: number;
+  /** Last renewal (ms since the epoch), set by the registry. */
+  updated: number;
+}
+
+/** The registry engine. */
+export interface Registry {
+  /** Creates or refreshes a record; it expires `ttlMs` after this call. */
+  register(record: Omit<CometRecord, "updated">, ttlMs: number): Promise<void>;
+  /** Removes a record at once (graceful shutdown). */
+  deregister(id: string): Promise<void>;
+  /** Every live record, ordered by id. */
+  list(): Promise<CometRecord[]>;
+  /** Releases connections. */
+  close(): Promise<void>;
+}
