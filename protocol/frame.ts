@@ -139,9 +139,10 @@ export function decodeHeader(b: Uint8Array, offset = 0): FrameHeader {
 }
 
 /**
- * Validates a header's packLen and headerLen against the body limit.
- * Throws a {@linkcode ProtocolError} with a clear message when they break
- * the contract.
+ * Validates a header's packLen and headerLen against the body limit, in
+ * that order (packLen too small, packLen too large, headerLen). Throws a
+ * {@linkcode ProtocolError} with a clear message when they break the
+ * contract.
  */
 export function checkHeader(packLen: number, headerLen: number, maxBody: number): void {
   if (packLen < HEADER_LEN) {
@@ -150,14 +151,16 @@ export function checkHeader(packLen: number, headerLen: number, maxBody: number)
       `packLen ${packLen} is below the ${HEADER_LEN}-byte header`,
     );
   }
-  if (headerLen !== HEADER_LEN) {
-    throw new ProtocolError("bad_header_len", `headerLen ${headerLen} is not ${HEADER_LEN}`);
-  }
+  // packLen is judged before headerLen: a streaming reader sees packLen
+  // first, so the error code must not depend on where a read was split.
   if (packLen - HEADER_LEN > maxBody) {
     throw new ProtocolError(
       "packlen_too_large",
       `body of ${packLen - HEADER_LEN} bytes exceeds the ${maxBody}-byte limit`,
     );
+  }
+  if (headerLen !== HEADER_LEN) {
+    throw new ProtocolError("bad_header_len", `headerLen ${headerLen} is not ${HEADER_LEN}`);
   }
 }
 

@@ -55,7 +55,8 @@ export function parseOps(body: Uint8Array): number[] {
   for (let i = 0; i <= body.length; i++) {
     const ch = i < body.length ? body[i] : 44;
     if (ch === 44) {
-      if (digits > 0) out.push(neg ? -cur : cur);
+      // `| 0` folds "-0" to 0 (fits: cur ≤ 2^31 when negative).
+      if (digits > 0) out.push(neg ? -cur | 0 : cur);
       else if (neg) throw new ProtocolError("bad_ops", "a lone '-' is not an operation");
       cur = 0;
       digits = 0;

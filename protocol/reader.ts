@@ -9,7 +9,9 @@
  * @module
  */
 
-import { ProtocolError } from "./errors.ts";
+// Imported for the {@linkcode ProtocolError} doc links only.
+// deno-lint-ignore no-unused-vars
+import type { ProtocolError } from "./errors.ts";
 import {
   checkHeader,
   DEFAULT_MAX_BODY,
@@ -71,6 +73,9 @@ export interface FrameReaderOptions {
  *
  * After a {@linkcode ProtocolError} the reader stays failed and rethrows it
  * on every push: the stream is out of sync and the connection must close.
+ * The same holds when `onFrame` throws: the rest of that chunk was not
+ * read, so later bytes cannot be framed safely (a body could be taken for a
+ * header), and the reader rethrows the callback's error on every push.
  *
  * @example
  * ```ts
@@ -89,7 +94,8 @@ export class FrameReader {
   // The frame being assembled across chunks: exactly packLen bytes.
   #part: Uint8Array | null = null;
   #have = 0;
-  #error: ProtocolError | null = null;
+  #failed = false;
+  #error: unknown = null;
 
   constructor(opts: FrameReaderOptions = {}) {
     const maxBody = opts.maxBody ?? DEFAULT_MAX_BODY;
@@ -112,19 +118,21 @@ export class FrameReader {
   /**
    * Feeds one chunk; calls `onFrame` once per whole frame, in order.
    * Throws {@linkcode ProtocolError} on a bad header (frames before it were
-   * already delivered).
+   * already delivered), or whatever `onFrame` threw; either way the reader
+   * stays failed and rethrows that error on every later push.
    */
   push(chunk: Uint8Array, onFrame: (frame: FrameCursor) => void): void {
-    if (this.#error) throw this.#error;
+    if (this.#failed) throw this.#error;
     try {
       this.#push(chunk, onFrame);
     } catch (e) {
-      if (e instanceof ProtocolError) {
-        this.#error = e;
-        this.#head = null;
-        this.#part = null;
-        this.#have = 0;
-      }
+      // A throw from onFrame leaves the unread tail of the chunk unstashed:
+      // carrying on would resume mid-frame. Fail for good either way.
+      this.#failed = true;
+      this.#error = e;
+      this.#head = null;
+      this.#part = null;
+      this.#have = 0;
       throw e;
     }
   }
