@@ -1,0 +1,273 @@
+/**
+ * The one place that knows the Redis client (npm:ioredis): connection
+ * options that keep every call bounded, error wrapping, Lua scripts.
+ *
+ * Policy while Redis is unreachable: commands reject at once (the offline
+ * queue is disabled, so nothing piles up in memory), commands already sent
+ * reject when the connection drops (no silent resend), a command that gets
+ * no reply rejects after `commandTimeoutMs`, and the client keeps
+ * reconnecting in the background (backoff 50 ms doubling to 1 s) so the
+ * engines work again as soon as Redis is back, with no action from callers.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { type ChainableCommander, Redis } from "ioredis";
+
+/** Default bound on one command's round trip, and on connecting. */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 2000;
+
+/** Connection options shared by the Redis engines. */
+export interface RedisConnectionOptions {
+  /** `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS. */
+  url: string;
+  /** Prepended to every key (config `redis.key_prefix`); "" keeps goim's key names. */
+  keyPrefix?: string;
+  /** A command with no reply by then rejects (default 2000 ms); also bounds connecting. */
+  commandTimeoutMs?: number;
+  /** Told when the connection goes down or comes back (e.g. to log it); never throws. */
+  onStateChange?: (state: "up" | "down", error?: Error) => void;
+}
+
+/**
+ * Thrown by the Redis engines: Redis unreachable, a command timed out, or
+ * Redis answered with an error. The message names the operation and the
+ * server (never the password); `cause` holds the client's error.
+ */
+export class RedisEngineError extends Error {
+  /** Creates the error; `message` names the operation and `host:port`. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "RedisEngineError";
+  }
+}
+
+/** A Lua script run by EVALSHA, falling back to EVAL when Redis lost its script cache. */
+export class LuaScript {
+  /** The script's SHA1, as EVALSHA wants it. */
+  readonly sha: string;
+  /** Hashes `source` once, for EVALSHA. */
+  constructor(
+    /** Lua source; keys come in KEYS, everything else in ARGV. */
+    readonly source: string,
+  ) {
+    this.sha = createHash("sha1").update(source).digest("hex");
+  }
+}
+
+type ExecResult = [error: Error | null, result: unknown][] | null;
+
+/**
+ * One ioredis connection with the engines' policy applied. Engines use
+ * {@linkcode RedisConnection.call}, {@linkcode RedisConnection.multi} and
+ * {@linkcode RedisConnection.eval}; every failure becomes a
+ * {@linkcode RedisEngineError}.
+ *
+ * @example
+ * ```ts ignore
+ * const conn = await RedisConnection.connect({ url: "redis://127.0.0.1:6379" });
+ * await conn.call("ping", (r) => r.ping());
+ * await conn.close();
+ * ```
+ */
+export class RedisConnection {
+  /** Key prefix from the options. */
+  readonly keyPrefix: string;
+  /** `host:port` for messages (no credentials). */
+  readonly target: string;
+  #client: Redis;
+  #closed = false;
+  #lastError: Error | undefined;
+  #up = false;
+  #wasUp = false;
+
+  private constructor(client: Redis, target: string, opts: RedisConnectionOptions) {
+    this.#client = client;
+    this.target = target;
+    this.keyPrefix = opts.keyPrefix ?? "";
+    const notify = (state: "up" | "down", err?: Error) => {
+      try {
+        opts.onStateChange?.(state, err);
+      } catch { /* a logging hook must not break the connection */ }
+    };
+    // ioredis emits "error" on every failed reconnect attempt; report only transitions.
+    client.on("error", (err: Error) => {
+      this.#lastError = err;
+      if (this.#up) {
+        this.#up = false;
+        notify("down", err);
+      }
+    });
+    client.on("close", () => {
+      if (this.#up && !this.#closed) {
+        this.#up = false;
+        notify("down", this.#lastError);
+      }
+    });
+    client.on("ready", () => {
+      if (!this.#up) {
+        this.#up = true;
+        // The first "ready" is the initial connect, which connect() itself reports.
+        if (this.#wasUp) notify("up");
+      }
+      this.#wasUp = true;
+    });
+  }
+
+  /**
+   * Connects and waits until Redis answers, or rejects with a
+   * {@linkcode RedisEngineError} (after at most about `commandTimeoutMs`)
+   * and leaves nothing running.
+   */
+  static async connect(opts: RedisConnectionOptions): Promise<RedisConnection> {
+    const timeout = opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+    let target: string;
+    try {
+      const u = new URL(opts.url);
+      if (u.protocol !== "redis:" && u.protocol !== "rediss:") throw new Error("not redis://");
+      target = `${u.hostname}:${u.port || "6379"}`;
+    } catch (err) {
+      throw new RedisEngineError(
+        `redis: invalid url (want redis://host:port or rediss://…): ${(err as Error).message}`,
+      );
+    }
+    const client = new Redis(opts.url, {
+      lazyConnect: true,
+      // Reject while disconnected instead of buffering without bound.
+      enableOfflineQueue: false,
+      // A dropped connection fails its in-flight commands instead of resending them later.
+      maxRetriesPerRequest: 0,
+      commandTimeout: timeout,
+      connectTimeout: timeout,
+      // disconnect() arms a timer that only a later "close" clears; a socket that never
+      // connected has already closed, so keep that orphan timer short.
+      disconnectTimeout: Math.min(timeout, 500),
+      retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times - 1, 5), 1000),
+    });
+    const conn = new RedisConnection(client, target, opts);
+    try {
+      await client.connect();
+    } catch (err) {
+      client.disconnect();
+      const why = conn.#lastError?.message ?? (err as Error).message;
+      throw new RedisEngineError(`redis ${target}: cannot connect: ${why}`, { cause: err });
+    }
+    return conn;
+  }
+
+  /** Whether the connection is up right now (it reconnects by itself when not). */
+  get ready(): boolean {
+    return !this.#closed && this.#client.status === "ready";
+  }
+
+  /** Runs one or more commands built by `f`, wrapping any failure. */
+  async call<T>(op: string, f: (client: Redis) => Promise<T>): Promise<T> {
+    this.#checkOpen(op);
+    try {
+      return await f(this.#client);
+    } catch (err) {
+      throw this.#wrap(op, err);
+    }
+  }
+
+  /**
+   * Runs the commands queued by `build` as one MULTI/EXEC transaction
+   * (atomic: no other client sees half of it) and returns their replies;
+   * rejects if any of them failed.
+   */
+  multi(op: string, build: (tx: ChainableCommander) => void): Promise<unknown[]> {
+    return this.#exec(op, () => {
+      const tx = this.#client.multi();
+      build(tx);
+      return tx.exec();
+    });
+  }
+
+  /**
+   * Sends the commands queued by `build` in one round trip, not atomically
+   * (reads), and returns their replies; rejects if any of them failed.
+   */
+  pipeline(op: string, build: (p: ChainableCommander) => void): Promise<unknown[]> {
+    return this.#exec(op, () => {
+      const p = this.#client.pipeline();
+      build(p);
+      return p.exec();
+    });
+  }
+
+  /** Runs a Lua script atomically (EVALSHA, then EVAL once if Redis forgot it). */
+  eval(
+    op: string,
+    script: LuaScript,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+  ): Promise<unknown> {
+    return this.call(op, async (c) => {
+      try {
+        return await c.evalsha(script.sha, keys.length, ...keys, ...args);
+      } catch (err) {
+        // A restarted or SCRIPT FLUSHed Redis has an empty script cache.
+        if (!String((err as Error)?.message).startsWith("NOSCRIPT")) throw err;
+        return await c.eval(script.source, keys.length, ...keys, ...args);
+      }
+    });
+  }
+
+  /**
+   * Closes the connection: QUIT when connected (bounded by the command
+   * timeout), otherwise drops the socket and stops reconnecting. Idempotent;
+   * later calls reject.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#up = false;
+    if (this.#client.status === "ready") {
+      try {
+        await this.#client.quit();
+        return;
+      } catch { /* fall through to a hard disconnect */ }
+    }
+    this.#client.disconnect();
+  }
+
+  async #exec(op: string, run: () => Promise<ExecResult>): Promise<unknown[]> {
+    this.#checkOpen(op);
+    let res: ExecResult;
+    try {
+      res = await run();
+    } catch (err) {
+      throw this.#wrap(op, err);
+    }
+    if (res === null) {
+      throw new RedisEngineError(`redis ${this.target}: ${op}: transaction aborted`);
+    }
+    // ioredis reports per-command failures (including "not connected") inside the result.
+    const failed = res.find(([e]) => e !== null);
+    if (failed) throw this.#wrap(op, failed[0]);
+    return res.map(([, v]) => v);
+  }
+
+  #checkOpen(op: string): void {
+    if (this.#closed) throw new RedisEngineError(`redis ${this.target}: ${op}: engine is closed`);
+  }
+
+  #wrap(op: string, err: unknown): RedisEngineError {
+    if (err instanceof RedisEngineError) return err;
+    const e = err as Error;
+    const msg = String(e?.message ?? err);
+    let why: string;
+    if (
+      this.#client.status !== "ready" || /Stream isn't writeable|Connection is closed/.test(msg)
+    ) {
+      const last = this.#lastError ? ` (last error: ${this.#lastError.message})` : "";
+      why = `Redis unreachable, reconnecting in the background${last}`;
+    } else if (msg === "Command timed out") {
+      why = `no reply within the command timeout`;
+    } else {
+      why = msg;
+    }
+    return new RedisEngineError(`redis ${this.target}: ${op}: ${why}`, { cause: err });
+  }
+}

@@ -1,0 +1,231 @@
+/**
+ * Where the Redis tests find Redis, and what they do when it is missing.
+ *
+ * `GOIM_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`) is probed once
+ * with a PING. Unreachable and `CI=true`: Redis tests still run and fail
+ * with a message saying how to start Redis. Unreachable otherwise: they are
+ * registered with `ignore: true` and a note is printed, so `deno task test`
+ * passes on a machine without Redis.
+ *
+ * Every Redis test works under its own random key prefix and deletes its
+ * keys afterwards, so test files running in parallel on one Redis never
+ * see each other's data.
+ *
+ * @example
+ * ```ts ignore
+ * const redis = await redisTestUrl();
+ * Deno.test({ name: "redis: x", ignore: redis.ignore, fn: async () => {
+ *   redis.assertReachable();
+ *   const prefix = uniqueKeyPrefix();
+ *   try { ... } finally { await deleteKeys(redis.url, prefix); }
+ * }});
+ * ```
+ *
+ * @module
+ */
+
+import { Redis } from "ioredis";
+
+/** Env var naming the Redis the tests use. */
+export const REDIS_URL_ENV = "GOIM_TEST_REDIS_URL";
+/** Used when {@linkcode REDIS_URL_ENV} is unset. */
+export const DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379";
+
+/** The outcome of probing the test Redis. */
+export interface RedisTestTarget {
+  /** The URL probed (and to use). */
+  url: string;
+  /** Whether it answered PING. */
+  reachable: boolean;
+  /** Register Redis tests with this `ignore` (true only when unreachable and not CI). */
+  ignore: boolean;
+  /** Throws the CI failure message when unreachable; call it first in each Redis test. */
+  assertReachable(): void;
+}
+
+let probed: Promise<RedisTestTarget> | undefined;
+
+/**
+ * Probes the test Redis once per process (PING, 1 s bound) and tells how to
+ * register Redis tests.
+ */
+export function redisTestUrl(): Promise<RedisTestTarget> {
+  return probed ??= probe();
+}
+
+async function probe(): Promise<RedisTestTarget> {
+  const url = Deno.env.get(REDIS_URL_ENV) || DEFAULT_TEST_REDIS_URL;
+  const ci = Deno.env.get("CI") === "true";
+  const error = await ping(url, 1000);
+  const reachable = error === undefined;
+  const message =
+    `CI=true: Redis at ${url} unreachable (${error}); start it with scripts/services.sh up redis, ` +
+    `or point ${REDIS_URL_ENV} at one`;
+  if (!reachable && !ci) {
+    console.warn(
+      `note: Redis at ${url} unreachable (${error}); Redis tests are ignored. ` +
+        `Start it with scripts/services.sh up redis or set ${REDIS_URL_ENV}.`,
+    );
+  }
+  return {
+    url,
+    reachable,
+    ignore: !reachable && !ci,
+    assertReachable() {
+      if (!reachable) throw new Error(message);
+    },
+  };
+}
+
+/** PINGs `url` within `timeoutMs`; resolves to undefined on PONG, else to the reason. */
+export async function ping(url: string, timeoutMs: number): Promise<string | undefined> {
+  const c = new Redis(url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    connectTimeout: timeoutMs,
+    commandTimeout: timeoutMs,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    // Keeps the orphan timer disconnect() leaves behind a refused socket short.
+    disconnectTimeout: 100,
+  });
+  let last: string | undefined;
+  c.on("error", (e: Error) => last = e.message);
+  try {
+    await c.connect();
+    const pong = await c.ping();
+    return pong === "PONG" ? undefined : `PING answered ${pong}`;
+  } catch (err) {
+    return last ?? (err as Error).message;
+  } finally {
+    c.disconnect();
+  }
+}
+
+/** A fresh random key prefix, e.g. `goimtest:3f9a1c2b:`. */
+export function uniqueKeyPrefix(): string {
+  return `goimtest:${crypto.randomUUID().slice(0, 8)}:`;
+}
+
+/** Deletes every key starting with `prefix` (SCAN + UNLINK); returns how many. */
+export async function deleteKeys(url: string, prefix: string): Promise<number> {
+  if (!prefix) throw new Error("deleteKeys: refusing an empty prefix");
+  const c = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  c.on("error", () => {});
+  try {
+    await c.connect();
+    let cursor = "0", n = 0;
+    do {
+      const [next, keys] = await c.scan(cursor, "MATCH", `${escapeGlob(prefix)}*`, "COUNT", 1000);
+      cursor = next;
+      if (keys.length > 0) n += await c.unlink(...keys);
+    } while (cursor !== "0");
+    return n;
+  } finally {
+    c.disconnect();
+  }
+}
+
+/** Counts keys starting with `prefix` (for asserting that a test cleaned up or pruned). */
+export async function countKeys(url: string, prefix: string): Promise<number> {
+  const c = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  c.on("error", () => {});
+  try {
+    await c.connect();
+    let cursor = "0", n = 0;
+    do {
+      const [next, keys] = await c.scan(cursor, "MATCH", `${escapeGlob(prefix)}*`, "COUNT", 1000);
+      cursor = next;
+      n += keys.length;
+    } while (cursor !== "0");
+    return n;
+  } finally {
+    c.disconnect();
+  }
+}
+
+function escapeGlob(s: string): string {
+  return s.replace(/[*?[\]\\]/g, "\\$&");
+}
+
+/** A redis-server child process of a test's own, which the test may stop, pause and restart. */
+export interface OwnRedisServer {
+  /** `redis://127.0.0.1:<port>`. */
+  url: string;
+  /** Starts it (again) on the same port; resolves once it answers PING. */
+  start(): Promise<void>;
+  /** Kills it (SIGKILL, like a crash) and waits for the process to exit. */
+  stop(): Promise<void>;
+  /** Freezes it (SIGSTOP): connections stay open but nothing answers. */
+  pause(): void;
+  /** Unfreezes it (SIGCONT). */
+  resume(): void;
+}
+
+/** Whether a `redis-server` binary is on PATH (needed by {@linkcode ownRedisServer}). */
+export async function hasRedisServerBinary(): Promise<boolean> {
+  try {
+    const out = await new Deno.Command("redis-server", { args: ["--version"], stdout: "null" })
+      .output();
+    return out.success;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs a throwaway `redis-server` (no persistence) on a free loopback port
+ * for tests that kill or freeze Redis; stopped when `fn` settles.
+ */
+export async function ownRedisServer<T>(fn: (srv: OwnRedisServer) => Promise<T>): Promise<T> {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  const url = `redis://127.0.0.1:${port}`;
+  let child: Deno.ChildProcess | undefined;
+  const srv: OwnRedisServer = {
+    url,
+    async start() {
+      child = new Deno.Command("redis-server", {
+        args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      const deadline = Date.now() + 5000;
+      while ((await ping(url, 200)) !== undefined) {
+        if (Date.now() > deadline) throw new Error(`own redis-server on ${port} did not start`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    async stop() {
+      if (!child) return;
+      const c = child;
+      child = undefined;
+      try {
+        c.kill("SIGCONT");
+        c.kill("SIGKILL");
+      } catch { /* already gone */ }
+      await c.status;
+    },
+    pause() {
+      child?.kill("SIGSTOP");
+    },
+    resume() {
+      child?.kill("SIGCONT");
+    },
+  };
+  await srv.start();
+  try {
+    return await fn(srv);
+  } finally {
+    await srv.stop();
+  }
+}
