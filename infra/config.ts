@@ -882,7 +882,7 @@ export const CONFIG_SCHEMA = defineSchema({
   ),
   "queue.memory.capacity": int(
     65536,
-    "Messages the in-memory queue holds; when it is full, publishing fails (the push API answers -500).",
+    "Messages the in-memory queue holds; when it is full, publishing fails (the push API answers 503).",
     { min: 1 },
   ),
   "queue.kafka.brokers": addrs(["127.0.0.1:9092"], "Kafka bootstrap brokers."),
@@ -916,6 +916,11 @@ export const CONFIG_SCHEMA = defineSchema({
     },
   ),
   "redis.key_prefix": str("", 'Prefix of every Redis key; "" keeps goim\'s own key names.'),
+  "redis.command_timeout": duration(
+    "2s",
+    "Longest one Redis command may take before it fails; while Redis is down, commands fail at once (nothing is queued).",
+    { min: "1ms" },
+  ),
 });
 
 /** The fully typed, frozen configuration. Durations are milliseconds, sizes bytes. */
