@@ -1,0 +1,231 @@
+/**
+ * The HTTP API (goim internal/logic/http), as one plain function
+ * `Request → Response` (Hono style): `Deno.serve` runs it, tests call it
+ * directly.
+ *
+ * | method | path | query | data on success |
+ * |--------|------|-------|-----------------|
+ * | POST | /goim/push/keys | `operation`, `keys` (list) | `{"keys": routed, "comets": n}` |
+ * | POST | /goim/push/mids | `operation`, `mids` (list) | `{"keys": routed, "comets": n}` |
+ * | POST | /goim/push/room | `operation`, `type`, `room` | `{"room": "type://room", "queued": 1}` |
+ * | POST | /goim/push/all  | `operation`, `speed` (default 0) | `{"queued": 1}` |
+ * | GET  | /goim/online/top | `type`, `limit` (1..1000, default 20) | `[{"room_id", "count"}]` |
+ * | GET  | /goim/online/room | `type`, `rooms` (list) | `{"<room id>": count}` |
+ * | GET  | /goim/online/total | – | `{"ip_count", "conn_count"}` |
+ * | GET  | /goim/nodes/weighted | `platform` | goim NodesReply |
+ * | GET  | /goim/nodes/instances | – | registry records |
+ *
+ * Push bodies are the message bytes (at most `logic.http.max_body`).
+ * Responses and error codes: ./result.ts. `routed` counts keys that had a
+ * live route (unknown or expired keys are skipped, as in goim); `comets`
+ * is the number of PushMsg messages published, one per comet.
+ *
+ * @module
+ */
+
+import { QueueUnavailableError } from "../infra/queue.ts";
+import type { Registry } from "../infra/registry.ts";
+import type { Logger } from "../infra/log.ts";
+import { createApiKeyCheck } from "./auth.ts";
+import { readBody } from "./body.ts";
+import type { LogicMetrics } from "./metrics.ts";
+import type { NodeBalancer } from "./nodes.ts";
+import type { OnlineCounts } from "./online.ts";
+import * as p from "./params.ts";
+import type { Pusher } from "./push.ts";
+import { ApiError, fail, ok, ResultCode } from "./result.ts";
+
+/** What {@linkcode createHttpHandler} needs. */
+export interface HttpApiDeps {
+  /** Publishes pushes. */
+  pusher: Pusher;
+  /** Online aggregate. */
+  online: OnlineCounts;
+  /** Node balancer. */
+  nodes: NodeBalancer;
+  /** Comet registry (online totals). */
+  registry: Registry;
+  /** `logic.http.max_body`. */
+  maxBody: number;
+  /** `logic.auth.api_keys`; empty = open. */
+  apiKeys: readonly string[];
+  /** Logger for server errors. */
+  log?: Logger;
+  /** Metrics. */
+  metrics?: LogicMetrics;
+}
+
+/** The HTTP API handler; `info` (from `Deno.serve`) supplies the client address. */
+export type HttpHandler = (req: Request, info?: Deno.ServeHandlerInfo) => Promise<Response>;
+
+interface Ctx {
+  req: Request;
+  q: URLSearchParams;
+  clientIP: string;
+}
+
+interface Route {
+  method: "GET" | "POST";
+  handle: (ctx: Ctx) => Promise<unknown>;
+}
+
+/** Prefix of every API route. */
+export const API_PREFIX = "/goim";
+
+/**
+ * Builds the handler.
+ *
+ * @example
+ * ```ts ignore
+ * const handler = createHttpHandler({ pusher, online, nodes, registry, maxBody: 65536, apiKeys: [] });
+ * const res = await handler(new Request("http://x/goim/push/keys?operation=1000&keys=k1", {
+ *   method: "POST",
+ *   body: "hello",
+ * }));
+ * await res.json(); // { code: 0, message: "", data: { keys: 1, comets: 1 } }
+ * ```
+ */
+export function createHttpHandler(deps: HttpApiDeps): HttpHandler {
+  const { pusher, online, nodes, registry, maxBody, log, metrics } = deps;
+  const authorized = createApiKeyCheck(deps.apiKeys);
+  const body = (req: Request) => readBody(req, maxBody);
+
+  const routes: Record<string, Route> = {
+    "/goim/push/keys": {
+      method: "POST",
+      async handle({ req, q }) {
+        const op = p.operation(q);
+        const keys = p.requiredList(q, "keys");
+        return await pusher.keys(op, keys, await body(req));
+      },
+    },
+    "/goim/push/mids": {
+      method: "POST",
+      async handle({ req, q }) {
+        const op = p.operation(q);
+        const mids = p.mids(q);
+        return await pusher.mids(op, mids, await body(req));
+      },
+    },
+    "/goim/push/room": {
+      method: "POST",
+      async handle({ req, q }) {
+        const op = p.operation(q);
+        const room = p.roomKey(p.roomType(q), p.roomId(q));
+        await pusher.room(op, room, await body(req));
+        return { room, queued: 1 };
+      },
+    },
+    "/goim/push/all": {
+      method: "POST",
+      async handle({ req, q }) {
+        const op = p.operation(q);
+        const speed = p.speed(q);
+        await pusher.all(op, speed, await body(req));
+        return { queued: 1 };
+      },
+    },
+    "/goim/online/top": {
+      method: "GET",
+      handle: ({ q }) => {
+        const type = p.roomType(q);
+        return Promise.resolve(online.top(type, p.limit(q)));
+      },
+    },
+    "/goim/online/room": {
+      method: "GET",
+      handle: ({ q }) => {
+        const type = p.roomType(q);
+        return Promise.resolve(online.rooms(type, p.roomIds(q)));
+      },
+    },
+    "/goim/online/total": {
+      method: "GET",
+      async handle() {
+        let ips = 0, conns = 0;
+        for (const c of await registry.list()) {
+          ips += c.ips;
+          conns += c.connections;
+        }
+        return { ip_count: ips, conn_count: conns };
+      },
+    },
+    "/goim/nodes/weighted": {
+      method: "GET",
+      handle: ({ q, clientIP }) => nodes.weighted(p.optionalString(q, "platform") ?? "", clientIP),
+    },
+    "/goim/nodes/instances": {
+      method: "GET",
+      handle: () => nodes.instances(),
+    },
+  };
+
+  const dispatch = async (
+    req: Request,
+    url: URL,
+    info?: Deno.ServeHandlerInfo,
+  ): Promise<Response> => {
+    const route = Object.hasOwn(routes, url.pathname) ? routes[url.pathname] : undefined;
+    if (route === undefined) {
+      throw new ApiError(
+        ResultCode.NotFound,
+        `no route ${url.pathname}` +
+          (url.pathname.startsWith(API_PREFIX) ? "" : ` (the API lives under ${API_PREFIX}/)`),
+      );
+    }
+    if (!authorized(req)) {
+      throw new ApiError(
+        ResultCode.Unauthorized,
+        "unauthorized: send Authorization: Bearer <one of logic.auth.api_keys>",
+        { "www-authenticate": 'Bearer realm="goim"' },
+      );
+    }
+    if (req.method !== route.method) {
+      throw new ApiError(
+        ResultCode.MethodNotAllowed,
+        `${url.pathname} takes ${route.method}, not ${req.method}`,
+        { allow: route.method },
+      );
+    }
+    const addr = info?.remoteAddr;
+    const clientIP = addr && "hostname" in addr ? addr.hostname : "";
+    return ok(await route.handle({ req, q: url.searchParams, clientIP }));
+  };
+
+  return async (req, info) => {
+    const started = metrics ? performance.now() : 0;
+    let res: Response;
+    let url: URL | undefined;
+    try {
+      url = new URL(req.url);
+      res = await dispatch(req, url, info);
+    } catch (e) {
+      res = fail(toApiError(e, log, metrics));
+      // A refused request's body is never read; release it.
+      if (req.body !== null && !req.bodyUsed && !req.body.locked) {
+        await req.body.cancel().catch(() => {});
+      }
+    }
+    if (metrics) {
+      const path = url?.pathname ?? "";
+      const route = Object.hasOwn(routes, path) ? path : "unknown";
+      const code = String(res.status);
+      metrics.httpRequests.inc({ route, code });
+      metrics.httpSeconds.observe({ route }, (performance.now() - started) / 1000);
+    }
+    return res;
+  };
+}
+
+function toApiError(e: unknown, log?: Logger, metrics?: LogicMetrics): ApiError {
+  if (e instanceof ApiError) return e;
+  if (e instanceof QueueUnavailableError) {
+    metrics?.queueUnavailable.inc();
+    return new ApiError(ResultCode.Unavailable, `queue unavailable, retry later: ${e.message}`);
+  }
+  log?.error("HTTP API request failed", { error: e });
+  return new ApiError(
+    ResultCode.ServerError,
+    `server error: ${e instanceof Error ? e.message : String(e)}`,
+  );
+}

@@ -1,0 +1,313 @@
+/**
+ * The logic role: HTTP push/online/nodes API, gRPC `goim.logic.Logic` for
+ * comets, and the admin endpoint, wired over injected engines.
+ *
+ * Logic uses its engines but does not own them: whoever created the
+ * session store, registry and producer closes them after
+ * {@linkcode Logic.stop}.
+ *
+ * @example Embedded, on memory engines
+ * ```ts ignore
+ * import { loadConfig } from "../infra/config.ts";
+ * import { MemoryRegistry } from "../infra/memory/registry.ts";
+ * import { MemorySessionStore } from "../infra/memory/sessions.ts";
+ * import { Logic } from "./logic.ts";
+ *
+ * const config = loadConfig({ args: [], env: {} });
+ * const logic = new Logic({
+ *   config,
+ *   sessions: new MemorySessionStore({ ttlMs: config.logic.route_ttl }),
+ *   registry: new MemoryRegistry(),
+ *   producer, // a PushProducer
+ * });
+ * const addrs = await logic.start(); // { http: { hostname: "0.0.0.0", port: 3111, ... }, grpc, admin }
+ * await logic.stop();
+ * ```
+ *
+ * @module
+ */
+
+import * as grpc from "@grpc/grpc-js";
+import type { LogicApi } from "../proto/api.ts";
+import { type LogicMethods, logicServiceDefinition, RpcError, serveUnary } from "../proto/grpc.ts";
+import type { Config } from "../infra/config.ts";
+import { createLogger, type Logger } from "../infra/log.ts";
+import type { Metrics } from "../infra/metrics.ts";
+import type { PushProducer } from "../infra/queue.ts";
+import type { Registry } from "../infra/registry.ts";
+import type { SessionStore } from "../infra/sessions.ts";
+import { createAdminHandler } from "./admin.ts";
+import { type Authenticator, createAuthenticator } from "./auth.ts";
+import { createHttpHandler, type HttpHandler } from "./http.ts";
+import { createLogicMetrics, type LogicMetrics } from "./metrics.ts";
+import { NodeBalancer } from "./nodes.ts";
+import { ONLINE_REFRESH_MS, OnlineCounts } from "./online.ts";
+import { Pusher } from "./push.ts";
+import { connectHeartbeatNs, createLogicService } from "./service.ts";
+import { Webhook } from "./webhook.ts";
+
+/** Time {@linkcode Logic.stop} gives queued webhook deliveries. */
+export const WEBHOOK_DRAIN_MS = 1000;
+
+/** Time {@linkcode Logic.stop} gives gRPC calls in flight before cutting connections. */
+export const GRPC_SHUTDOWN_MS = 2000;
+
+/** What the logic role is built from. */
+export interface LogicDeps {
+  /** The whole configuration (logic.*, node.*, comet.heartbeat_*, metrics.enabled are read). */
+  config: Config;
+  /** Session routes and online reports. */
+  sessions: SessionStore;
+  /** Comet registry. */
+  registry: Registry;
+  /** Push queue producer. */
+  producer: PushProducer;
+  /** Logger; default a JSON logger at `log.level` with `{ role: "logic" }`. */
+  log?: Logger;
+  /** Role registry (`createMetrics("logic")`); default a fresh one. */
+  metrics?: Metrics;
+  /** fetch used by the webhook (tests inject one). */
+  fetch?: typeof fetch;
+  /** Clock in ms since the epoch (online staleness, balancer); default `Date.now`. */
+  now?: () => number;
+}
+
+/** Bound addresses (real ports when port 0 was configured). */
+export interface LogicAddrs {
+  /** HTTP API. */
+  http: Deno.NetAddr;
+  /** gRPC, unless started with `{ grpc: false }`. */
+  grpc?: Deno.NetAddr;
+  /** Admin endpoint, unless `logic.admin.bind` is empty. */
+  admin?: Deno.NetAddr;
+}
+
+/** Options of {@linkcode Logic.start}. */
+export interface LogicStartOptions {
+  /** Serve gRPC (default true); an embedded comet calls {@linkcode Logic.service} directly. */
+  grpc?: boolean;
+}
+
+/**
+ * Splits a `host:port` bind address (`[::]:3111` too).
+ *
+ * @example
+ * ```ts
+ * import { splitHostPort } from "./logic.ts";
+ * splitHostPort("0.0.0.0:3111"); // { hostname: "0.0.0.0", port: 3111 }
+ * ```
+ */
+export function splitHostPort(addr: string): { hostname: string; port: number } {
+  const i = addr.lastIndexOf(":");
+  const host = addr.slice(0, i);
+  return {
+    hostname: host.startsWith("[") ? host.slice(1, -1) : host,
+    port: Number(addr.slice(i + 1)),
+  };
+}
+
+/**
+ * `host:port` of an address, brackets around IPv6 hosts.
+ *
+ * @example
+ * ```ts
+ * import { joinHostPort } from "./logic.ts";
+ * joinHostPort({ transport: "tcp", hostname: "::1", port: 3119 }); // "[::1]:3119"
+ * ```
+ */
+export function joinHostPort(addr: { hostname: string; port: number }): string {
+  return addr.hostname.includes(":")
+    ? `[${addr.hostname}]:${addr.port}`
+    : `${addr.hostname}:${addr.port}`;
+}
+
+/** The logic role. */
+export class Logic {
+  /** gRPC handlers, also called in-process by an embedded comet. */
+  readonly service: LogicApi;
+  /** The whole HTTP API as a plain function. */
+  readonly handler: HttpHandler;
+  /** The admin endpoint (`/metrics`, `/healthz`) as a plain function. */
+  readonly adminHandler: (req: Request) => Promise<Response>;
+  /** The online aggregate (exposed for tests and the embedded process). */
+  readonly online: OnlineCounts;
+  /** The node balancer. */
+  readonly nodes: NodeBalancer;
+  /** Upstream delivery, or null when `logic.webhook.url` is empty. */
+  readonly webhook: Webhook | null;
+  /** The role's metrics. */
+  readonly metrics: LogicMetrics;
+  /** Token verification. */
+  readonly auth: Authenticator;
+
+  #deps: LogicDeps;
+  #log: Logger;
+  #started = false;
+  #stopping: Promise<void> | undefined;
+  #servers: Deno.HttpServer[] = [];
+  #grpc: grpc.Server | undefined;
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  /** Wires the role; nothing listens until {@linkcode Logic.start}. */
+  constructor(deps: LogicDeps) {
+    this.#deps = deps;
+    const cfg = deps.config;
+    this.#log = deps.log ??
+      createLogger({ level: cfg.log.level, format: cfg.log.format, fields: { role: "logic" } });
+    this.metrics = createLogicMetrics(deps.metrics);
+    const now = deps.now ?? Date.now;
+    this.auth = createAuthenticator(cfg.logic.auth);
+    this.online = new OnlineCounts({
+      sessions: deps.sessions,
+      registry: deps.registry,
+      staleAfterMs: cfg.logic.online_stale_after,
+      now,
+      log: this.#log,
+      metrics: this.metrics,
+    });
+    this.nodes = new NodeBalancer({ registry: deps.registry, config: cfg, now, log: this.#log });
+    const hook = cfg.logic.webhook;
+    this.webhook = hook.url === "" ? null : new Webhook({
+      url: hook.url,
+      timeoutMs: hook.timeout,
+      retries: hook.retries,
+      buffer: hook.buffer,
+      fetch: deps.fetch,
+      log: this.#log,
+      metrics: this.metrics,
+    });
+    this.service = createLogicService({
+      auth: this.auth,
+      sessions: deps.sessions,
+      online: this.online,
+      nodes: this.nodes,
+      webhook: this.webhook,
+      heartbeatNs: connectHeartbeatNs(cfg.comet.heartbeat_interval, cfg.comet.heartbeat_max),
+      log: this.#log,
+      metrics: this.metrics,
+    });
+    this.handler = createHttpHandler({
+      pusher: new Pusher({
+        sessions: deps.sessions,
+        producer: deps.producer,
+        metrics: this.metrics,
+      }),
+      online: this.online,
+      nodes: this.nodes,
+      registry: deps.registry,
+      maxBody: cfg.logic.http.max_body,
+      apiKeys: cfg.logic.auth.api_keys,
+      log: this.#log,
+      metrics: this.metrics,
+    });
+    this.adminHandler = createAdminHandler({
+      producer: deps.producer,
+      metrics: cfg.metrics.enabled ? this.metrics : undefined,
+    });
+  }
+
+  /**
+   * Loads the auth key, then binds HTTP, gRPC (unless `{ grpc: false }`)
+   * and admin, and starts the periodic online refresh. On any failure what
+   * was started is stopped again and the error is thrown. Call once.
+   */
+  async start(opts: LogicStartOptions = {}): Promise<LogicAddrs> {
+    if (this.#started) throw new Error("logic: start() called twice");
+    this.#started = true;
+    const cfg = this.#deps.config.logic;
+    try {
+      await this.auth.ready();
+      if (cfg.auth.mode === "none") {
+        this.#log.warn(
+          'logic.auth.mode is "none": connections are trusted as they claim to be (any mid, any room); set logic.auth.mode = "jwt" in production',
+        );
+      }
+      if (cfg.auth.api_keys.length === 0) {
+        this.#log.info(
+          "logic.auth.api_keys is empty: the HTTP API is open to anyone who reaches it",
+        );
+      }
+      const addrs: LogicAddrs = { http: await this.#serve(cfg.http.bind, this.handler) };
+      if (opts.grpc !== false) addrs.grpc = await this.#serveGrpc(cfg.grpc.bind);
+      if (cfg.admin.bind !== "") addrs.admin = await this.#serve(cfg.admin.bind, this.adminHandler);
+      this.#timer = setInterval(() => void this.online.refresh(), ONLINE_REFRESH_MS);
+      void this.online.refresh();
+      this.#log.info("logic started", {
+        http: joinHostPort(addrs.http),
+        grpc: addrs.grpc && joinHostPort(addrs.grpc),
+        admin: addrs.admin && joinHostPort(addrs.admin),
+        auth: cfg.auth.mode,
+      });
+      return addrs;
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+  }
+
+  /**
+   * Stops listening (HTTP servers finish their requests, gRPC calls get
+   * {@linkcode GRPC_SHUTDOWN_MS}), drains the webhook for up to
+   * {@linkcode WEBHOOK_DRAIN_MS}. Idempotent; engines stay open.
+   */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    const servers = this.#servers.splice(0);
+    await Promise.all([
+      ...servers.map((s) => s.shutdown().catch(() => {})),
+      this.#stopGrpc(),
+    ]);
+    await this.webhook?.close(WEBHOOK_DRAIN_MS);
+    // A refresh still reading the store must finish before the caller closes it.
+    await this.online.idle();
+    if (this.#started) this.#log.info("logic stopped");
+  }
+
+  async #serve(bind: string, handler: HttpHandler): Promise<Deno.NetAddr> {
+    const { hostname, port } = splitHostPort(bind);
+    const { promise, resolve } = Promise.withResolvers<Deno.NetAddr>();
+    const server = Deno.serve({ hostname, port, onListen: resolve }, handler);
+    this.#servers.push(server);
+    return await promise;
+  }
+
+  #serveGrpc(bind: string): Promise<Deno.NetAddr> {
+    const server = new grpc.Server();
+    this.#grpc = server;
+    server.addService(
+      logicServiceDefinition,
+      serveUnary<LogicMethods>(this.service, {
+        onError: (method, error) => {
+          if (error instanceof RpcError) return; // a refusal meant for the caller, not a fault
+          this.#log.error("gRPC handler failed", { method, error });
+        },
+      }),
+    );
+    const { hostname } = splitHostPort(bind);
+    return new Promise((resolve, reject) => {
+      server.bindAsync(bind, grpc.ServerCredentials.createInsecure(), (err, port) => {
+        if (err) reject(new Error(`logic.grpc.bind ${bind}: ${err.message}`));
+        else resolve({ transport: "tcp", hostname, port });
+      });
+    });
+  }
+
+  async #stopGrpc(): Promise<void> {
+    const server = this.#grpc;
+    if (!server) return;
+    this.#grpc = undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+      new Promise<void>((resolve) => timer = setTimeout(resolve, GRPC_SHUTDOWN_MS)),
+    ]);
+    clearTimeout(timer);
+    server.forceShutdown();
+  }
+}

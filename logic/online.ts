@@ -1,0 +1,220 @@
+/**
+ * Cluster-wide room online counts (goim internal/logic/online.go and
+ * loadOnline in logic.go).
+ *
+ * Each comet reports its per-room connection counts every
+ * `comet.renew_online_interval` (RenewOnline). Logic stores the report in
+ * the session store (so other logic processes see it) and keeps an
+ * in-memory aggregate, room → sum over comets, which answers RenewOnline
+ * replies and the `/goim/online/*` API without reading every comet's report
+ * on every call:
+ *
+ * - a report received here replaces that comet's share of the aggregate at
+ *   once (subtract the old counts, add the new: O(rooms of that comet));
+ * - every {@linkcode ONLINE_REFRESH_MS} (goim: 10 s) the reports of every
+ *   registered comet, and of every comet seen here, are re-read from the
+ *   store, which picks up reports that reached other logic processes;
+ * - a comet whose latest report is older than `logic.online_stale_after` is
+ *   dropped from the aggregate (checked on every read: O(comets)). goim
+ *   uses a fixed 5 min.
+ *
+ * A report missing from the store (e.g. Redis restarted) leaves the share
+ * known here in place until it goes stale.
+ *
+ * @module
+ */
+
+import type { Logger } from "../infra/log.ts";
+import type { Registry } from "../infra/registry.ts";
+import type { ServerOnline, SessionStore } from "../infra/sessions.ts";
+import type { LogicMetrics } from "./metrics.ts";
+
+/** Period of the background re-read of every comet's report (goim `_onlineTick`). */
+export const ONLINE_REFRESH_MS = 10_000;
+
+/** One entry of `/goim/online/top` (goim model.Top). */
+export interface TopRoom {
+  /** Room id without the type (`1000` for `live://1000`). */
+  room_id: string;
+  /** Connections in the room across the cluster. */
+  count: number;
+}
+
+/** Options of {@linkcode OnlineCounts}. */
+export interface OnlineCountsOptions {
+  /** Where reports are stored. */
+  sessions: SessionStore;
+  /** Lists the comets whose reports to re-read. */
+  registry: Registry;
+  /** `logic.online_stale_after` in ms. */
+  staleAfterMs: number;
+  /** Clock, ms since the epoch. */
+  now?: () => number;
+  /** Logger for store failures during refresh. */
+  log?: Logger;
+  /** Metrics (optional). */
+  metrics?: LogicMetrics;
+}
+
+interface Share {
+  roomCount: Record<string, number>;
+  updated: number;
+}
+
+/**
+ * The aggregate.
+ *
+ * @example
+ * ```ts ignore
+ * const online = new OnlineCounts({ sessions, registry, staleAfterMs: 60_000 });
+ * await online.report("comet-1", { "live://1": 3 }); // { "live://1": 3 }
+ * online.top("live", 10); // [{ room_id: "1", count: 3 }]
+ * ```
+ */
+export class OnlineCounts {
+  #sessions: SessionStore;
+  #registry: Registry;
+  #staleAfterMs: number;
+  #now: () => number;
+  #log?: Logger;
+  #metrics?: LogicMetrics;
+  #shares = new Map<string, Share>();
+  #total = new Map<string, number>();
+  #refreshing: Promise<void> | undefined;
+
+  /** Creates an empty aggregate. */
+  constructor(opts: OnlineCountsOptions) {
+    this.#sessions = opts.sessions;
+    this.#registry = opts.registry;
+    this.#staleAfterMs = opts.staleAfterMs;
+    this.#now = opts.now ?? Date.now;
+    this.#log = opts.log;
+    this.#metrics = opts.metrics;
+  }
+
+  /**
+   * Handles a comet's RenewOnline: stores the report (timestamped now),
+   * applies it to the aggregate and returns the cluster-wide counts.
+   * Rejects when the store fails (the comet retries on its next tick).
+   */
+  async report(server: string, roomCount: Record<string, number>): Promise<Record<string, number>> {
+    const clean: Record<string, number> = {};
+    for (const [room, n] of Object.entries(roomCount)) {
+      if (room !== "" && Number.isInteger(n) && n > 0) clean[room] = n;
+    }
+    const updated = this.#now();
+    await this.#sessions.addServerOnline({ server, roomCount: clean, updated });
+    this.#apply(server, clean, updated);
+    this.#metrics?.onlineReports.inc();
+    return this.snapshot();
+  }
+
+  /** The aggregate as an object (room key → count), stale comets excluded. */
+  snapshot(): Record<string, number> {
+    this.#evictStale();
+    return Object.fromEntries(this.#total);
+  }
+
+  /** Count of one room key (0 when unknown). */
+  count(room: string): number {
+    this.#evictStale();
+    return this.#total.get(room) ?? 0;
+  }
+
+  /**
+   * The `limit` most populated rooms of `type` (room keys `type://…`),
+   * most first, ties by room id.
+   */
+  top(type: string, limit: number): TopRoom[] {
+    this.#evictStale();
+    const prefix = `${type}://`;
+    const out: TopRoom[] = [];
+    for (const [room, count] of this.#total) {
+      if (room.startsWith(prefix)) out.push({ room_id: room.slice(prefix.length), count });
+    }
+    out.sort((a, b) => b.count - a.count || (a.room_id < b.room_id ? -1 : 1));
+    return out.slice(0, limit);
+  }
+
+  /** Counts of these room ids of `type` (0 for unknown rooms), keyed by id as goim does. */
+  rooms(type: string, ids: readonly string[]): Record<string, number> {
+    this.#evictStale();
+    const out: Record<string, number> = {};
+    for (const id of ids) out[id] = this.#total.get(`${type}://${id}`) ?? 0;
+    return out;
+  }
+
+  /** Comets currently in the aggregate. */
+  get servers(): number {
+    this.#evictStale();
+    return this.#shares.size;
+  }
+
+  /**
+   * Re-reads the stored reports of every registered comet and every comet
+   * seen here. Concurrent calls share one pass; failures are logged and
+   * leave the aggregate as it was.
+   */
+  refresh(): Promise<void> {
+    this.#refreshing ??= this.#refresh().finally(() => this.#refreshing = undefined);
+    return this.#refreshing;
+  }
+
+  /** Resolves once a refresh in flight (if any) has finished; starts none. */
+  async idle(): Promise<void> {
+    await this.#refreshing;
+  }
+
+  async #refresh(): Promise<void> {
+    try {
+      const ids = new Set(this.#shares.keys());
+      for (const c of await this.#registry.list()) ids.add(c.id);
+      const reports = await Promise.all(
+        [...ids].map((id) => this.#sessions.serverOnline(id)),
+      );
+      for (const r of reports) if (r) this.#applyStored(r);
+    } catch (e) {
+      this.#log?.warn("online refresh failed; keeping the last counts", { error: e });
+    }
+    this.#evictStale();
+  }
+
+  #applyStored(r: ServerOnline): void {
+    const known = this.#shares.get(r.server);
+    if (known && known.updated >= r.updated) return;
+    if (this.#now() - r.updated > this.#staleAfterMs) return;
+    this.#apply(r.server, r.roomCount, r.updated);
+  }
+
+  #apply(server: string, roomCount: Record<string, number>, updated: number): void {
+    this.#remove(server);
+    for (const [room, n] of Object.entries(roomCount)) {
+      this.#total.set(room, (this.#total.get(room) ?? 0) + n);
+    }
+    this.#shares.set(server, { roomCount, updated });
+    this.#metrics?.onlineServers.set(this.#shares.size);
+  }
+
+  #remove(server: string): void {
+    const old = this.#shares.get(server);
+    if (!old) return;
+    for (const [room, n] of Object.entries(old.roomCount)) {
+      const left = (this.#total.get(room) ?? 0) - n;
+      if (left > 0) this.#total.set(room, left);
+      else this.#total.delete(room);
+    }
+    this.#shares.delete(server);
+  }
+
+  #evictStale(): void {
+    const oldest = this.#now() - this.#staleAfterMs;
+    let evicted = false;
+    for (const [server, share] of this.#shares) {
+      if (share.updated < oldest) {
+        this.#remove(server);
+        evicted = true;
+      }
+    }
+    if (evicted) this.#metrics?.onlineServers.set(this.#shares.size);
+  }
+}
