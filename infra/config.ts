@@ -674,7 +674,7 @@ export const CONFIG_SCHEMA = defineSchema({
   ),
   "comet.admin.bind": addr(
     "127.0.0.1:3190",
-    'HTTP admin endpoint of the comet role (/metrics); "" disables. Loopback by default because metrics reveal internals.',
+    'HTTP admin endpoint of the comet role (/metrics, /healthz); "" disables. Loopback by default because metrics reveal internals.',
     { bind: true, optional: true },
   ),
   "comet.handshake_timeout": duration(
@@ -749,7 +749,7 @@ export const CONFIG_SCHEMA = defineSchema({
   }),
   "logic.http.max_body": bytes(
     "64KiB",
-    "Largest push message accepted (bigger: -400). Every target queues it, so keep it well below comet.send_queue.max_bytes.",
+    "Largest push message accepted (bigger: HTTP 413, code -413). Every target queues it, so keep it well below comet.send_queue.max_bytes.",
     { min: 1, max: "16MiB" },
   ),
   "logic.grpc.bind": addr(
@@ -759,7 +759,7 @@ export const CONFIG_SCHEMA = defineSchema({
   ),
   "logic.admin.bind": addr(
     "127.0.0.1:3191",
-    'HTTP admin endpoint of the logic role (/metrics); "" disables.',
+    'HTTP admin endpoint of the logic role (/metrics, /healthz); "" disables.',
     {
       bind: true,
       optional: true,
@@ -868,7 +868,7 @@ export const CONFIG_SCHEMA = defineSchema({
   "job.retry.max_delay": duration("2s", "Upper bound of the retry delay."),
   "job.admin.bind": addr(
     "127.0.0.1:3192",
-    'HTTP admin endpoint of the job role (/metrics); "" disables.',
+    'HTTP admin endpoint of the job role (/metrics, /healthz); "" disables.',
     {
       bind: true,
       optional: true,
