@@ -1,0 +1,184 @@
+/**
+ * Job's view of one comet: its client, its lanes, what rooms it has, and
+ * the retry loop around every call.
+ *
+ * Retries: a call failing with a transient status (see ./retry.ts) is
+ * retried after a backoff, up to `job.retry.max_attempts` attempts, inside
+ * its lane — the lane waits, so what follows for the same key stays behind
+ * it. Once a call has exhausted its retries the comet is marked *down*:
+ * further calls get a single attempt until one succeeds. Without that, a
+ * dead comet would cost every queued message the full retry time, and a
+ * 1024-deep lane would take minutes to give up.
+ *
+ * @module
+ */
+
+import type { CometApi } from "../proto/api.ts";
+import type { CometRecord } from "../infra/registry.ts";
+import type { Logger } from "../infra/log.ts";
+import { laneOf } from "./hash.ts";
+import { Lane } from "./lane.ts";
+import { backoffDelay, errorCode, isTransient, type RetryPolicy } from "./retry.ts";
+
+/** A comet client as job holds it: the API plus an optional close. */
+export type CometClient = CometApi & { close?(): void };
+
+/** How one call to a comet ended. */
+export type CallOutcome =
+  | { ok: true }
+  | {
+    ok: false;
+    reason: "retries_exhausted" | "rpc_error" | "comet_gone" | "stopping";
+    error?: unknown;
+  };
+
+/** Counters a comet reports into. */
+export interface CometHooks {
+  /** A retry is about to happen. */
+  onRetry(): void;
+}
+
+/** Options of {@linkcode CometConn}. */
+export interface CometConnOptions {
+  /** Lanes (config `job.comet_lanes`). */
+  lanes: number;
+  /** Items per lane (config `job.lane_queue`). */
+  laneQueue: number;
+  /** Retry policy (config `job.retry.*`). */
+  retry: RetryPolicy;
+  /** Logger with the comet's id bound. */
+  log: Logger;
+  /** Metric hooks. */
+  hooks: CometHooks;
+}
+
+/** One comet: client, lanes, rooms, retries. */
+export class CometConn {
+  /** The comet's registry id (what PUSH messages name as `server`). */
+  readonly id: string;
+  /** The address the client was made for; a change means a new client. */
+  readonly grpcAddr: string;
+  /** The client. */
+  readonly client: CometClient;
+  /** Rooms with members, from the last Rooms() that succeeded; null = unknown. */
+  rooms: ReadonlySet<string> | null = null;
+  /** A Rooms() call is in flight. */
+  roomsPending = false;
+
+  readonly #lanes: Lane[];
+  readonly #o: CometConnOptions;
+  #down = false;
+  #closing?: string;
+  readonly #sleeps = new Set<() => void>();
+
+  /** Wraps `client` for the comet `rec`. */
+  constructor(rec: CometRecord, client: CometClient, o: CometConnOptions) {
+    this.id = rec.id;
+    this.grpcAddr = rec.grpcAddr;
+    this.client = client;
+    this.#o = o;
+    this.#lanes = Array.from({ length: Math.max(1, o.lanes) }, () => new Lane(o.laneQueue));
+  }
+
+  /** Items queued in all lanes (waiting submissions included). */
+  get depth(): number {
+    let n = 0;
+    for (const l of this.#lanes) n += l.depth;
+    return n;
+  }
+
+  /** Whether the last call gave up after its retries (single attempts until one succeeds). */
+  get down(): boolean {
+    return this.#down;
+  }
+
+  /**
+   * Runs `call` in the lane of `laneKey` with retries; never rejects. The
+   * lane slot is taken synchronously, so calls submitted in order run in
+   * order.
+   */
+  submit(
+    laneKey: string,
+    method: string,
+    call: (c: CometClient) => Promise<unknown>,
+  ): Promise<CallOutcome> {
+    const lane = this.#lanes[laneOf(laneKey, this.#lanes.length)];
+    return lane.submit(() => this.#attempt(method, call)).catch((e) => ({
+      ok: false as const,
+      reason: this.#closing === "stopping" ? "stopping" as const : "comet_gone" as const,
+      error: e,
+    }));
+  }
+
+  async #attempt(method: string, call: (c: CometClient) => Promise<unknown>): Promise<CallOutcome> {
+    const max = this.#down ? 1 : Math.max(1, this.#o.retry.maxAttempts);
+    for (let attempt = 1;; attempt++) {
+      if (this.#closing) return { ok: false, reason: this.#closingReason() };
+      try {
+        await call(this.client);
+        if (this.#down) this.#o.log.info("comet reachable again");
+        this.#down = false;
+        return { ok: true };
+      } catch (e) {
+        if (!isTransient(e)) {
+          this.#o.log.warn("comet call failed", { method, code: errorCode(e), error: e });
+          return { ok: false, reason: "rpc_error", error: e };
+        }
+        if (attempt >= max) {
+          if (!this.#down) {
+            this.#o.log.warn("comet unreachable; giving up on this call", {
+              method,
+              attempts: attempt,
+              code: errorCode(e),
+              error: e,
+            });
+          }
+          this.#down = true;
+          return { ok: false, reason: "retries_exhausted", error: e };
+        }
+        this.#o.hooks.onRetry();
+        if (!(await this.#sleep(backoffDelay(this.#o.retry, attempt)))) {
+          return { ok: false, reason: this.#closingReason() };
+        }
+      }
+    }
+  }
+
+  #closingReason(): "stopping" | "comet_gone" {
+    return this.#closing === "stopping" ? "stopping" : "comet_gone";
+  }
+
+  /** Sleeps `ms`; false at once when the comet closes meanwhile. */
+  #sleep(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(t);
+        this.#sleeps.delete(wake);
+        resolve(false);
+      };
+      const t = setTimeout(() => {
+        this.#sleeps.delete(wake);
+        resolve(!this.#closing);
+      }, ms);
+      this.#sleeps.add(wake);
+    });
+  }
+
+  /**
+   * Stops: queued calls end as `comet_gone` (or `stopping`), a retry wait
+   * ends at once, the call in flight finishes; then the client is closed.
+   * `why` is `"gone"` when the comet left the registry, `"stopping"` when
+   * job stops.
+   */
+  async close(why: "gone" | "stopping"): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = why === "stopping" ? "stopping" : "gone";
+    for (const wake of this.#sleeps) wake();
+    await Promise.all(this.#lanes.map((l) => l.close(`comet ${this.id} ${why}`)));
+    try {
+      this.client.close?.();
+    } catch (e) {
+      this.#o.log.debug("closing comet client failed", { error: e });
+    }
+  }
+}

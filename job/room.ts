@@ -1,0 +1,107 @@
+/**
+ * Room batching (goim's job/room.go): messages for one room are merged into
+ * one op 9 envelope body, encoded once, and broadcast to the room's comets
+ * in a single BroadcastRoom call per comet.
+ *
+ * A batch is flushed when it holds `job.room.batch` frames, when its bytes
+ * reach {@linkcode RoomBatcherOptions.maxBytes}, or `job.room.window` after
+ * its first frame — whichever comes first. So a quiet room pays at most the
+ * window in latency and a busy room sends one call per `batch` messages.
+ * goim waits up to a second (Room.Signal); 20 ms keeps pushes interactive.
+ *
+ * Each {@linkcode RoomBatcher.add} resolves with the outcome of the flush
+ * that carried its frame, so the queue acknowledges a room message only once
+ * its batch was handed to the comets.
+ *
+ * @module
+ */
+
+import { type Batch, BatchBuilder } from "../protocol/batch.ts";
+
+/** Options of {@linkcode RoomBatcher}. */
+export interface RoomBatcherOptions {
+  /** Frames per batch (config `job.room.batch`). */
+  batch: number;
+  /** Longest a frame waits for its batch to fill, ms (config `job.room.window`). */
+  windowMs: number;
+  /**
+   * Inner-frame bytes that flush a batch early (default 256 KiB), so one
+   * batch stays well inside a connection's send queue (comet.send_queue).
+   */
+  maxBytes?: number;
+}
+
+/** Sends one sealed batch of a room; resolves with an outcome for all its frames. */
+export type FlushRoom<R> = (room: string, batch: Batch) => Promise<R>;
+
+/** Default of {@linkcode RoomBatcherOptions.maxBytes}. */
+export const ROOM_BATCH_MAX_BYTES = 256 * 1024;
+
+/** The batcher of one room. */
+export class RoomBatcher<R> {
+  /** The room key, e.g. `live://1000`. */
+  readonly room: string;
+  /** Last time a frame was added (ms, from the clock given to add()). */
+  lastUsed = 0;
+  readonly #o: Required<RoomBatcherOptions>;
+  readonly #flush: FlushRoom<R>;
+  readonly #builder = new BatchBuilder(1024);
+  #timer?: ReturnType<typeof setTimeout>;
+  #waiters: ((r: R) => void)[] = [];
+  #inFlight = 0;
+
+  /** A batcher for `room` that hands sealed batches to `flush`. */
+  constructor(room: string, o: RoomBatcherOptions, flush: FlushRoom<R>) {
+    this.room = room;
+    this.#o = { maxBytes: ROOM_BATCH_MAX_BYTES, ...o };
+    this.#flush = flush;
+  }
+
+  /** Frames waiting for the next flush. */
+  get pending(): number {
+    return this.#builder.count;
+  }
+
+  /** Whether nothing is buffered or being sent (the batcher can be dropped). */
+  get idle(): boolean {
+    return this.#builder.count === 0 && this.#inFlight === 0;
+  }
+
+  /**
+   * Appends one inner frame (ver 1, op, seq 0, body). Resolves with the
+   * outcome of the flush that sends it. With `now` true the batch is
+   * flushed at once (job is stopping: no point waiting for the window).
+   */
+  add(op: number, body: Uint8Array, at: number, now = false): Promise<R> {
+    this.lastUsed = at;
+    this.#builder.add(op, body);
+    const p = new Promise<R>((r) => this.#waiters.push(r));
+    if (
+      now || this.#builder.count >= this.#o.batch || this.#builder.byteLength >= this.#o.maxBytes
+    ) {
+      this.flush();
+    } else if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => this.flush(), this.#o.windowMs);
+    }
+    return p;
+  }
+
+  /** Seals and sends what is buffered now (no-op when empty). */
+  flush(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    if (this.#builder.count === 0) return;
+    const batch = this.#builder.finish();
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    this.#inFlight++;
+    // flush() starts the sends synchronously (lane slots taken in order);
+    // only their completion is awaited.
+    this.#flush(this.room, batch).then((r) => {
+      this.#inFlight--;
+      for (const w of waiters) w(r);
+    });
+  }
+}
