@@ -13,6 +13,7 @@
  * @module
  */
 
+import type { RoomSnapshot } from "./membership.ts";
 import type { CometApi } from "../proto/api.ts";
 import type { CometRecord } from "../infra/registry.ts";
 import type { Logger } from "../infra/log.ts";
@@ -60,10 +61,8 @@ export class CometConn {
   readonly grpcAddr: string;
   /** The client. */
   readonly client: CometClient;
-  /** Rooms with members, from the last Rooms() that succeeded; null = unknown. */
-  rooms: ReadonlySet<string> | null = null;
-  /** A Rooms() call is in flight. */
-  roomsPending = false;
+  /** Room membership (set by job when it adds the comet). */
+  snapshot?: RoomSnapshot;
 
   readonly #lanes: Lane[];
   readonly #o: CometConnOptions;

@@ -12,8 +12,8 @@
  * - PUSH goes to the comet named by `server`, as one PushMsg call. An
  *   unknown server triggers one registry refresh; still unknown → skipped.
  * - ROOM messages are batched per room (./room.ts) and the batch — built
- *   once — is sent as BroadcastRoom with op 9 (Raw) to the comets whose
- *   Rooms() lists the room, plus those whose rooms are unknown.
+ *   once — is sent as BroadcastRoom with op 9 (Raw) to the comets that have
+ *   members in the room (./membership.ts: never misses a member).
  * - BROADCAST goes to every comet, with `speed` divided by the number of
  *   comets as goim does (but never down to 0, which would mean unpaced).
  *
@@ -24,12 +24,11 @@
  * comet or deliberately dropped". The handler rejects only while job is
  * aborting a stop, so that the queue redelivers those messages later.
  *
- * Room membership staleness: Rooms() is polled every `roomsRefreshMs`
- * (default 1 s). A comet whose first member of a room joined after the last
- * poll misses that room's messages for up to that long. Comets whose Rooms()
- * never answered or last failed get every room batch, so a new or flaky
- * comet errs on the side of delivery; a room known empty on every comet
- * costs no call at all.
+ * Room membership: a comet is left out of a room batch only on a Rooms()
+ * answer to a call sent after the batch's first message arrived, so a
+ * member that joined before a message was published always gets it
+ * (./membership.ts). Rooms() is also polled every `roomsRefreshMs`.
+ * Batches of one room are handed to the comets in order.
  *
  * @example
  * ```ts ignore
@@ -54,6 +53,7 @@ import { Op } from "../protocol/ops.ts";
 import { type CallOutcome, CometConn } from "./comet.ts";
 import { type JobMetrics, jobMetrics, type SkipReason } from "./metrics.ts";
 import { RoomBatcher } from "./room.ts";
+import { RoomSnapshot, Stamps } from "./membership.ts";
 
 /** What job needs from its surroundings. */
 export interface JobDeps {
@@ -75,6 +75,10 @@ export interface JobDeps {
   registryPollMs?: number;
   /** Rooms() poll interval per comet (default 1000 ms). */
   roomsRefreshMs?: number;
+  /** Shortest gap between on-demand Rooms() calls to one comet (default 10 ms). */
+  roomsMinGapMs?: number;
+  /** Longest a room batch waits for a fresh Rooms() answer before it is sent anyway (default 200 ms). */
+  roomsWaitMs?: number;
   /** How long stop() lets queued messages drain before aborting them (default 10000 ms). */
   stopTimeoutMs?: number;
 }
@@ -139,6 +143,9 @@ export class Job {
   readonly #m: JobMetrics;
   readonly #metrics: Metrics;
   readonly #now: () => number;
+  readonly #stamps = new Stamps();
+  // Tail of each room's chain of flushes, so batches of a room stay in order.
+  readonly #roomOrder = new Map<string, Promise<unknown>>();
   readonly #comets = new Map<string, CometConn>();
   readonly #rooms = new Map<string, RoomBatcher<Outcome>>();
   // Servers some PUSH is waiting to learn about; later pushes to them queue behind.
@@ -189,7 +196,7 @@ export class Job {
         grpcAddr: c.grpcAddr,
         down: c.down,
         queued: c.depth,
-        rooms: c.rooms?.size ?? null,
+        rooms: c.snapshot?.rooms?.size ?? null,
       })),
       rooms: this.#rooms.size,
     };
@@ -359,27 +366,49 @@ export class Job {
       b = new RoomBatcher<Outcome>(
         msg.room,
         { batch: r.batch, windowMs: r.window },
-        (room, batch) => this.#flushRoom(room, batch),
+        (room, batch, since) => this.#flushRoom(room, batch, since),
       );
       this.#rooms.set(msg.room, b);
     }
-    return b.add(msg.operation, msg.msg, this.#now(), this.#state !== "running")
+    return b.add(
+      msg.operation,
+      msg.msg,
+      this.#now(),
+      this.#state !== "running",
+      this.#stamps.next(),
+    )
       .then((o) => this.#finish(msg, meta, o));
   }
 
-  #flushRoom(room: string, batch: Batch): Promise<Outcome> {
+  #flushRoom(room: string, batch: Batch, since: number): Promise<Outcome> {
     this.#m.roomBatch.observe(batch.count);
     if (this.#comets.size === 0) return Promise.resolve({ ok: false, reason: "no_comets" });
-    const targets: CometConn[] = [];
-    for (const c of this.#comets.values()) {
-      if (c.rooms === null || c.rooms.has(room)) targets.push(c);
-    }
-    if (targets.length === 0) return Promise.resolve({ ok: false, reason: "no_target" });
+    const comets = [...this.#comets.values()];
     // One request object, one body for every comet: the batch is encoded once.
     const req = { roomID: room, proto: { ver: 1, op: Op.Raw, seq: 0, body: batch.tcp } };
-    return combine(
-      targets.map((c) => c.submit(room, "BroadcastRoom", (cl) => cl.BroadcastRoom(req))),
-    );
+    const decide = async (): Promise<CometConn[]> => {
+      const wanted = await Promise.all(
+        comets.map((c) => c.snapshot ? c.snapshot.wants(room, since) : true),
+      );
+      return comets.filter((_, i) => wanted[i]);
+    };
+    // Batches of a room are submitted in order: each decides after the one
+    // before it decided and submitted (callbacks on one promise run in
+    // registration order), but deliveries still overlap in the lanes.
+    const prev = this.#roomOrder.get(room);
+    const decided = prev ? prev.then(decide, decide) : decide();
+    const outcome = decided.then((targets): Promise<Outcome> | Outcome => {
+      if (targets.length === 0) return { ok: false, reason: "no_target" };
+      return combine(
+        targets.map((c) => c.submit(room, "BroadcastRoom", (cl) => cl.BroadcastRoom(req))),
+      );
+    });
+    const tail = decided.then(() => {}, () => {});
+    this.#roomOrder.set(room, tail);
+    void tail.then(() => {
+      if (this.#roomOrder.get(room) === tail) this.#roomOrder.delete(room);
+    });
+    return outcome;
   }
 
   #broadcast(msg: PushMsg, meta?: PushMeta): Promise<void> {
@@ -466,7 +495,13 @@ export class Job {
         }),
       );
       this.#log.info("comet added", { comet: rec.id, grpcAddr: rec.grpcAddr });
-      this.#roomsOf(this.#comets.get(rec.id)!);
+      const added = this.#comets.get(rec.id)!;
+      added.snapshot = new RoomSnapshot(() => added.client.Rooms({}), this.#stamps, {
+        minGapMs: this.#deps.roomsMinGapMs ?? 10,
+        waitMs: this.#deps.roomsWaitMs ?? 200,
+        now: this.#now,
+      });
+      void added.snapshot.refresh();
     }
     for (const [id, c] of this.#comets) {
       if (seen.has(id)) continue;
@@ -477,24 +512,7 @@ export class Job {
   }
 
   #refreshRooms(): void {
-    for (const c of this.#comets.values()) this.#roomsOf(c);
-  }
-
-  #roomsOf(c: CometConn): void {
-    if (c.roomsPending) return;
-    c.roomsPending = true;
-    Promise.resolve().then(() => c.client.Rooms({})).then(
-      (r) => {
-        const rooms = new Set<string>();
-        for (const [room, has] of Object.entries(r.rooms ?? {})) if (has) rooms.add(room);
-        c.rooms = rooms;
-      },
-      (e) => {
-        // Unknown again: the comet gets every room batch until Rooms() answers.
-        c.rooms = null;
-        this.#log.debug("Rooms() failed", { comet: c.id, error: e });
-      },
-    ).finally(() => c.roomsPending = false);
+    for (const c of this.#comets.values()) void c.snapshot?.refresh();
   }
 
   #sweepRooms(idleMs: number): void {

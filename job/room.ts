@@ -31,8 +31,11 @@ export interface RoomBatcherOptions {
   maxBytes?: number;
 }
 
-/** Sends one sealed batch of a room; resolves with an outcome for all its frames. */
-export type FlushRoom<R> = (room: string, batch: Batch) => Promise<R>;
+/**
+ * Sends one sealed batch of a room; resolves with an outcome for all its
+ * frames. `since` is the stamp given with the batch's first frame.
+ */
+export type FlushRoom<R> = (room: string, batch: Batch, since: number) => Promise<R>;
 
 /** Default of {@linkcode RoomBatcherOptions.maxBytes}. */
 export const ROOM_BATCH_MAX_BYTES = 256 * 1024;
@@ -49,6 +52,7 @@ export class RoomBatcher<R> {
   #timer?: ReturnType<typeof setTimeout>;
   #waiters: ((r: R) => void)[] = [];
   #inFlight = 0;
+  #since = 0;
 
   /** A batcher for `room` that hands sealed batches to `flush`. */
   constructor(room: string, o: RoomBatcherOptions, flush: FlushRoom<R>) {
@@ -71,9 +75,11 @@ export class RoomBatcher<R> {
    * Appends one inner frame (ver 1, op, seq 0, body). Resolves with the
    * outcome of the flush that sends it. With `now` true the batch is
    * flushed at once (job is stopping: no point waiting for the window).
+   * `stamp` marks the frame's arrival; the batch reports its first one.
    */
-  add(op: number, body: Uint8Array, at: number, now = false): Promise<R> {
+  add(op: number, body: Uint8Array, at: number, now = false, stamp = 0): Promise<R> {
     this.lastUsed = at;
+    if (this.#builder.count === 0) this.#since = stamp;
     this.#builder.add(op, body);
     const p = new Promise<R>((r) => this.#waiters.push(r));
     if (
@@ -99,7 +105,7 @@ export class RoomBatcher<R> {
     this.#inFlight++;
     // flush() starts the sends synchronously (lane slots taken in order);
     // only their completion is awaited.
-    this.#flush(this.room, batch).then((r) => {
+    this.#flush(this.room, batch, this.#since).then((r) => {
       this.#inFlight--;
       for (const w of waiters) w(r);
     });
