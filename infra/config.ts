@@ -895,6 +895,11 @@ export const CONFIG_SCHEMA = defineSchema({
     "Consumer group of the job role (goim Kafka.Group).",
   ),
   "queue.kafka.client_id": str("goim", "Kafka client id, shown in broker logs and quotas."),
+  "queue.kafka.session_timeout": duration(
+    "10s",
+    "Job consumer session timeout: a job that dies without leaving the group holds its partitions this long before another takes over (kafkajs default 30s; the broker allows 6s..30m by default).",
+    { min: "1s" },
+  ),
 
   "sessions.engine": oneOf(
     ["memory", "redis"],

@@ -70,6 +70,8 @@ export interface KafkaConsumerOptions extends KafkaConnectOptions {
   group: string;
   /** Where a group without committed offsets starts: false = new records only (default). */
   fromBeginning?: boolean;
+  /** Group session timeout in ms (config `queue.kafka.session_timeout`; default 10000). */
+  sessionTimeoutMs?: number;
   /** Records of one partition handled at once (default 1024). */
   maxInFlight?: number;
   /** Partitions handled at once (default 16). */
@@ -189,6 +191,9 @@ export class KafkaConsumer implements PushConsumer {
     const consumer = this.#kafka.consumer({
       groupId: o.group,
       allowAutoTopicCreation: false,
+      // A dead job's partitions move after this; heartbeats at a third of it.
+      sessionTimeout: o.sessionTimeoutMs ?? 10_000,
+      heartbeatInterval: Math.max(500, Math.floor((o.sessionTimeoutMs ?? 10_000) / 3)),
       // Short fetch waits keep close() quick; an idle topic costs 2 fetches/s.
       maxWaitTimeInMs: 500,
       // Patient, unlike the producer: the consumer should outlive a broker

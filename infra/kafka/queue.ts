@@ -79,6 +79,7 @@ export function createKafkaConsumer(
     clientId: k.client_id,
     topic: k.topic,
     group: k.group,
+    sessionTimeoutMs: k.session_timeout,
     ...extra,
   });
 }
