@@ -1,0 +1,111 @@
+/**
+ * Room broadcast throughput of the comet to 10,000 TCP connections.
+ *
+ * The comet runs in its own process (bench/comet_bench_server.ts) and is
+ * driven in-process: `service.BroadcastRoom` with batches of N frames (an
+ * op 9 proto, as goim's job sends room batches) as fast as the comet
+ * absorbs them, for S seconds per batch size. The connections live in two
+ * other processes (bench/comet_bench_clients.ts) that parse every frame
+ * with protocol's FrameReader. Delivered frames/s = frames × members /
+ * (time the last client process saw its last frame − start of the run).
+ * Everything shares the box's 2 cores.
+ *
+ * ```sh
+ * ./scripts/deno run -A bench/comet_throughput.ts                       # 10,000 conns, batches 1,10,20,100, 10 s each
+ * ./scripts/deno run -A bench/comet_throughput.ts --n=2000 --seconds=3 --batches=10
+ * ```
+ *
+ * Target (docs/COMET.md): ≥ 1,000,000 delivered frames/s.
+ *
+ * @module
+ */
+
+import { BenchProc, settle } from "./comet_bench_proc.ts";
+
+function arg(name: string, def: string): string {
+  const a = Deno.args.find((x) => x.startsWith(`--${name}=`));
+  return a ? a.slice(name.length + 3) : def;
+}
+
+const here = new URL(".", import.meta.url).pathname;
+const n = Number(arg("n", "10000"));
+const procs = Number(arg("procs", "2"));
+const seconds = Number(arg("seconds", "10"));
+const bytes = Number(arg("bytes", "32"));
+const batches = arg("batches", "1,10,20,100").split(",").map(Number);
+const serverArgs = arg("server-args", "").split(" ").filter(Boolean);
+
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in clock ticks of 10 ms
+}
+
+const server = new BenchProc("comet", `${here}comet_bench_server.ts`, serverArgs);
+const clients: BenchProc[] = [];
+try {
+  const ready = await server.next("ready");
+  const per = Math.ceil(n / procs);
+  for (let i = 0; i < procs; i++) {
+    clients.push(
+      new BenchProc(`clients${i}`, `${here}comet_bench_clients.ts`, [
+        "--transport=tcp",
+        `--port=${ready.tcp}`,
+        `--n=${Math.min(per, n - i * per)}`,
+        `--prefix=t${i}-`,
+        "--buf=16384",
+      ]),
+    );
+  }
+  const readies = await Promise.all(clients.map((c) => c.next("ready")));
+  const sizes = readies.map((r) => r.authed as number);
+  console.error(`connections ready: ${sizes.join(" + ")}`);
+  await settle(1000);
+  const results = [];
+  for (const batch of batches) {
+    await Promise.all(clients.map((c) => c.send({ cmd: "count" })));
+    const before = (await Promise.all(clients.map((c) => c.next("count")))).map((e) =>
+      e.frames as number
+    );
+    await server.send({ cmd: "counters" });
+    const c0 = await server.next("counters");
+    const cpu0 = await cpuSeconds(server.pid);
+    await server.send({ cmd: "broadcast", batch, seconds, bytes });
+    const run = await server.next("broadcast");
+    const perConn = run.frames as number;
+    await Promise.all(
+      clients.map((c, i) =>
+        c.send({ cmd: "wait", total: before[i] + perConn * sizes[i], timeoutMs: 120_000 })
+      ),
+    );
+    const reached = await Promise.all(clients.map((c) => c.next("reached")));
+    const cpu1 = await cpuSeconds(server.pid);
+    await server.send({ cmd: "counters" });
+    const c1 = await server.next("counters");
+    const writes = (c1.writes as number) - (c0.writes as number);
+    const lastAt = Math.max(...reached.map((r) => r.at as number));
+    const delivered = reached.reduce((a, r, i) => a + (r.frames as number) - before[i], 0);
+    const elapsed = (lastAt - (run.startAt as number)) / 1000;
+    const r = {
+      batch,
+      calls: run.calls as number,
+      driverWaits: run.waits as number,
+      connections: run.connections as number,
+      allDelivered: reached.every((x) => x.reached),
+      deliveredFrames: delivered,
+      seconds: +elapsed.toFixed(2),
+      framesPerSecond: Math.round(delivered / elapsed),
+      callsPerSecond: Math.round((run.calls as number) / elapsed),
+      writesPerSecond: Math.round(writes / elapsed),
+      framesPerWrite: +(((c1.frames as number) - (c0.frames as number)) / writes).toFixed(1),
+      serverCpu: +((cpu1 - cpu0) / elapsed).toFixed(2),
+    };
+    console.log(JSON.stringify(r));
+    results.push(r);
+    await settle(1000);
+  }
+  console.table(results);
+} finally {
+  await Promise.all(clients.map((c) => c.exit()));
+  await server.exit();
+}

@@ -1,0 +1,69 @@
+/**
+ * The comet's admin HTTP endpoint (comet.admin.bind): `/metrics` in the
+ * Prometheus text format and `/healthz` for load balancers and probes.
+ *
+ * `/healthz` answers 200 with a small JSON status while the comet serves,
+ * and 503 once it is shutting down, so a balancer stops sending clients
+ * before the listeners close.
+ *
+ * @module
+ */
+
+import { type Metrics, metricsResponse, processMetrics } from "../infra/metrics.ts";
+import { splitHostPort } from "./socket.ts";
+
+/** What `/healthz` reports. */
+export interface Health {
+  /** `ok`, or `shutting_down` (answered with 503). */
+  status: "ok" | "shutting_down";
+  /** This comet's id. */
+  id: string;
+  /** Authenticated connections. */
+  connections: number;
+  /** Rooms with members. */
+  rooms: number;
+  /** Distinct client IPs. */
+  ips: number;
+  /** Resident set size of the process in bytes. */
+  rss: number;
+}
+
+/** Options of {@linkcode serveAdmin}. */
+export interface AdminOptions {
+  /** `host:port` (comet.admin.bind, non-empty). */
+  bind: string;
+  /** Serve `/metrics` (metrics.enabled). */
+  metricsEnabled: boolean;
+  /** The comet's registry. */
+  metrics: Metrics;
+  /** Folds hot-path counters and gauges in before a scrape. */
+  beforeScrape(): void;
+  /** The current health. */
+  health(): Health;
+}
+
+/**
+ * Starts the admin server.
+ *
+ * @example
+ * ```ts ignore
+ * const admin = serveAdmin({ bind: "127.0.0.1:3190", metricsEnabled: true, metrics, beforeScrape, health });
+ * await fetch(`http://127.0.0.1:${admin.addr.port}/healthz`);
+ * await admin.shutdown();
+ * ```
+ */
+export function serveAdmin(opts: AdminOptions): Deno.HttpServer<Deno.NetAddr> {
+  const { hostname, port } = splitHostPort(opts.bind);
+  return Deno.serve({ hostname, port, onListen: () => {} }, async (req) => {
+    const path = new URL(req.url).pathname;
+    if (path === "/healthz") {
+      const h = opts.health();
+      return Response.json(h, { status: h.status === "ok" ? 200 : 503 });
+    }
+    if (path === "/metrics" && opts.metricsEnabled) {
+      opts.beforeScrape();
+      return await metricsResponse(opts.metrics, processMetrics());
+    }
+    return new Response("not found\n", { status: 404 });
+  });
+}

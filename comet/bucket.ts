@@ -1,0 +1,107 @@
+/**
+ * Buckets: the comet's channels sharded by key (goim internal/comet/bucket.go).
+ *
+ * A key's bucket is `fnv1a32(key) % count`. Each bucket maps keys to
+ * channels and holds its own {@linkcode Room} objects, so every structure
+ * stays small (Map rehashing never touches all connections at once) and a
+ * room broadcast walks each bucket's member list. JavaScript has one
+ * thread, so buckets are not about locks as in goim; they bound map sizes
+ * and keep the layout goim operators know.
+ *
+ * @module
+ */
+
+import type { Channel } from "./channel.ts";
+import type { OnlineCounts } from "./online.ts";
+import { Room } from "./room.ts";
+
+/**
+ * 32-bit FNV-1a over the UTF-16 code units of `s`: fast, allocation-free
+ * and spreads UUID and numeric keys evenly.
+ *
+ * @example
+ * ```ts
+ * fnv1a32("") === 0x811c9dc5; // true: the offset basis
+ * ```
+ */
+export function fnv1a32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/**
+ * One shard of channels and rooms.
+ *
+ * @example
+ * ```ts ignore
+ * const b = new Bucket(online);
+ * const old = b.put(ch, "live://1000"); // a replaced channel with the same key, if any
+ * b.changeRoom(ch, "live://2000");
+ * b.del(ch);
+ * ```
+ */
+export class Bucket {
+  /** Authenticated channels by key. */
+  readonly channels: Map<string, Channel> = new Map();
+  /** Rooms with members in this bucket, by room id. */
+  readonly rooms: Map<string, Room> = new Map();
+  readonly #online: OnlineCounts;
+
+  /** Creates an empty bucket that reports room membership to `online`. */
+  constructor(online: OnlineCounts) {
+    this.#online = online;
+  }
+
+  /**
+   * Adds an authenticated channel under its key and into room `roomId`
+   * ("" = none). Returns the channel it replaced (same key), now out of
+   * the map and its room, for the caller to close.
+   */
+  put(ch: Channel, roomId: string): Channel | undefined {
+    const old = this.channels.get(ch.key);
+    if (old !== undefined) this.#leave(old);
+    this.channels.set(ch.key, ch);
+    ch.bucket = this;
+    if (roomId !== "") this.#join(ch, roomId);
+    return old;
+  }
+
+  /** Removes a channel (only if it is still the one under its key) and takes it out of its room. */
+  del(ch: Channel): void {
+    if (this.channels.get(ch.key) === ch) this.channels.delete(ch.key);
+    this.#leave(ch);
+  }
+
+  /** Moves a channel to room `roomId`; "" leaves every room. */
+  changeRoom(ch: Channel, roomId: string): void {
+    if (ch.room !== null && ch.room.id === roomId) return;
+    this.#leave(ch);
+    if (roomId !== "") this.#join(ch, roomId);
+  }
+
+  /** The channel under `key`, if any. */
+  channel(key: string): Channel | undefined {
+    return this.channels.get(key);
+  }
+
+  #join(ch: Channel, roomId: string): void {
+    let room = this.rooms.get(roomId);
+    if (room === undefined) {
+      room = new Room(roomId);
+      this.rooms.set(roomId, room);
+    }
+    room.put(ch);
+    this.#online.join(roomId);
+  }
+
+  #leave(ch: Channel): void {
+    const room = ch.room;
+    if (room === null) return;
+    if (room.del(ch)) this.rooms.delete(room.id);
+    this.#online.leave(room.id);
+  }
+}

@@ -1,0 +1,449 @@
+/**
+ * One client connection (goim internal/comet/channel.go): who it is, which
+ * room it is in, which push operations it accepts, and its bounded send
+ * queue.
+ *
+ * The queue holds references, never copies: a push is the shared
+ * {@linkcode Batch} every recipient gets, a reply is its own small frame.
+ * When the flusher (./flusher.ts) gives the channel its turn, the
+ * transport subclass (./tcp.ts, ./websocket.ts) turns everything queued
+ * into one socket write: TCP concatenates inner frames and replies;
+ * WebSocket frames each run of pushes as one op 9 envelope message and
+ * each reply as its own message, all in the same write. The bytes bound
+ * covers what is queued plus the write in flight, so a client that stops
+ * reading trips it whatever the transport.
+ *
+ * Memory matters here (one object per connection, tens of thousands of
+ * them): no closures, no timers, no per-channel arrays until something is
+ * queued. Deadlines are plain numbers checked by the comet's periodic
+ * sweep.
+ *
+ * @module
+ */
+
+import {
+  type Batch,
+  type DisconnectReason,
+  encodeFrame,
+  encodeReason,
+  HEADER_LEN,
+  Op,
+  PUSH_VER,
+  writeHeader,
+} from "../protocol/mod.ts";
+import type { CometMetrics, TransportName } from "./metrics.ts";
+import type { Room } from "./room.ts";
+import type { Bucket } from "./bucket.ts";
+
+/** What a send queue does when a push does not fit (config comet.send_queue.policy). */
+export type QueuePolicy = "disconnect" | "drop_oldest" | "drop_new";
+
+/**
+ * Bytes already framed for the transport (a WebSocket control frame such
+ * as pong or close): written as they are, never counted as a goim frame.
+ */
+export class RawFrame {
+  /** Creates the item. */
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/** A queued item: a shared push batch, a reply frame of this connection, or transport bytes. */
+export type QueueItem = Batch | Uint8Array | RawFrame;
+
+/** Lifecycle states of a channel, in order. */
+export const ChannelState = {
+  /** Connected; waiting for op 7. */
+  Handshake: 0,
+  /** op 7 received; waiting for logic's Connect reply. */
+  Authing: 1,
+  /** Authenticated: in a bucket, receives pushes. */
+  Open: 2,
+  /** Closing: a final op 6 is being flushed; nothing else is accepted. */
+  Closing: 3,
+  /** The socket is closed. */
+  Closed: 4,
+} as const;
+
+/** One of {@linkcode ChannelState}. */
+export type ChannelStateValue = typeof ChannelState[keyof typeof ChannelState];
+
+/** What a channel needs from the comet around it (one shared object, not per channel). */
+export interface ChannelHost {
+  /** Queues a channel for its next flush. */
+  schedule(ch: Channel): void;
+  /** Bytes a channel may hold queued plus in the socket (comet.send_queue.max_bytes). */
+  readonly maxQueueBytes: number;
+  /** What happens when a push does not fit. */
+  readonly policy: QueuePolicy;
+  /** Hot-path counters. */
+  readonly metrics: CometMetrics;
+  /** Milliseconds a closing channel gets to flush its op 6 before it is cut. */
+  readonly closeGraceMs: number;
+  /** Called once when a channel's queue overflowed under policy `disconnect`. */
+  slowConsumer(ch: Channel): void;
+  /** Called once when the channel's socket is closed, by either side. */
+  closed(ch: Channel): void;
+  /** Bytes queued over every channel (kept by the channels). */
+  queuedBytes: number;
+}
+
+const NO_OPS: readonly number[] = Object.freeze([]);
+
+/**
+ * A connection's state and send queue; subclassed per transport.
+ *
+ * Writes happen only in {@linkcode Channel.flush}, called by the flusher;
+ * everything else only queues, so a push to ten thousand channels is ten
+ * thousand array appends and one flush pass.
+ */
+export abstract class Channel {
+  /** The comet around this channel. */
+  readonly host: ChannelHost;
+  /** Remote IP (for per-IP counts). */
+  readonly ip: string;
+  /** Lifecycle state, one of {@linkcode ChannelState}. */
+  state: ChannelStateValue = ChannelState.Handshake;
+  /** User id from logic's Connect reply. */
+  mid = 0;
+  /** Connection key from logic's Connect reply (bucket map key). */
+  key = "";
+  /** The bucket holding this channel once authenticated. */
+  bucket: Bucket | null = null;
+  /** The room this channel is in (within its bucket), if any. */
+  room: Room | null = null;
+  /** Previous member of {@linkcode Channel.room} (intrusive list). */
+  roomPrev: Channel | null = null;
+  /** Next member of {@linkcode Channel.room} (intrusive list). */
+  roomNext: Channel | null = null;
+  /** Handshake deadline, then idle deadline, then close deadline (ms, performance clock). */
+  deadline = 0;
+  /** When this channel next refreshes its route in logic (ms, performance clock). */
+  routeAt = 0;
+  /** Set when a newer connection with the same key took over: skip logic.Disconnect. */
+  replaced = false;
+  /** Whether the channel is in the flusher's list. */
+  scheduled = false;
+  /** Queued items, oldest first; null when empty (most channels, most of the time). */
+  q: QueueItem[] | null = null;
+  #queued = 0;
+  /** Why the server closed this channel (metric label); "" while open. */
+  closeReason = "";
+  /** The op 6 reason code of a server-decided close (WebSocket close code); 1000 otherwise. */
+  closeCode = 1000;
+  #ops: readonly number[] = NO_OPS;
+
+  /** Creates a channel in the handshake state. */
+  constructor(host: ChannelHost, ip: string) {
+    this.host = host;
+    this.ip = ip;
+  }
+
+  /** Transport name, for metrics and stats. */
+  abstract get transport(): TransportName;
+  /** Bytes of the write in flight (handed to the socket, not yet taken by the kernel). */
+  abstract get inflight(): number;
+  /** Size a push takes in this transport's queue. */
+  protected abstract pushSize(batch: Batch): number;
+  /**
+   * Hands everything queued to the socket as one write. Returns a promise
+   * that settles when that write completes, or undefined when nothing was
+   * written (empty queue, or a write already in flight: its completion
+   * reschedules the channel). Called by the flusher only.
+   */
+  abstract flush(): Promise<void> | undefined;
+  /** Closes the socket now, without flushing; the transport then reports the close. */
+  abstract abort(): void;
+
+  /** Bytes in {@linkcode Channel.q}. */
+  get queued(): number {
+    return this.#queued;
+  }
+
+  /** Takes the whole queue (for a flush), leaving it empty. */
+  takeQueue(): QueueItem[] | null {
+    const q = this.q;
+    this.q = null;
+    this.host.queuedBytes -= this.#queued;
+    this.#queued = 0;
+    return q;
+  }
+
+  /** Drops everything queued. */
+  clearQueue(): void {
+    this.takeQueue();
+  }
+
+  #add(n: number): void {
+    this.#queued += n;
+    this.host.queuedBytes += n;
+  }
+
+  /** Whether a key or broadcast push with `op` reaches this channel. */
+  accepts(op: number): boolean {
+    return this.#ops.includes(op);
+  }
+
+  /** The accepted operations. */
+  get ops(): readonly number[] {
+    return this.#ops;
+  }
+
+  /** Adds operations to the accepts set (auth, op 14). */
+  watch(ops: readonly number[]): void {
+    if (ops.length === 0) return;
+    const next = this.#ops.slice();
+    for (const op of ops) if (!next.includes(op)) next.push(op);
+    this.#ops = next;
+  }
+
+  /** Removes operations from the accepts set (op 16). */
+  unwatch(ops: readonly number[]): void {
+    if (ops.length === 0 || this.#ops.length === 0) return;
+    const next = this.#ops.filter((op) => !ops.includes(op));
+    this.#ops = next.length === 0 ? NO_OPS : next;
+  }
+
+  /**
+   * Queues a push (shared bytes). Applies the queue policy when it does not
+   * fit; returns false when it was not queued.
+   */
+  push(batch: Batch): boolean {
+    if (this.state !== ChannelState.Open) return false;
+    const size = this.pushSize(batch);
+    const host = this.host;
+    if (this.queued + this.inflight + size > host.maxQueueBytes && !this.#makeRoom(size, batch)) {
+      return false;
+    }
+    if (this.q === null) this.q = [batch];
+    else this.q.push(batch);
+    this.#add(size);
+    if (!this.scheduled) host.schedule(this);
+    return true;
+  }
+
+  /**
+   * Queues a reply frame. Replies are never dropped: one that does not fit
+   * means the client sends requests without reading the answers, and it is
+   * closed as a slow consumer.
+   */
+  reply(frame: Uint8Array): void {
+    if (this.state >= ChannelState.Closing) return;
+    if (this.queued + this.inflight + frame.length > this.host.maxQueueBytes) {
+      this.#overflow(frame.length);
+      return;
+    }
+    this.#append(frame);
+  }
+
+  /** Queues a reply frame built from its parts. */
+  replyFrame(ver: number, op: number, seq: number, body?: Uint8Array): void {
+    this.reply(encodeFrame({ ver, op, seq, body }));
+  }
+
+  /**
+   * Starts a server-decided close: queues op 6 with `reason` behind what is
+   * already queued, then closes once it is flushed (or after the close
+   * grace, whichever comes first; the sweep enforces it). Idempotent.
+   */
+  end(reason: DisconnectReason, label: string, graceMs = this.host.closeGraceMs): void {
+    if (this.state >= ChannelState.Closing) return;
+    this.state = ChannelState.Closing;
+    this.closeReason = label;
+    this.closeCode = reason.code;
+    this.deadline = performance.now() + graceMs;
+    this.#append(
+      encodeFrame({ ver: 1, op: Op.DisconnectReply, seq: 0, body: encodeReason(reason) }),
+    );
+    this.ended();
+  }
+
+  /**
+   * Starts a close without op 6 (the client asked for it, or the socket
+   * never got far enough to speak goim): drops what is queued, sends
+   * `last` (transport bytes such as a close frame) if given, then closes.
+   * Idempotent.
+   */
+  endQuietly(label: string, last?: Uint8Array, graceMs = this.host.closeGraceMs): void {
+    if (this.state >= ChannelState.Closing) return;
+    this.state = ChannelState.Closing;
+    this.closeReason = label;
+    this.deadline = performance.now() + graceMs;
+    this.clearQueue();
+    if (last !== undefined) this.appendRaw(last);
+    else if (!this.scheduled) this.host.schedule(this);
+  }
+
+  /** Hook run when a close starts (after op 6 is queued): WebSocket queues its close frame. */
+  protected ended(): void {}
+
+  /** Queues transport-framed bytes (never dropped, never refused). */
+  protected appendRaw(bytes: Uint8Array): void {
+    const item = new RawFrame(bytes);
+    if (this.q === null) this.q = [item];
+    else this.q.push(item);
+    this.#add(bytes.length);
+    if (!this.scheduled) this.host.schedule(this);
+  }
+
+  /** Whether the close grace of a closing channel has run out. */
+  overdue(now: number): boolean {
+    return this.state === ChannelState.Closing && now >= this.deadline;
+  }
+
+  /** Frames held by queued items (a batch counts its inner frames). */
+  protected static frameCount(items: readonly QueueItem[]): number {
+    let n = 0;
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i];
+      n += it instanceof Uint8Array ? 1 : it instanceof RawFrame ? 0 : it.count;
+    }
+    return n;
+  }
+
+  #append(frame: Uint8Array): void {
+    if (this.q === null) this.q = [frame];
+    else this.q.push(frame);
+    this.#add(frame.length);
+    if (!this.scheduled) this.host.schedule(this);
+  }
+
+  // Returns true when `size` more bytes now fit (drop_oldest made room).
+  #makeRoom(size: number, batch: Batch): boolean {
+    const host = this.host;
+    if (host.policy === "drop_new") {
+      host.metrics.droppedNew += batch.count;
+      return false;
+    }
+    if (host.policy === "drop_oldest") {
+      const q = this.q;
+      if (q !== null) {
+        // Only pushes are dropped: replies answer the client's own requests.
+        let i = 0;
+        while (i < q.length && this.queued + this.inflight + size > host.maxQueueBytes) {
+          const it = q[i];
+          if (it instanceof Uint8Array || it instanceof RawFrame) {
+            i++;
+            continue;
+          }
+          q.splice(i, 1);
+          this.#add(-this.pushSize(it));
+          host.metrics.droppedOldest += it.count;
+        }
+        if (q.length === 0) this.clearQueue();
+      }
+      if (this.queued + this.inflight + size <= host.maxQueueBytes) return true;
+      // Still no room: what the socket holds cannot be dropped.
+      host.metrics.droppedNew += batch.count;
+      return false;
+    }
+    host.metrics.droppedDisconnect += batch.count;
+    this.#overflow(size);
+    return false;
+  }
+
+  #overflow(_size: number): void {
+    const q = this.takeQueue();
+    if (q !== null) this.host.metrics.droppedDisconnect += Channel.frameCount(q);
+    this.host.slowConsumer(this);
+  }
+}
+
+// The last coalesced buffer and the items it was built from. A room
+// broadcast leaves the very same sequence of batches in every member's
+// queue, so consecutive channels of a flush pass usually need identical
+// bytes: building them once per pass instead of once per channel saves a
+// copy per connection. Holding one buffer is the whole cost.
+let memoItems: readonly QueueItem[] | null = null;
+let memoFrom = 0;
+let memoTo = 0;
+let memoKind = 0;
+let memoBuf: Uint8Array = new Uint8Array(0);
+
+function bytesOf(it: QueueItem): Uint8Array {
+  return it instanceof Uint8Array ? it : it instanceof RawFrame ? it.bytes : it.tcp;
+}
+
+/**
+ * Returns the bytes `build()` makes for `items[from, to)`, reusing the
+ * previous result when the same items (by identity) in the same `kind` of
+ * framing were built last. Items are immutable once queued, so identity
+ * means identical bytes.
+ *
+ * @example
+ * ```ts ignore
+ * const bytes = memoBytes(q, 0, q.length, KIND_WS, () => frameForWebSocket(q));
+ * ```
+ */
+export function memoBytes(
+  items: readonly QueueItem[],
+  from: number,
+  to: number,
+  kind: number,
+  build: () => Uint8Array,
+): Uint8Array {
+  const m = memoItems;
+  if (m !== null && memoKind === kind && memoTo - memoFrom === to - from) {
+    let same = true;
+    for (let i = from, j = memoFrom; i < to; i++, j++) {
+      if (items[i] !== m[j]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return memoBuf;
+  }
+  const out = build();
+  memoItems = items;
+  memoFrom = from;
+  memoTo = to;
+  memoKind = kind;
+  memoBuf = out;
+  return out;
+}
+
+/**
+ * The bytes of `items[from, to)` as one buffer: TCP form (inner frames and
+ * replies back to back) or, with `envelope`, one op 9 envelope around the
+ * inner frames of a run of pushes. A single item is returned as is (a view
+ * of the shared batch, no copy).
+ *
+ * @example
+ * ```ts ignore
+ * const bytes = coalesce(ch.q!, 0, ch.q!.length, false);
+ * ```
+ */
+export function coalesce(
+  items: readonly QueueItem[],
+  from: number,
+  to: number,
+  envelope: boolean,
+): Uint8Array {
+  if (to - from === 1) {
+    const it = items[from];
+    if (it instanceof Uint8Array) return it;
+    if (it instanceof RawFrame) return it.bytes;
+    return envelope ? it.ws : it.tcp;
+  }
+  return memoBytes(items, from, to, envelope ? 1 : 0, () => {
+    let size = envelope ? HEADER_LEN : 0;
+    for (let i = from; i < to; i++) size += bytesOf(items[i]).length;
+    const out = new Uint8Array(size);
+    let o = 0;
+    if (envelope) {
+      writeHeader(out, 0, size - HEADER_LEN, PUSH_VER, Op.Raw, 0);
+      o = HEADER_LEN;
+    }
+    for (let i = from; i < to; i++) {
+      const b = bytesOf(items[i]);
+      out.set(b, o);
+      o += b.length;
+    }
+    return out;
+  });
+}
+
+/** Forgets the coalescing memo (lets its buffer be collected; used at shutdown). */
+export function resetCoalesceMemo(): void {
+  memoItems = null;
+  memoBuf = new Uint8Array(0);
+}

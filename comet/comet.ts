@@ -1,0 +1,424 @@
+/**
+ * The comet role: client connections over TCP, WebSocket and WSS, the
+ * `goim.comet.Comet` service job pushes through, and the periodic work
+ * (timeouts, RenewOnline, registration). One object, embeddable: the
+ * all-in-one entry passes logic's service object and calls
+ * {@linkcode Comet.service} directly; comet/main.ts wires gRPC instead.
+ *
+ * How the pieces fit (docs/COMET.md has the long version):
+ * - ./tcp.ts and ./websocket.ts accept sockets and turn bytes into frames;
+ * - ./session.ts runs each connection's lifecycle (auth via logic, ops,
+ *   replacement, timeouts) over ./bucket.ts and ./room.ts;
+ * - ./service.ts encodes each push once and queues it on ./channel.ts
+ *   send queues, which ./flusher.ts writes out, coalesced;
+ * - ./online.ts, ./registration.ts, ./admin.ts, ./metrics.ts do the rest.
+ *
+ * @example
+ * ```ts ignore
+ * import { Comet } from "./comet/comet.ts";
+ * import { loadConfig } from "./infra/config.ts";
+ * import { MemoryRegistry } from "./infra/memory/registry.ts";
+ * const comet = new Comet({ config: loadConfig(), logic, registry: new MemoryRegistry() });
+ * const addrs = await comet.start({ grpc: false });
+ * await comet.service.BroadcastRoom({ roomID: "live://1000", proto: { ver: 1, op: 1000, seq: 0, body } });
+ * await comet.shutdown();
+ * ```
+ *
+ * @module
+ */
+
+import * as grpc from "@grpc/grpc-js";
+import type { Config } from "../infra/config.ts";
+import { createLogger, type Logger } from "../infra/log.ts";
+import { createMetrics, type Metrics } from "../infra/metrics.ts";
+import type { Registry } from "../infra/registry.ts";
+import type { CometApi, LogicApi } from "../proto/api.ts";
+import { type CometHandlers, cometServiceDefinition, serveUnary } from "../proto/grpc.ts";
+import { ReasonCode } from "../protocol/mod.ts";
+import { serveAdmin } from "./admin.ts";
+import { resetCoalesceMemo } from "./channel.ts";
+import { Flusher } from "./flusher.ts";
+import { CometMetrics } from "./metrics.ts";
+import { renewOnline } from "./online.ts";
+import { Registration } from "./registration.ts";
+import { CometService } from "./service.ts";
+import { Sessions } from "./session.ts";
+import { type SocketServer, splitHostPort } from "./socket.ts";
+import { listenTcp } from "./tcp.ts";
+import { listenWebSocket } from "./websocket.ts";
+
+/** What a comet is built from. */
+export interface CometDeps {
+  /** The configuration (comet.*, node.id, protocol.max_body, log.*, metrics.*). */
+  config: Config;
+  /** logic: its service object (embedded) or a gRPC client (distributed). */
+  logic: LogicApi;
+  /** Where the comet registers itself. */
+  registry: Registry;
+  /** Logger; default from cfg.log with `role: "comet"`. */
+  log?: Logger;
+  /** Metrics registry; default `createMetrics("comet")`. */
+  metrics?: Metrics;
+}
+
+/** Addresses the comet bound (real ports when port 0 was configured). */
+export interface CometAddrs {
+  /** Raw TCP listeners. */
+  tcp: Deno.NetAddr[];
+  /** WebSocket listeners (path /sub). */
+  ws: Deno.NetAddr[];
+  /** WSS listeners (path /sub). */
+  wss: Deno.NetAddr[];
+  /** gRPC `host:port` job dials, when gRPC is served. */
+  grpc?: string;
+  /** Admin HTTP endpoint, when enabled. */
+  admin?: Deno.NetAddr;
+}
+
+/** Options of {@linkcode Comet.start}. */
+export interface CometStartOptions {
+  /** Serve gRPC `goim.comet.Comet` on comet.grpc.bind (default true; embedded passes false). */
+  grpc?: boolean;
+}
+
+function hostForDialing(host: string): string {
+  if (host !== "0.0.0.0" && host !== "::" && host !== "") return host;
+  // A wildcard bind is not dialable: advertise the host name (goim's
+  // server id is the host name too) so job on another machine can resolve it.
+  try {
+    return Deno.hostname();
+  } catch {
+    return "127.0.0.1";
+  }
+}
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function joinHostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Resolves after `p` or `ms`, whichever comes first; clears its timer either way. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), Math.max(0, ms)))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * One comet: listeners, connections, the push service and periodic work.
+ *
+ * @example
+ * ```ts ignore
+ * const comet = new Comet({ config, logic, registry });
+ * const { tcp, ws } = await comet.start();
+ * console.log(comet.stats()); // { connections: 0, rooms: 0, ips: 0 }
+ * await comet.shutdown("SIGTERM");
+ * ```
+ */
+export class Comet {
+  /** This comet's id (cfg.node.id): the `server` of routes and logic calls. */
+  readonly id: string;
+  /** PushMsg / Broadcast / BroadcastRoom / Rooms, callable in-process. */
+  readonly service: CometApi;
+  /** The metrics registry (`goim_comet_*`). */
+  readonly metrics: Metrics;
+
+  readonly #cfg: Config;
+  readonly #logic: LogicApi;
+  readonly #log: Logger;
+  readonly #m: CometMetrics;
+  readonly #flusher: Flusher;
+  readonly #sessions: Sessions;
+  readonly #svc: CometService;
+  readonly #registration: Registration;
+  #tcp: SocketServer | null = null;
+  #ws: SocketServer | null = null;
+  #wss: SocketServer | null = null;
+  #grpc: grpc.Server | null = null;
+  #grpcAddr = "";
+  #admin: Deno.HttpServer<Deno.NetAddr> | null = null;
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #renewTimer: ReturnType<typeof setInterval> | undefined;
+  #renewing: Promise<void> | null = null;
+  #started = false;
+  #shutdown: Promise<void> | null = null;
+
+  /** Builds the comet; nothing is bound until {@linkcode Comet.start}. */
+  constructor(deps: CometDeps) {
+    const cfg = deps.config;
+    this.#cfg = cfg;
+    this.id = cfg.node.id;
+    this.#logic = deps.logic;
+    this.#log = deps.log ??
+      createLogger({
+        level: cfg.log.level,
+        format: cfg.log.format,
+        fields: { role: "comet", node: cfg.node.id },
+      });
+    this.metrics = deps.metrics ?? createMetrics("comet");
+    this.#m = new CometMetrics(this.metrics);
+    this.#flusher = new Flusher();
+    this.#sessions = new Sessions({
+      id: this.id,
+      config: cfg,
+      logic: deps.logic,
+      log: this.#log,
+      metrics: this.#m,
+      flusher: this.#flusher,
+    });
+    this.#svc = new CometService(this.#sessions, this.#m, this.#log);
+    this.service = this.#svc;
+    this.#registration = new Registration(
+      deps.registry,
+      cfg.comet.renew_online_interval,
+      () => ({
+        id: this.id,
+        grpcAddr: this.#grpcAddr,
+        addrs: [...cfg.comet.addrs],
+        tcpPort: this.#tcp?.addrs[0]?.port ?? 0,
+        wsPort: this.#ws?.addrs[0]?.port ?? 0,
+        wssPort: this.#wss?.addrs[0]?.port ?? 0,
+        weight: cfg.comet.weight,
+        connections: this.#sessions.connections,
+        ips: this.#sessions.ips.size,
+      }),
+    );
+  }
+
+  /**
+   * Binds every configured listener, registers the comet and starts the
+   * periodic work. Listeners bound before a failing one are closed again.
+   */
+  async start(opts: CometStartOptions = {}): Promise<CometAddrs> {
+    if (this.#started) throw new Error("comet already started");
+    if (this.#shutdown) throw new Error("comet is shut down");
+    this.#started = true;
+    const c = this.#cfg.comet;
+    const s = this.#sessions;
+    try {
+      if (c.tcp.sndbuf > 0 || c.tcp.rcvbuf > 0) {
+        this.#log.warn("comet.tcp.sndbuf/rcvbuf are not settable under Deno; using OS defaults");
+      }
+      if (c.tcp.bind.length > 0) {
+        this.#tcp = await listenTcp(s, {
+          binds: c.tcp.bind,
+          keepalive: c.tcp.keepalive,
+          log: this.#log,
+        });
+      }
+      if (c.websocket.bind.length > 0) {
+        this.#ws = await listenWebSocket(s, {
+          binds: c.websocket.bind,
+          kind: "ws",
+          log: this.#log,
+        });
+      }
+      if (c.websocket.tls_bind.length > 0) {
+        const [cert, key] = await Promise.all([
+          Deno.readTextFile(c.websocket.cert_file),
+          Deno.readTextFile(c.websocket.key_file),
+        ]);
+        this.#wss = await listenWebSocket(s, {
+          binds: c.websocket.tls_bind,
+          kind: "wss",
+          cert,
+          key,
+          log: this.#log,
+        });
+      }
+      if (opts.grpc ?? true) await this.#startGrpc(c.grpc.bind);
+      if (c.admin.bind !== "") {
+        this.#admin = serveAdmin({
+          bind: c.admin.bind,
+          metricsEnabled: this.#cfg.metrics.enabled,
+          metrics: this.metrics,
+          beforeScrape: () => this.#syncMetrics(),
+          health: () => ({
+            status: s.shuttingDown ? "shutting_down" : "ok",
+            id: this.id,
+            ...this.stats(),
+            rss: Deno.memoryUsage().rss,
+          }),
+        });
+      }
+    } catch (e) {
+      await this.#stopAccepting(0).finish();
+      throw e;
+    }
+    this.#sweepTimer = setInterval(() => {
+      s.sweep();
+      this.#syncMetrics();
+    }, s.sweepIntervalMs);
+    this.#renewTimer = setInterval(() => void this.#renew(), c.renew_online_interval);
+    await this.#renew();
+    const addrs: CometAddrs = {
+      tcp: this.#tcp?.addrs ?? [],
+      ws: this.#ws?.addrs ?? [],
+      wss: this.#wss?.addrs ?? [],
+    };
+    if (this.#grpc) addrs.grpc = this.#grpcAddr;
+    if (this.#admin) addrs.admin = this.#admin.addr;
+    this.#log.info("comet started", {
+      tcp: addrs.tcp.map((a) => `${a.hostname}:${a.port}`),
+      ws: addrs.ws.map((a) => `${a.hostname}:${a.port}`),
+      wss: addrs.wss.map((a) => `${a.hostname}:${a.port}`),
+      grpc: addrs.grpc,
+    });
+    return addrs;
+  }
+
+  /**
+   * Bytes waiting in send queues over all connections, not yet handed to a
+   * socket (a push queued for 1,000 connections counts 1,000 times, though
+   * its bytes exist once). A cheap load signal: it grows when pushes arrive
+   * faster than the sockets take them.
+   */
+  get queuedBytes(): number {
+    return this.#sessions.queuedBytes;
+  }
+
+  /** Connections, rooms and distinct client IPs right now. */
+  stats(): { connections: number; rooms: number; ips: number } {
+    const s = this.#sessions;
+    return { connections: s.connections, rooms: s.online.rooms, ips: s.ips.size };
+  }
+
+  /**
+   * Graceful shutdown, bounded by comet.shutdown_deadline: stop accepting,
+   * deregister, op 6 (4006) to every client and flush, logic.Disconnect for
+   * each, close. Whatever is still open at the deadline is closed anyway.
+   * Idempotent: later calls return the first call's promise.
+   */
+  shutdown(reason = "shutdown"): Promise<void> {
+    return this.#shutdown ??= this.#doShutdown(reason);
+  }
+
+  async #doShutdown(reason: string): Promise<void> {
+    const s = this.#sessions;
+    const deadline = performance.now() + this.#cfg.comet.shutdown_deadline;
+    const left = () => deadline - performance.now();
+    s.shuttingDown = true;
+    this.#log.info("comet shutting down", { reason, connections: s.connections });
+    clearInterval(this.#renewTimer);
+    this.#svc.stop();
+    const listeners = this.#stopAccepting(deadline);
+    if (this.#started) {
+      try {
+        await within(this.#registration.deregister(), left());
+      } catch (e) {
+        this.#log.warn("registry deregister failed", { error: e });
+      }
+    }
+    s.endAll(
+      { code: ReasonCode.ShuttingDown, message: "server shutting down" },
+      "shutdown",
+      Math.max(0, left()),
+    );
+    await within(s.allClosed(), left());
+    if (s.sockets > 0) {
+      this.#log.warn("shutdown deadline reached; closing remaining connections", {
+        open: s.sockets,
+      });
+      s.abortAll();
+    }
+    await within(s.disconnectsDrained(), left());
+    clearInterval(this.#sweepTimer);
+    await this.#flusher.stop();
+    await listeners.finish();
+    resetCoalesceMemo();
+    this.#syncMetrics();
+    this.#log.info("comet stopped", { reason });
+  }
+
+  #syncMetrics(): void {
+    const s = this.#sessions;
+    const m = this.#m;
+    m.connections.set({ transport: "tcp" }, s.byTransport[0]);
+    m.connections.set({ transport: "ws" }, s.byTransport[1]);
+    m.connections.set({ transport: "wss" }, s.byTransport[2]);
+    m.rooms.set(s.online.rooms);
+    m.queuedBytes.set(s.queuedBytes);
+    m.sync();
+  }
+
+  async #renew(): Promise<void> {
+    if (this.#renewing) return;
+    const s = this.#sessions;
+    this.#renewing = (async () => {
+      const [online, reg] = await Promise.allSettled([
+        renewOnline(this.#logic, this.id, s.online),
+        this.#registration.register(),
+      ]);
+      // Messages only: these repeat every interval while logic or the registry is down.
+      if (online.status === "rejected") {
+        this.#log.warn("logic RenewOnline failed", { error: messageOf(online.reason) });
+      }
+      if (reg.status === "rejected") {
+        this.#log.warn("registry register failed", { error: messageOf(reg.reason) });
+      }
+    })();
+    try {
+      await this.#renewing;
+    } finally {
+      this.#renewing = null;
+    }
+  }
+
+  async #startGrpc(bind: string): Promise<void> {
+    const server = new grpc.Server();
+    const svc = this.#svc;
+    const handlers: CometHandlers = {
+      PushMsg: svc.PushMsg,
+      Broadcast: svc.Broadcast,
+      BroadcastRoom: svc.BroadcastRoom,
+      Rooms: svc.Rooms,
+    };
+    server.addService(
+      cometServiceDefinition,
+      serveUnary(handlers, {
+        onError: (method, error) => this.#log.warn("comet rpc failed", { method, error }),
+      }),
+    );
+    this.#grpc = server;
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(
+        bind,
+        grpc.ServerCredentials.createInsecure(),
+        (err, p) => (err ? reject(err) : resolve(p)),
+      )
+    );
+    this.#grpcAddr = joinHostPort(hostForDialing(splitHostPort(bind).hostname), port);
+  }
+
+  // Stops accepting: every listener closes now (their promises settle once
+  // the accepted sockets are gone too, which the caller sees to); gRPC
+  // finishes the calls in flight, bounded by `deadline`. The admin endpoint
+  // stays up until `finish` so /healthz can say 503 meanwhile.
+  #stopAccepting(deadline: number): { accepting: Promise<void>; finish: () => Promise<void> } {
+    const left = () => Math.max(0, deadline - performance.now());
+    const listeners = [this.#tcp, this.#ws, this.#wss].flatMap((l) => (l ? [l.close()] : []));
+    const g = this.#grpc;
+    const accepting = g
+      ? within(new Promise<void>((r) => g.tryShutdown(() => r())), left()).then(() =>
+        g.forceShutdown()
+      )
+      : Promise.resolve();
+    let finished: Promise<void> | null = null;
+    const finish = () =>
+      finished ??= (async () => {
+        await accepting;
+        await within(Promise.all(listeners), left());
+        await this.#admin?.shutdown();
+      })();
+    return { accepting, finish };
+  }
+}

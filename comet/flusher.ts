@@ -1,0 +1,184 @@
+/**
+ * Write scheduling: one comet-wide loop that gives every channel with
+ * something queued its turn at the socket.
+ *
+ * Why one loop with a few writes in flight (see docs/COMET.md):
+ * - Under fan-out the cost is the number of socket writes, not bytes
+ *   (PERFORMANCE-NOTES.md). Channels only queue; the loop visits each dirty
+ *   channel once per pass and its whole queue goes out in one write. What
+ *   arrives while a pass is running joins the channel's next write: natural
+ *   batching that grows with load and adds no delay when idle.
+ * - `Deno.Conn.write` completes eagerly when the kernel buffer has room, so
+ *   awaiting writes in turn costs a microtask each; measured here, a small
+ *   number in flight (16) beats both one at a time and starting every write
+ *   of a pass at once (which is 2–3× slower).
+ * - A client that never reads has a write that never completes. It holds
+ *   one slot; when every slot is held for `stallMs`, the held writes are
+ *   detached (left to finish or fail on their own, their channels skip
+ *   turns until they do) and the pass goes on. A stuck client therefore
+ *   costs the others at most `stallMs`, once, and its queue bound then
+ *   decides its fate.
+ * - The pass yields to the event loop every `sliceMs` so that reads, gRPC
+ *   calls and timers keep running during a long fan-out; pushes those
+ *   deliver join the pass still in progress.
+ *
+ * @module
+ */
+
+import { setImmediate } from "node:timers";
+import type { Channel } from "./channel.ts";
+
+/** Options of {@linkcode Flusher}. */
+export interface FlusherOptions {
+  /** Writes awaited concurrently (default 16). */
+  maxInflight?: number;
+  /** When every slot is held this long, the held writes are detached (default 20 ms). */
+  stallMs?: number;
+  /** Longest a pass runs before yielding to the event loop (default 4 ms). */
+  sliceMs?: number;
+}
+
+/**
+ * Runs channel flushes with bounded concurrency.
+ *
+ * @example
+ * ```ts ignore
+ * const flusher = new Flusher();
+ * flusher.schedule(ch); // ch.flush() runs in the next pass
+ * await flusher.stop();
+ * ```
+ */
+export class Flusher {
+  readonly #maxInflight: number;
+  readonly #stallMs: number;
+  readonly #sliceMs: number;
+  #dirty: Channel[] = [];
+  #spare: Channel[] = [];
+  #running = false;
+  #inflight = 0;
+  // Writes started in an older generation were detached: their completion no longer frees a slot.
+  #generation = 0;
+  #wake: (() => void) | null = null;
+  #stallTimer: ReturnType<typeof setTimeout> | undefined;
+  #stopped = false;
+  /** Times every slot was held for stallMs and the held writes were detached. */
+  stalls = 0;
+  #idle: Promise<void> | null = null;
+  #idleResolve: (() => void) | null = null;
+
+  /** Creates an idle flusher. */
+  constructor(opts: FlusherOptions = {}) {
+    this.#maxInflight = Math.max(1, opts.maxInflight ?? 16);
+    this.#stallMs = Math.max(1, opts.stallMs ?? 20);
+    this.#sliceMs = Math.max(1, opts.sliceMs ?? 4);
+  }
+
+  /** Channels waiting for their turn. */
+  get pending(): number {
+    return this.#dirty.length;
+  }
+
+  /** Writes currently holding a slot. */
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** Queues `ch` for the next pass (the caller checked `ch.scheduled`). */
+  schedule(ch: Channel): void {
+    ch.scheduled = true;
+    this.#dirty.push(ch);
+    if (!this.#running && !this.#stopped) {
+      this.#running = true;
+      // A microtask: everything queued by the current synchronous fan-out lands first.
+      queueMicrotask(this.#run);
+    }
+  }
+
+  /** Resolves when no pass is running (for tests and shutdown). */
+  idle(): Promise<void> {
+    if (!this.#running) return Promise.resolve();
+    return this.#idle ??= new Promise((r) => (this.#idleResolve = r));
+  }
+
+  /** Stops scheduling; pending channels are dropped from the list. Resolves when the loop exits. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const ch of this.#dirty) ch.scheduled = false;
+    this.#dirty = [];
+    this.#release();
+    await this.idle();
+    clearTimeout(this.#stallTimer);
+  }
+
+  #run = async (): Promise<void> => {
+    try {
+      let sliceStart = performance.now();
+      let n = 0;
+      while (this.#dirty.length > 0 && !this.#stopped) {
+        const batch = this.#dirty;
+        this.#dirty = this.#spare;
+        for (let i = 0; i < batch.length; i++) {
+          const ch = batch[i];
+          batch[i] = undefined as unknown as Channel;
+          ch.scheduled = false;
+          const p = ch.flush();
+          if (p !== undefined) {
+            this.#inflight++;
+            const gen = this.#generation;
+            p.then(() => this.#done(gen));
+            if (this.#inflight >= this.#maxInflight) await this.#slot();
+          }
+          if ((++n & 63) === 0 && performance.now() - sliceStart > this.#sliceMs) {
+            await new Promise<void>((r) => setImmediate(r));
+            sliceStart = performance.now();
+          }
+          if (this.#stopped) break;
+        }
+        batch.length = 0;
+        this.#spare = batch;
+      }
+    } finally {
+      this.#running = false;
+      const r = this.#idleResolve;
+      this.#idle = null;
+      this.#idleResolve = null;
+      r?.();
+      // Scheduled while the last pass was finishing up.
+      if (this.#dirty.length > 0 && !this.#stopped) {
+        this.#running = true;
+        queueMicrotask(this.#run);
+      }
+    }
+  };
+
+  #done(gen: number): void {
+    if (gen !== this.#generation) return;
+    this.#inflight--;
+    this.#release();
+  }
+
+  #release(): void {
+    const w = this.#wake;
+    if (w !== null) {
+      this.#wake = null;
+      clearTimeout(this.#stallTimer);
+      this.#stallTimer = undefined;
+      w();
+    }
+  }
+
+  #slot(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#wake = resolve;
+      this.#stallTimer = setTimeout(() => {
+        this.#stallTimer = undefined;
+        // Every slot is held by a write that has not completed in stallMs:
+        // those clients are not reading. Stop waiting for them.
+        this.#generation++;
+        this.#inflight = 0;
+        this.stalls++;
+        this.#release();
+      }, this.#stallMs);
+    });
+  }
+}

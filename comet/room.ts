@@ -1,0 +1,61 @@
+/**
+ * A room's members within one bucket (goim internal/comet/room.go).
+ *
+ * Members are an intrusive doubly linked list threaded through the
+ * channels themselves (`roomPrev`/`roomNext`), as in goim: joining and
+ * leaving are O(1) and allocate nothing, and a room costs no per-member
+ * memory beyond two fields every channel already has. A room id spans
+ * buckets: each bucket holding members of `live://1` has its own `Room`.
+ *
+ * @module
+ */
+
+import type { Channel } from "./channel.ts";
+
+/**
+ * The members of one room in one bucket.
+ *
+ * @example
+ * ```ts ignore
+ * const room = new Room("live://1000");
+ * room.put(ch);
+ * for (let c = room.head; c !== null; c = c.roomNext) c.push(batch);
+ * if (room.del(ch)) bucket.rooms.delete(room.id); // now empty
+ * ```
+ */
+export class Room {
+  /** The room key, e.g. `live://1000`. */
+  readonly id: string;
+  /** First member, or null when empty. */
+  head: Channel | null = null;
+  /** Members in this bucket. */
+  online = 0;
+
+  /** Creates an empty room. */
+  constructor(id: string) {
+    this.id = id;
+  }
+
+  /** Adds a channel that is in no room. */
+  put(ch: Channel): void {
+    ch.roomPrev = null;
+    ch.roomNext = this.head;
+    if (this.head !== null) this.head.roomPrev = ch;
+    this.head = ch;
+    ch.room = this;
+    this.online++;
+  }
+
+  /** Removes a member; returns true when the room is now empty. */
+  del(ch: Channel): boolean {
+    if (ch.room !== this) return this.online === 0;
+    if (ch.roomPrev !== null) ch.roomPrev.roomNext = ch.roomNext;
+    else this.head = ch.roomNext;
+    if (ch.roomNext !== null) ch.roomNext.roomPrev = ch.roomPrev;
+    ch.roomPrev = null;
+    ch.roomNext = null;
+    ch.room = null;
+    this.online--;
+    return this.online === 0;
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * `goim.comet.Comet` (PushMsg, Broadcast, BroadcastRoom, Rooms): what job
+ * calls, over gRPC in distributed mode or directly in embedded mode (goim
+ * internal/comet/grpc/server.go).
+ *
+ * Each call encodes its message once into a {@linkcode Batch}; every
+ * recipient queues a reference to those same bytes. A proto with op 9 is
+ * already a batch of inner frames (goim's job concatenates room messages
+ * that way) and is wrapped as is.
+ *
+ * @module
+ */
+
+import type { Logger } from "../infra/log.ts";
+import type { CometApi } from "../proto/api.ts";
+import { grpcStatus, RpcError } from "../proto/grpc.ts";
+import type {
+  BroadcastReply,
+  BroadcastReq,
+  BroadcastRoomReply,
+  BroadcastRoomReq,
+  Proto,
+  PushMsgReply,
+  PushMsgReq,
+  RoomsReply,
+} from "../proto/messages.ts";
+import { type Batch, batchFromFrames, encodePush, Op } from "../protocol/mod.ts";
+import type { Channel } from "./channel.ts";
+import type { CometMetrics } from "./metrics.ts";
+import type { Sessions } from "./session.ts";
+
+/** A paced broadcast pushes to this many connections per step at most (10 steps a second). */
+export const BROADCAST_STEPS_PER_SECOND = 10;
+
+const EMPTY = new Uint8Array(0);
+
+function invalid(message: string): RpcError {
+  return new RpcError(grpcStatus.INVALID_ARGUMENT, message);
+}
+
+/**
+ * Encodes a proto from job once, for every recipient and both transports.
+ *
+ * @example
+ * ```ts ignore
+ * const batch = batchOf({ ver: 1, op: 1000, seq: 0, body: msg }); // one inner frame
+ * ```
+ */
+export function batchOf(proto: Proto | null | undefined): Batch {
+  if (!proto) throw invalid("proto is required");
+  const body = proto.body ?? EMPTY;
+  if (proto.op === Op.Raw) {
+    try {
+      return batchFromFrames(body);
+    } catch (e) {
+      throw invalid(`op 9 body is not whole frames: ${(e as Error).message}`);
+    }
+  }
+  return encodePush(proto.op, body);
+}
+
+/**
+ * The comet's {@linkcode CometApi}.
+ *
+ * `Broadcast` pacing: `speed` is connections per second, as in goim
+ * (which sleeps `channels / speed` seconds after each bucket). With
+ * `speed > 0` the call returns at once and the push proceeds in steps of
+ * `ceil(speed / 10)` connections every 100 ms over a snapshot of the
+ * connections that accept the operation; with `speed = 0` every connection
+ * is queued before the call returns.
+ *
+ * @example
+ * ```ts ignore
+ * const service = new CometService(sessions, metrics, log);
+ * await service.BroadcastRoom({ roomID: "live://1000", proto: { ver: 1, op: 1000, seq: 0, body } });
+ * service.stop(); // cancels paced broadcasts still running
+ * ```
+ */
+export class CometService implements CometApi {
+  readonly #sessions: Sessions;
+  readonly #metrics: CometMetrics;
+  readonly #log: Logger;
+  readonly #timers = new Set<ReturnType<typeof setTimeout>>();
+  #stopped = false;
+
+  /** Serves pushes into `sessions`. */
+  constructor(sessions: Sessions, metrics: CometMetrics, log: Logger) {
+    this.#sessions = sessions;
+    this.#metrics = metrics;
+    this.#log = log;
+  }
+
+  /** Paced broadcasts still running. */
+  get pacedBroadcasts(): number {
+    return this.#timers.size;
+  }
+
+  /** Push to the connections with these keys that accept `protoOp`; unknown keys are skipped. */
+  PushMsg = (req: PushMsgReq): Promise<PushMsgReply> => {
+    this.#metrics.grpcCalls.inc({ method: "PushMsg" });
+    try {
+      const keys = req.keys ?? [];
+      if (keys.length === 0) throw invalid("keys are required");
+      const batch = batchOf(req.proto);
+      this.#metrics.pushesTotal.inc({ kind: "keys" });
+      if (batch.count === 0) return Promise.resolve({});
+      const op = req.protoOp ?? 0;
+      const s = this.#sessions;
+      for (let i = 0; i < keys.length; i++) {
+        const ch = s.bucket(keys[i]).channels.get(keys[i]);
+        if (ch !== undefined && ch.accepts(op)) ch.push(batch);
+      }
+      return Promise.resolve({});
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  };
+
+  /** Push to every member of a room (no accepts filter). */
+  BroadcastRoom = (req: BroadcastRoomReq): Promise<BroadcastRoomReply> => {
+    this.#metrics.grpcCalls.inc({ method: "BroadcastRoom" });
+    try {
+      const roomID = req.roomID ?? "";
+      if (roomID === "") throw invalid("roomID is required");
+      const batch = batchOf(req.proto);
+      this.#metrics.pushesTotal.inc({ kind: "room" });
+      if (batch.count === 0) return Promise.resolve({});
+      const buckets = this.#sessions.buckets;
+      for (let i = 0; i < buckets.length; i++) {
+        const room = buckets[i].rooms.get(roomID);
+        if (room === undefined) continue;
+        for (let ch = room.head; ch !== null; ch = ch.roomNext) ch.push(batch);
+      }
+      return Promise.resolve({});
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  };
+
+  /** Push to every connection that accepts `protoOp`, paced by `speed` (connections/s). */
+  Broadcast = (req: BroadcastReq): Promise<BroadcastReply> => {
+    this.#metrics.grpcCalls.inc({ method: "Broadcast" });
+    try {
+      const batch = batchOf(req.proto);
+      this.#metrics.pushesTotal.inc({ kind: "broadcast" });
+      if (batch.count === 0) return Promise.resolve({});
+      const op = req.protoOp ?? 0;
+      const speed = req.speed ?? 0;
+      if (speed > 0) {
+        this.#paced(batch, op, speed);
+        return Promise.resolve({});
+      }
+      for (const b of this.#sessions.buckets) {
+        for (const ch of b.channels.values()) if (ch.accepts(op)) ch.push(batch);
+      }
+      return Promise.resolve({});
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  };
+
+  /** Rooms with members on this comet. */
+  Rooms = (): Promise<RoomsReply> => {
+    this.#metrics.grpcCalls.inc({ method: "Rooms" });
+    const rooms: Record<string, boolean> = {};
+    for (const id of this.#sessions.online.roomIds()) rooms[id] = true;
+    return Promise.resolve({ rooms });
+  };
+
+  /** Cancels paced broadcasts; later paced broadcasts are refused. */
+  stop(): void {
+    this.#stopped = true;
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers.clear();
+  }
+
+  #paced(batch: Batch, op: number, speed: number): void {
+    if (this.#stopped) throw new RpcError(grpcStatus.UNAVAILABLE, "comet is shutting down");
+    const targets: Channel[] = [];
+    for (const b of this.#sessions.buckets) {
+      for (const ch of b.channels.values()) if (ch.accepts(op)) targets.push(ch);
+    }
+    const step = Math.max(1, Math.ceil(speed / BROADCAST_STEPS_PER_SECOND));
+    const delayMs = (step / speed) * 1000;
+    let i = 0;
+    const run = (timer?: ReturnType<typeof setTimeout>) => {
+      if (timer !== undefined) this.#timers.delete(timer);
+      if (this.#stopped) return;
+      const end = Math.min(targets.length, i + step);
+      for (; i < end; i++) targets[i].push(batch);
+      if (i < targets.length) {
+        const t: ReturnType<typeof setTimeout> = setTimeout(() => run(t), delayMs);
+        this.#timers.add(t);
+      } else {
+        this.#log.debug("paced broadcast done", { op, connections: targets.length, speed });
+      }
+    };
+    run();
+  }
+}

@@ -1,0 +1,463 @@
+/**
+ * The transport-independent connection lifecycle (PROTOCOL.md, "Connection
+ * lifecycle"; goim internal/comet/operation.go and the shared half of
+ * server_tcp.go / server_websocket.go): handshake, auth through logic, the
+ * client's operations, replacement of a key's older connection, timeouts
+ * and the clean-up when a socket goes away.
+ *
+ * Transports (./tcp.ts, ./websocket.ts) create a {@linkcode Channel}, hand
+ * it to {@linkcode Sessions.accept}, feed it frames through
+ * {@linkcode Sessions.frame} and report protocol errors; the channel
+ * reports its socket's close through {@linkcode Sessions.closed}.
+ *
+ * Timers: none per connection. Each channel carries one deadline
+ * (handshake, then idle, then close grace) and {@linkcode Sessions.sweep},
+ * run by the comet on one interval, checks them all.
+ *
+ * @module
+ */
+
+import type { Config } from "../infra/config.ts";
+import type { Logger } from "../infra/log.ts";
+import type { LogicApi } from "../proto/api.ts";
+import type { ConnectReply } from "../proto/messages.ts";
+import { RpcError } from "../proto/grpc.ts";
+import {
+  type DisconnectReason,
+  encodeHeartbeatReply,
+  type Frame,
+  Op,
+  parseOps,
+  ProtocolError,
+  ReasonCode,
+} from "../protocol/mod.ts";
+import { Bucket, fnv1a32 } from "./bucket.ts";
+import { type Channel, type ChannelHost, ChannelState, type QueuePolicy } from "./channel.ts";
+import type { Flusher } from "./flusher.ts";
+import { type CometMetrics, TRANSPORT_INDEX } from "./metrics.ts";
+import { OnlineCounts } from "./online.ts";
+
+/** Time a channel closed by the server gets to flush its op 6 before it is cut. */
+export const CLOSE_GRACE_MS = 2000;
+/** Close grace of a slow consumer: it is not reading, so do not wait long. */
+export const SLOW_CLOSE_GRACE_MS = 500;
+/** logic.Disconnect calls in flight at once (the rest wait in a queue). */
+export const MAX_DISCONNECTS_IN_FLIGHT = 64;
+
+/** What {@linkcode Sessions} is built from. */
+export interface SessionsOptions {
+  /** This comet's id (cfg.node.id), the `server` of every logic call. */
+  id: string;
+  /** The configuration (comet.* keys). */
+  config: Config;
+  /** What the comet calls on logic. */
+  logic: LogicApi;
+  /** Logger. */
+  log: Logger;
+  /** Metrics. */
+  metrics: CometMetrics;
+  /** The write scheduler. */
+  flusher: Flusher;
+}
+
+const utf8 = new TextDecoder();
+
+function isWireError(e: unknown): e is { code: string; reason: DisconnectReason } {
+  return e instanceof Error && typeof (e as { code?: unknown }).code === "string" &&
+    typeof (e as { reason?: unknown }).reason === "object";
+}
+
+function errorText(e: unknown): string {
+  if (e instanceof RpcError) return e.details || e.message;
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
+
+/**
+ * Every channel of the comet and what happens to them.
+ *
+ * @example
+ * ```ts ignore
+ * const sessions = new Sessions({ id, config, logic, log, metrics, flusher });
+ * sessions.accept(ch);
+ * const p = sessions.frame(ch, frame); // a promise while auth or op 4 is in progress
+ * ```
+ */
+export class Sessions implements ChannelHost {
+  /** This comet's id. */
+  readonly id: string;
+  /** The buckets, indexed by `fnv1a32(key) % count`. */
+  readonly buckets: readonly Bucket[];
+  /** Room member counts, local and cluster-wide. */
+  readonly online: OnlineCounts = new OnlineCounts();
+  /** Channels before auth completes (handshake deadline). */
+  readonly pending: Set<Channel> = new Set();
+  /** Channels the server is closing (close deadline). */
+  readonly closing: Set<Channel> = new Set();
+  /** Authenticated channels per client IP. */
+  readonly ips: Map<string, number> = new Map();
+  /** Authenticated channels per transport index (tcp, ws, wss). */
+  readonly byTransport: number[] = [0, 0, 0];
+  /** Authenticated channels. */
+  connections = 0;
+  /** Open sockets of every state. */
+  sockets = 0;
+  /** Set by shutdown: new connections are turned away. */
+  shuttingDown = false;
+
+  /** Largest client frame body (protocol.max_body). */
+  readonly maxBody: number;
+  /** {@linkcode ChannelHost}: the send queue bound in bytes. */
+  readonly maxQueueBytes: number;
+  /** {@linkcode ChannelHost}: the overflow policy. */
+  readonly policy: QueuePolicy;
+  /** {@linkcode ChannelHost}: metrics. */
+  readonly metrics: CometMetrics;
+  /** {@linkcode ChannelHost}: close grace. */
+  readonly closeGraceMs: number = CLOSE_GRACE_MS;
+  /** {@linkcode ChannelHost}: bytes queued over every channel, not yet handed to a socket. */
+  queuedBytes = 0;
+
+  readonly #logic: LogicApi;
+  readonly #log: Logger;
+  readonly #flusher: Flusher;
+  /** comet.handshake_timeout in ms. */
+  readonly handshakeMs: number;
+  readonly #idleMs: number;
+  readonly #routeMs: number;
+  // logic.Disconnect calls waiting for a slot: [mid, key] pairs, consumed from #dqHead.
+  #dq: Array<[number, string]> = [];
+  #dqHead = 0;
+  #dqInflight = 0;
+  #drainWaiters: Array<() => void> = [];
+  #closedWaiters: Array<() => void> = [];
+
+  /** Creates the buckets; nothing runs until transports call in. */
+  constructor(opts: SessionsOptions) {
+    const c = opts.config.comet;
+    this.id = opts.id;
+    this.#logic = opts.logic;
+    this.#log = opts.log;
+    this.metrics = opts.metrics;
+    this.#flusher = opts.flusher;
+    this.maxBody = opts.config.protocol.max_body;
+    this.maxQueueBytes = c.send_queue.max_bytes;
+    this.policy = c.send_queue.policy;
+    this.handshakeMs = c.handshake_timeout;
+    this.#idleMs = c.heartbeat_interval * c.heartbeat_max;
+    this.#routeMs = c.route_heartbeat_interval;
+    const buckets: Bucket[] = [];
+    for (let i = 0; i < c.bucket.count; i++) buckets.push(new Bucket(this.online));
+    this.buckets = buckets;
+  }
+
+  /** Period at which {@linkcode Sessions.sweep} should run: fine enough for the shortest deadline. */
+  get sweepIntervalMs(): number {
+    const shortest = Math.min(this.handshakeMs, this.#idleMs, CLOSE_GRACE_MS);
+    return Math.max(10, Math.min(1000, Math.floor(shortest / 4)));
+  }
+
+  /** The bucket of `key`. */
+  bucket(key: string): Bucket {
+    return this.buckets[fnv1a32(key) % this.buckets.length];
+  }
+
+  /** {@linkcode ChannelHost}: queues a channel for the flusher. */
+  schedule(ch: Channel): void {
+    this.#flusher.schedule(ch);
+  }
+
+  /** A transport accepted a socket: start its handshake clock. */
+  accept(ch: Channel): void {
+    this.sockets++;
+    if (this.shuttingDown) {
+      this.end(ch, { code: ReasonCode.ShuttingDown, message: "server shutting down" }, "shutdown");
+      return;
+    }
+    ch.deadline = performance.now() + this.handshakeMs;
+    this.pending.add(ch);
+  }
+
+  /**
+   * Handles one frame from the client. Returns a promise while the frame's
+   * handling waits on logic (auth, op 4): the transport must hold back the
+   * connection's later frames until it settles, so replies keep their order.
+   * `f` may be a reused cursor: anything kept past this call is copied.
+   */
+  frame(ch: Channel, f: Frame): Promise<void> | undefined {
+    const state = ch.state;
+    if (state === ChannelState.Handshake) {
+      // PROTOCOL.md: frames other than op 7 before auth are ignored.
+      if (f.op === Op.Auth) return this.#auth(ch, f.ver, f.seq, f.body.slice());
+      return undefined;
+    }
+    if (state !== ChannelState.Open) return undefined;
+    switch (f.op) {
+      case Op.Heartbeat:
+        this.#heartbeat(ch, f.ver, f.seq);
+        return undefined;
+      case Op.SendMsg:
+        return this.#receive(ch, f.ver, f.op, f.seq, f.body.slice());
+      case Op.ChangeRoom: {
+        const body = f.body;
+        ch.bucket!.changeRoom(ch, utf8.decode(body));
+        ch.replyFrame(f.ver, Op.ChangeRoomReply, f.seq, body);
+        return undefined;
+      }
+      case Op.Sub:
+      case Op.Unsub: {
+        const body = f.body;
+        let ops: number[];
+        try {
+          ops = parseOps(body);
+        } catch (e) {
+          this.protocolError(ch, e);
+          return undefined;
+        }
+        if (f.op === Op.Sub) ch.watch(ops);
+        else ch.unwatch(ops);
+        ch.replyFrame(f.ver, f.op === Op.Sub ? Op.SubReply : Op.UnsubReply, f.seq, body);
+        return undefined;
+      }
+      default:
+        // op 7 again, reserved or unknown ops: nothing to do (goim forwards
+        // unknown ops to logic; PROTOCOL.md defines op 4 for that).
+        return undefined;
+    }
+  }
+
+  /**
+   * Input broke the wire contract: op 6 with the reason, then close. Any
+   * error with a string `code` and a `reason` counts (ProtocolError, and
+   * the WebSocket layer's own).
+   */
+  protocolError(ch: Channel, err: unknown): void {
+    if (err instanceof ProtocolError || isWireError(err)) {
+      this.metrics.protocolErrors.inc({ code: err.code });
+      this.end(ch, err.reason, "protocol_error");
+      return;
+    }
+    this.#log.error("connection handler failed", { error: err });
+    this.end(ch, { code: ReasonCode.ServerError, message: "internal server error" }, "error");
+  }
+
+  /**
+   * Starts a server-decided close: op 6 with `reason` goes out after what
+   * is queued, then the socket closes (at the latest after `graceMs`).
+   */
+  end(ch: Channel, reason: DisconnectReason, label: string, graceMs = CLOSE_GRACE_MS): void {
+    if (ch.state >= ChannelState.Closing) return;
+    this.pending.delete(ch);
+    ch.end(reason, label, graceMs);
+    this.closing.add(ch);
+  }
+
+  /** A close without op 6 (client close frame, refused upgrade); see Channel.endQuietly. */
+  endQuietly(ch: Channel, label: string, last?: Uint8Array): void {
+    if (ch.state >= ChannelState.Closing) return;
+    this.pending.delete(ch);
+    ch.endQuietly(label, last);
+    this.closing.add(ch);
+  }
+
+  /** {@linkcode ChannelHost}: a send queue overflowed under policy `disconnect`. */
+  slowConsumer(ch: Channel): void {
+    if (ch.state >= ChannelState.Closing) return;
+    this.metrics.slowConsumerDisconnects.inc();
+    this.#log.info("slow consumer disconnected", {
+      key: ch.key,
+      transport: ch.transport,
+      inflight: ch.inflight,
+    });
+    this.end(
+      ch,
+      { code: ReasonCode.SlowConsumer, message: "slow consumer" },
+      "slow_consumer",
+      SLOW_CLOSE_GRACE_MS,
+    );
+  }
+
+  /** {@linkcode ChannelHost}: a socket closed (either side). Runs once per channel. */
+  closed(ch: Channel): void {
+    if (ch.state === ChannelState.Closed) return;
+    ch.state = ChannelState.Closed;
+    this.sockets--;
+    this.pending.delete(ch);
+    this.closing.delete(ch);
+    ch.clearQueue();
+    const b = ch.bucket;
+    if (b !== null) {
+      b.del(ch);
+      this.connections--;
+      this.byTransport[TRANSPORT_INDEX[ch.transport]]--;
+      const n = (this.ips.get(ch.ip) ?? 1) - 1;
+      if (n > 0) this.ips.set(ch.ip, n);
+      else this.ips.delete(ch.ip);
+      // A replaced channel's key lives on in its successor on this comet:
+      // disconnecting it would delete the successor's route in logic.
+      if (!ch.replaced) this.#disconnect(ch.mid, ch.key);
+    }
+    this.metrics.disconnects.inc({ reason: ch.closeReason || "client" });
+    if (this.sockets === 0) this.#wake(this.#closedWaiters);
+  }
+
+  /** Checks every deadline: handshake, idle, close grace. */
+  sweep(now = performance.now()): void {
+    for (const ch of this.pending) {
+      if (now >= ch.deadline) {
+        this.metrics.handshakeTimeouts.inc();
+        this.end(ch, {
+          code: ReasonCode.HandshakeTimeout,
+          message: `no auth frame within ${this.handshakeMs} ms`,
+        }, "handshake_timeout");
+      }
+    }
+    for (const b of this.buckets) {
+      if (b.channels.size === 0) continue;
+      for (const ch of b.channels.values()) {
+        if (ch.state === ChannelState.Open && now >= ch.deadline) {
+          this.metrics.idleTimeouts.inc();
+          this.end(ch, {
+            code: ReasonCode.IdleTimeout,
+            message: `no heartbeat within ${this.#idleMs} ms`,
+          }, "idle_timeout");
+        }
+      }
+    }
+    for (const ch of this.closing) if (ch.overdue(now)) ch.abort();
+  }
+
+  /** Ends every open channel with `reason` (shutdown). */
+  endAll(reason: DisconnectReason, label: string, graceMs: number): void {
+    for (const ch of [...this.pending]) this.end(ch, reason, label, graceMs);
+    for (const b of this.buckets) {
+      for (const ch of [...b.channels.values()]) this.end(ch, reason, label, graceMs);
+    }
+  }
+
+  /** Closes every socket now, flushed or not. */
+  abortAll(): void {
+    for (const ch of [...this.pending]) ch.abort();
+    for (const ch of [...this.closing]) ch.abort();
+    for (const b of this.buckets) for (const ch of [...b.channels.values()]) ch.abort();
+  }
+
+  /** Resolves when no socket is open. */
+  allClosed(): Promise<void> {
+    if (this.sockets === 0) return Promise.resolve();
+    return new Promise((r) => this.#closedWaiters.push(r));
+  }
+
+  /** Resolves when every logic.Disconnect call has settled. */
+  disconnectsDrained(): Promise<void> {
+    if (this.#dqInflight === 0 && this.#dqHead === this.#dq.length) return Promise.resolve();
+    return new Promise((r) => this.#drainWaiters.push(r));
+  }
+
+  async #auth(ch: Channel, ver: number, seq: number, token: Uint8Array): Promise<void> {
+    ch.state = ChannelState.Authing;
+    let reply: ConnectReply;
+    try {
+      reply = await this.#logic.Connect({ server: this.id, cookie: "", token });
+    } catch (e) {
+      this.metrics.authFailures.inc();
+      const message = errorText(e) || "auth failed";
+      this.#log.debug("auth failed", { ip: ch.ip, error: message });
+      if (ch.state === ChannelState.Authing) {
+        this.end(ch, { code: ReasonCode.AuthFailed, message }, "auth_failed");
+      }
+      return;
+    }
+    const mid = reply.mid ?? 0;
+    const key = reply.key || crypto.randomUUID();
+    if (ch.state !== ChannelState.Authing) {
+      // Timed out or went away while logic was deciding: logic holds a route now.
+      this.#disconnect(mid, key);
+      return;
+    }
+    if (this.shuttingDown) {
+      this.end(ch, { code: ReasonCode.ShuttingDown, message: "server shutting down" }, "shutdown");
+      this.#disconnect(mid, key);
+      return;
+    }
+    this.pending.delete(ch);
+    ch.mid = mid;
+    ch.key = key;
+    ch.watch(reply.accepts ?? []);
+    ch.state = ChannelState.Open;
+    const now = performance.now();
+    ch.deadline = now + this.#idleMs;
+    ch.routeAt = now + this.#routeDelay();
+    const old = this.bucket(key).put(ch, reply.roomID ?? "");
+    this.connections++;
+    this.byTransport[TRANSPORT_INDEX[ch.transport]]++;
+    this.ips.set(ch.ip, (this.ips.get(ch.ip) ?? 0) + 1);
+    ch.replyFrame(ver, Op.AuthReply, seq);
+    if (old !== undefined && old !== ch) {
+      old.replaced = true;
+      this.end(old, {
+        code: ReasonCode.Replaced,
+        message: "replaced by a newer connection with the same key",
+      }, "replaced");
+    }
+  }
+
+  #heartbeat(ch: Channel, ver: number, seq: number): void {
+    const now = performance.now();
+    ch.deadline = now + this.#idleMs;
+    const room = ch.room;
+    ch.reply(encodeHeartbeatReply(ver, seq, room === null ? 0 : this.online.count(room.id)));
+    if (now >= ch.routeAt) {
+      ch.routeAt = now + this.#routeDelay();
+      this.#logic.Heartbeat({ mid: ch.mid, key: ch.key, server: this.id }).catch((e) =>
+        this.#log.warn("logic Heartbeat failed", { key: ch.key, error: errorText(e) })
+      );
+    }
+  }
+
+  async #receive(ch: Channel, ver: number, op: number, seq: number, body: Uint8Array) {
+    this.metrics.upstreamMessages.inc();
+    try {
+      await this.#logic.Receive({ mid: ch.mid, proto: { ver, op, seq, body } });
+    } catch (e) {
+      // goim acknowledges anyway (its "TODO ack ok&failed"): op 5 means received by the comet.
+      this.#log.warn("logic Receive failed", { key: ch.key, error: errorText(e) });
+    }
+    ch.replyFrame(ver, Op.SendMsgReply, seq);
+  }
+
+  // goim picks a random 10–30 min per connection so that refreshes of
+  // connections made together spread out. Here: ¾ to 1× the configured
+  // interval, never later than it (it must stay below logic.route_ttl).
+  #routeDelay(): number {
+    return this.#routeMs * (0.75 + 0.25 * Math.random());
+  }
+
+  #disconnect(mid: number, key: string): void {
+    this.#dq.push([mid, key]);
+    this.#pumpDisconnects();
+  }
+
+  #pumpDisconnects(): void {
+    while (this.#dqInflight < MAX_DISCONNECTS_IN_FLIGHT && this.#dqHead < this.#dq.length) {
+      const [mid, key] = this.#dq[this.#dqHead++];
+      this.#dqInflight++;
+      this.#logic.Disconnect({ mid, key, server: this.id }).catch((e) =>
+        this.#log.warn("logic Disconnect failed", { key, error: errorText(e) })
+      ).finally(() => {
+        this.#dqInflight--;
+        this.#pumpDisconnects();
+      });
+    }
+    if (this.#dqHead === this.#dq.length) {
+      this.#dq = [];
+      this.#dqHead = 0;
+      if (this.#dqInflight === 0) this.#wake(this.#drainWaiters);
+    }
+  }
+
+  #wake(waiters: Array<() => void>): void {
+    const ws = waiters.splice(0);
+    for (const w of ws) w();
+  }
+}

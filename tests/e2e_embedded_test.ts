@@ -1,0 +1,44 @@
+/**
+ * The end-to-end suite on the embedded default (`deno task start`'s
+ * startEmbedded): one process, memory engines, real sockets.
+ */
+
+import { loadConfig } from "../infra/config.ts";
+import { createLogger } from "../infra/log.ts";
+import { startEmbedded } from "../main.ts";
+import { type Cluster, deliveryScenario } from "./e2e/suite.ts";
+
+async function embeddedCluster(): Promise<Cluster> {
+  const set = (kv: string) => ["--set", kv];
+  const config = loadConfig({
+    env: {},
+    args: [
+      ...set("comet.tcp.bind=127.0.0.1:0"),
+      ...set("comet.websocket.bind=127.0.0.1:0"),
+      ...set("comet.admin.bind="),
+      ...set("logic.http.bind=127.0.0.1:0"),
+      ...set("logic.admin.bind="),
+      ...set("job.admin.bind="),
+      ...set("comet.renew_online_interval=200ms"),
+      ...set("node.id=embedded-e2e"),
+    ],
+  });
+  const server = await startEmbedded(config, createLogger({ level: "warn" }));
+  const tcp = server.cometAddrs.tcp[0];
+  const ws = server.cometAddrs.ws[0];
+  const http = server.logicAddrs.http;
+  return {
+    http: `http://127.0.0.1:${http.port}`,
+    comets: [{ tcp: `tcp://127.0.0.1:${tcp.port}`, ws: `ws://127.0.0.1:${ws.port}/sub` }],
+    stop: () => server.stop(),
+  };
+}
+
+Deno.test("embedded: pushes by key, mid, room and all reach exactly the right clients", async () => {
+  const cluster = await embeddedCluster();
+  try {
+    await deliveryScenario(cluster, "emb");
+  } finally {
+    await cluster.stop();
+  }
+});
