@@ -102,7 +102,10 @@ export class RoomSnapshot {
       }, this.#o.waitMs)
     );
     try {
-      while (this.stamp <= since && !late) await Promise.race([this.#freshAfter(since), timeout]);
+      // Each round waits for a call started later than the last; a few rounds at most.
+      for (let round = 0; round < 4 && this.stamp <= since && !late; round++) {
+        await Promise.race([this.#freshAfter(since), timeout]);
+      }
     } finally {
       clearTimeout(timer);
     }
@@ -114,6 +117,8 @@ export class RoomSnapshot {
   #freshAfter(since: number): Promise<void> {
     if (this.#inflight && this.#inflight.stamp > since) return this.#inflight.done;
     return this.#next ??= (async () => {
+      // Yield first: the assignment to #next must happen before the finally below clears it.
+      await Promise.resolve();
       try {
         if (this.#inflight) await this.#inflight.done;
         const wait = this.#lastStart + this.#o.minGapMs - this.#o.now();

@@ -412,3 +412,25 @@ Deno.test("lane: closing rejects what waits, lets the running item finish", asyn
   await closed;
   await assert.rejects(lane.submit(() => Promise.resolve(1)), LaneClosedError);
 });
+
+Deno.test("job: room membership refreshes do not spin when Rooms() answers at once", async () => {
+  const { RoomSnapshot, Stamps } = await import("../job/membership.ts");
+  const stamps = new Stamps();
+  let calls = 0;
+  const snap = new RoomSnapshot(
+    () => {
+      calls++;
+      return Promise.resolve({ rooms: { "live://a": true } });
+    },
+    stamps,
+    { minGapMs: 0, waitMs: 1000, now: () => 0 },
+  );
+  // Many batches, each newer than the last answer: every one must be decided by a fresh answer.
+  for (let i = 0; i < 50; i++) {
+    const since = stamps.next();
+    assert.equal(await snap.wants("live://a", since), true);
+    assert.equal(await snap.wants("live://b", since), false);
+    assert.ok(snap.stamp > since);
+  }
+  assert.ok(calls >= 50 && calls <= 100, `${calls} Rooms() calls`);
+});

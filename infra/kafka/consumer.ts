@@ -82,6 +82,11 @@ export interface KafkaConsumerOptions extends KafkaConnectOptions {
   retryMaxDelayMs?: number;
   /** Longest a finished record waits for its offset to be committed (default 200 ms). */
   commitIntervalMs?: number;
+  /**
+   * After a crash kafkajs says it will restart from, how long it may take to
+   * rejoin before the consumer is replaced (default 15000 ms).
+   */
+  recoverTimeoutMs?: number;
   /** How long `start()` waits to join the group (default 30000 ms). */
   startTimeoutMs?: number;
   /** Create the topic (broker defaults) when missing (default true). */
@@ -142,6 +147,7 @@ export class KafkaConsumer implements PushConsumer {
   #generation = 0;
   readonly #tracks = new Map<number, Track>();
   #commitTimer?: ReturnType<typeof setTimeout>;
+  #watchdog?: ReturnType<typeof setTimeout>;
   #committing?: Promise<void>;
   // Handlers running, all generations; close() waits for 0.
   #inFlight = 0;
@@ -188,6 +194,64 @@ export class KafkaConsumer implements PushConsumer {
     } catch (e) {
       throw this.#unavailable(`cannot create or find topic: ${(e as Error).message}`, e);
     }
+    await this.#pinGroupStart();
+    try {
+      await this.#spawn(o.startTimeoutMs ?? 30_000);
+    } catch (e) {
+      throw e instanceof QueueUnavailableError ? e : this.#unavailable((e as Error).message, e);
+    }
+  }
+
+  /**
+   * Commits a starting offset for every partition the group has none for
+   * (the topic's end, or its start with `fromBeginning`), before consuming.
+   * Without it, a job that restarts before its first commit would resume
+   * "from the latest offset" and skip what was published meanwhile; with it,
+   * the reset policy is used exactly once, at the group's first start.
+   */
+  async #pinGroupStart(): Promise<void> {
+    const o = this.#opts;
+    const admin = this.#kafka.admin();
+    try {
+      await admin.connect();
+      const [committed] = await admin.fetchOffsets({ groupId: o.group, topics: [o.topic] });
+      const missing = (committed?.partitions ?? []).filter((p) => Number(p.offset) < 0);
+      if (missing.length === 0) return;
+      const ends = new Map(
+        (await admin.fetchTopicOffsets(o.topic)).map((
+          p,
+        ) => [p.partition, o.fromBeginning ? p.low : p.high]),
+      );
+      await admin.setOffsets({
+        groupId: o.group,
+        topic: o.topic,
+        partitions: missing.map((p) => ({
+          partition: p.partition,
+          offset: ends.get(p.partition) ?? "0",
+        })),
+      });
+      this.#log?.info("pinned the group's starting offsets", {
+        group: o.group,
+        partitions: missing.length,
+        from: o.fromBeginning ? "beginning" : "end",
+      });
+    } catch (e) {
+      // Another member is running (it owns the offsets) or Kafka is flaky:
+      // consuming still works, only the first-start guarantee is weaker.
+      this.#log?.warn("could not pin the group's starting offsets", { error: e });
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+  }
+
+  /**
+   * Creates, connects and runs one kafkajs consumer; resolves once it joined
+   * the group. A crash kafkajs does not recover from within
+   * `recoverTimeoutMs` (it sometimes never rejoins after a broker restart,
+   * kafkajs issue #1630) makes the watchdog replace the consumer.
+   */
+  async #spawn(joinTimeoutMs: number): Promise<void> {
+    const o = this.#opts;
     const consumer = this.#kafka.consumer({
       groupId: o.group,
       allowAutoTopicCreation: false,
@@ -204,10 +268,13 @@ export class KafkaConsumer implements PushConsumer {
     let onJoin!: () => void;
     const joined = new Promise<void>((r) => onJoin = r);
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
+      if (this.#consumer !== consumer) return;
       this.#generation++;
       this.#tracks.clear();
       this.#joined = true;
       this.#crashed = false;
+      clearTimeout(this.#watchdog);
+      this.#watchdog = undefined;
       this.#log?.info("joined consumer group", {
         group: o.group,
         memberId: e.payload.memberId,
@@ -216,9 +283,12 @@ export class KafkaConsumer implements PushConsumer {
       onJoin();
     });
     consumer.on(consumer.events.CRASH, (e) => {
+      if (this.#consumer !== consumer) return;
       const { error, restart } = e.payload;
+      this.#joined = false;
       if (!restart) this.#crashed = true;
       this.#log?.error("kafka consumer crashed", { error, restart, brokers: this.#brokers });
+      this.#armWatchdog(restart ? (o.recoverTimeoutMs ?? 15_000) : 0);
     });
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
@@ -231,18 +301,52 @@ export class KafkaConsumer implements PushConsumer {
         partitionsConsumedConcurrently: o.partitionsConsumedConcurrently ?? 16,
         eachBatch: (p) => this.#eachBatch(p),
       });
-      const ms = o.startTimeoutMs ?? 30_000;
-      const timeout = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), ms));
+      const timeout = new Promise<"timeout">((r) =>
+        timer = setTimeout(() => r("timeout"), joinTimeoutMs)
+      );
       if (await Promise.race([joined, timeout]) === "timeout") {
-        throw new Error(`did not join group ${o.group} within ${ms} ms`);
+        throw new Error(`did not join group ${o.group} within ${joinTimeoutMs} ms`);
       }
     } catch (e) {
       await consumer.disconnect().catch(() => {});
-      this.#consumer = undefined;
-      throw e instanceof QueueUnavailableError ? e : this.#unavailable((e as Error).message, e);
+      if (this.#consumer === consumer) this.#consumer = undefined;
+      throw e;
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  // Replaces the kafkajs consumer unless it rejoins within `ms`.
+  #armWatchdog(ms: number): void {
+    if (this.#watchdog !== undefined || this.#closing) return;
+    this.#watchdog = setTimeout(() => void this.#respawn(), ms);
+  }
+
+  async #respawn(): Promise<void> {
+    let delay = 500;
+    while (!this.#closing && !this.#joined) {
+      const old = this.#consumer;
+      this.#consumer = undefined;
+      this.#log?.warn("replacing the kafka consumer: it did not recover from a crash", {
+        brokers: this.#brokers,
+      });
+      await old?.disconnect().catch(() => {});
+      if (this.#closing) break;
+      try {
+        await this.#spawn(this.#opts.startTimeoutMs ?? 30_000);
+      } catch (e) {
+        this.#log?.warn("kafka consumer restart failed; retrying", { error: e, inMs: delay });
+        await new Promise((r) => {
+          const t = setTimeout(r, delay);
+          this.#sleeps.add(() => {
+            clearTimeout(t);
+            r(undefined);
+          });
+        });
+        delay = Math.min(delay * 2, 10_000);
+      }
+    }
+    this.#watchdog = undefined;
   }
 
   /**
@@ -252,6 +356,7 @@ export class KafkaConsumer implements PushConsumer {
   close(): Promise<void> {
     return this.#closed ??= (async () => {
       this.#closing = true;
+      clearTimeout(this.#watchdog);
       for (const wake of this.#sleeps) wake();
       const consumer = this.#consumer;
       if (consumer) {

@@ -41,6 +41,8 @@ const dec = new TextDecoder();
 export class Recorder {
   readonly client: GoimClient;
   readonly got: { op: number; text: string }[] = [];
+  /** Distinct texts received (any op), updated before waiters are checked. */
+  readonly seen = new Set<string>();
   #waiters: { pred: () => boolean; resolve: () => void }[] = [];
 
   readonly label: string;
@@ -54,7 +56,9 @@ export class Recorder {
       reconnect: { enabled: true, initialDelayMs: 100, maxDelayMs: 1000 },
     });
     this.client.on("message", (m) => {
-      this.got.push({ op: m.op, text: dec.decode(m.body) });
+      const text = dec.decode(m.body);
+      this.got.push({ op: m.op, text });
+      this.seen.add(text);
       this.#waiters = this.#waiters.filter((w) => {
         if (!w.pred()) return true;
         w.resolve();
