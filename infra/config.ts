@@ -638,22 +638,17 @@ export const CONFIG_SCHEMA = defineSchema({
   }),
   "comet.tcp.sndbuf": bytes(
     0,
-    "Kernel send buffer per socket (SO_SNDBUF) where the runtime allows setting it; 0 = OS default (goim: 4096).",
+    "Kernel send buffer per socket (SO_SNDBUF) where the runtime allows setting it (Deno does not yet: a non-zero value logs a warning); 0 = OS default (goim: 4096).",
     { max: "64MiB" },
   ),
   "comet.tcp.rcvbuf": bytes(
     0,
-    "Kernel receive buffer per socket (SO_RCVBUF) where the runtime allows setting it; 0 = OS default (goim: 4096).",
+    "Kernel receive buffer per socket (SO_RCVBUF) where the runtime allows setting it (Deno does not yet: a non-zero value logs a warning); 0 = OS default (goim: 4096).",
     { max: "64MiB" },
   ),
   "comet.tcp.keepalive": bool(
     false,
     "TCP keepalive probes; the protocol heartbeat already finds dead peers (goim default false).",
-  ),
-  "comet.tcp.read_buffer": bytes(
-    512,
-    "Read buffer per TCP connection. An idle connection holds one pending read of this size (about 7.8 KB per connection in all at 512 B, 11 KB at 4 KiB, 65 KB at 64 KiB); bigger frames just take more reads.",
-    { min: 16, max: "1MiB" },
   ),
   "comet.websocket.bind": addrs(
     ["0.0.0.0:3102"],

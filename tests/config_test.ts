@@ -110,7 +110,7 @@ send_queue.max_bytes = "256KiB"
 
 [comet.tcp]
 bind = [":4101", "127.0.0.1:4201"]
-read_buffer = 1024
+sndbuf = 1024
 keepalive = true
 
 [logic.nodes]
@@ -124,7 +124,7 @@ window = "0"
   assert.equal(cfg.comet.handshake_timeout, 90_000);
   assert.equal(cfg.comet.send_queue.max_bytes, 256 * 1024);
   assert.deepEqual(cfg.comet.tcp.bind, ["0.0.0.0:4101", "127.0.0.1:4201"]);
-  assert.equal(cfg.comet.tcp.read_buffer, 1024);
+  assert.equal(cfg.comet.tcp.sndbuf, 1024);
   assert.equal(cfg.comet.tcp.keepalive, true);
   assert.equal(cfg.logic.nodes.region_weight, 2);
   assert.equal(cfg.job.room.window, 0);
@@ -281,10 +281,10 @@ Deno.test("out-of-range values state the range", () => {
     );
   });
   assertConfigError(
-    () => load({ env: { GOIM_COMET__TCP__READ_BUFFER: "8" } }),
-    "env GOIM_COMET__TCP__READ_BUFFER",
-    "comet.tcp.read_buffer",
-    "from 16 to 1MiB",
+    () => load({ env: { GOIM_COMET__SEND_QUEUE__MAX_BYTES: "8" } }),
+    "env GOIM_COMET__SEND_QUEUE__MAX_BYTES",
+    "comet.send_queue.max_bytes",
+    "from 1KiB to 1GiB",
   );
   assertConfigError(
     () => load({ args: ["--set", "comet.handshake_timeout=0"] }),
