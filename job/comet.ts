@@ -13,6 +13,7 @@
  * @module
  */
 
+import { Sleeper } from "../infra/sleeper.ts";
 import type { RoomSnapshot } from "./membership.ts";
 import type { CometApi } from "../proto/api.ts";
 import type { CometRecord } from "../infra/registry.ts";
@@ -68,7 +69,7 @@ export class CometConn {
   readonly #o: CometConnOptions;
   #down = false;
   #closing?: string;
-  readonly #sleeps = new Set<() => void>();
+  readonly #sleeper = new Sleeper();
 
   /** Wraps `client` for the comet `rec`. */
   constructor(rec: CometRecord, client: CometClient, o: CometConnOptions) {
@@ -147,20 +148,9 @@ export class CometConn {
     return this.#closing === "stopping" ? "stopping" : "comet_gone";
   }
 
-  /** Sleeps `ms`; false at once when the comet closes meanwhile. */
+  // Sleeps `ms`; false at once when closing meanwhile.
   #sleep(ms: number): Promise<boolean> {
-    return new Promise((resolve) => {
-      const wake = () => {
-        clearTimeout(t);
-        this.#sleeps.delete(wake);
-        resolve(false);
-      };
-      const t = setTimeout(() => {
-        this.#sleeps.delete(wake);
-        resolve(!this.#closing);
-      }, ms);
-      this.#sleeps.add(wake);
-    });
+    return this.#closing ? Promise.resolve(false) : this.#sleeper.sleep(ms);
   }
 
   /**
@@ -172,7 +162,7 @@ export class CometConn {
   async close(why: "gone" | "stopping"): Promise<void> {
     if (this.#closing) return;
     this.#closing = why === "stopping" ? "stopping" : "gone";
-    for (const wake of this.#sleeps) wake();
+    this.#sleeper.wakeAll();
     await Promise.all(this.#lanes.map((l) => l.close(`comet ${this.id} ${why}`)));
     try {
       this.client.close?.();

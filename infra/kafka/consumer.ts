@@ -46,6 +46,7 @@
  * @module
  */
 
+import { Sleeper } from "../sleeper.ts";
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from "kafkajs";
 import type { Admin } from "kafkajs";
 import { decodePushMsg } from "../../proto/push_msg.ts";
@@ -142,7 +143,7 @@ export class KafkaConsumer implements PushConsumer {
   #closed?: Promise<void>;
   #crashed = false;
   #joined = false;
-  readonly #sleeps = new Set<() => void>();
+  readonly #sleeper = new Sleeper();
   // Bumped at every group join: tracks of older generations commit nothing.
   #generation = 0;
   readonly #tracks = new Map<number, Track>();
@@ -336,13 +337,7 @@ export class KafkaConsumer implements PushConsumer {
         await this.#spawn(this.#opts.startTimeoutMs ?? 30_000);
       } catch (e) {
         this.#log?.warn("kafka consumer restart failed; retrying", { error: e, inMs: delay });
-        await new Promise((r) => {
-          const t = setTimeout(r, delay);
-          this.#sleeps.add(() => {
-            clearTimeout(t);
-            r(undefined);
-          });
-        });
+        await this.#sleep(delay);
         delay = Math.min(delay * 2, 10_000);
       }
     }
@@ -357,7 +352,7 @@ export class KafkaConsumer implements PushConsumer {
     return this.#closed ??= (async () => {
       this.#closing = true;
       clearTimeout(this.#watchdog);
-      for (const wake of this.#sleeps) wake();
+      this.#sleeper.wakeAll();
       const consumer = this.#consumer;
       if (consumer) {
         try {
@@ -596,19 +591,8 @@ export class KafkaConsumer implements PushConsumer {
     }
   }
 
-  /** Sleeps `ms`; resolves false at once if close() is called meanwhile. */
+  // Sleeps `ms`; false at once when closing meanwhile.
   #sleep(ms: number): Promise<boolean> {
-    return new Promise((resolve) => {
-      const wake = () => {
-        clearTimeout(t);
-        this.#sleeps.delete(wake);
-        resolve(false);
-      };
-      const t = setTimeout(() => {
-        this.#sleeps.delete(wake);
-        resolve(!this.#closing);
-      }, ms);
-      this.#sleeps.add(wake);
-    });
+    return this.#closing ? Promise.resolve(false) : this.#sleeper.sleep(ms);
   }
 }

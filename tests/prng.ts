@@ -1,0 +1,25 @@
+/**
+ * A small seeded PRNG for reproducible property and fuzz tests.
+ *
+ * @module
+ */
+
+/**
+ * mulberry32: a fast 32-bit generator; the same seed gives the same stream.
+ *
+ * @example
+ * ```ts
+ * const rand = mulberry32(42);
+ * rand(); // a number in [0, 1)
+ * ```
+ */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
