@@ -90,6 +90,18 @@ export interface ChannelHost {
 const NO_OPS: readonly number[] = Object.freeze([]);
 
 /**
+ * What a connection may change after auth: logic's ConnectReply scope
+ * fields (100–103), from the JWT's `room` and `accepts` claims. A null side
+ * is unrestricted; an unrestricted connection has no scope object at all.
+ */
+export interface ChannelScope {
+  /** Room patterns op 12 may move to (`*` suffix = prefix match); null = any room. */
+  readonly rooms: readonly string[] | null;
+  /** Ops op 14 may add; null = any op. */
+  readonly ops: ReadonlySet<number> | null;
+}
+
+/**
  * A connection's state and send queue; subclassed per transport.
  *
  * Writes happen only in {@linkcode Channel.flush}, called by the flusher;
@@ -121,6 +133,8 @@ export abstract class Channel {
   routeAt = 0;
   /** Set when a newer connection with the same key took over: skip logic.Disconnect. */
   replaced = false;
+  /** The auth scope (ops 12 and 14); null = unrestricted (goim's behaviour). */
+  scope: ChannelScope | null = null;
   /** Whether the channel is in the flusher's list. */
   scheduled = false;
   /** Queued items, oldest first; null when empty (most channels, most of the time). */

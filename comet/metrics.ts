@@ -82,6 +82,8 @@ export class CometMetrics {
   readonly upstreamMessages: Counter;
   /** Connections closed, by the reason the server gave (or `client` / `error`). */
   readonly disconnects: Counter<"reason">;
+  /** ChangeRoom (op 12) and Sub (op 14) requests refused, wholly or in part, by the auth scope. */
+  readonly scopeDenied: Counter<"op">;
 
   /** Defines (or reuses) every comet metric in `m`. */
   constructor(readonly m: Metrics) {
@@ -151,6 +153,11 @@ export class CometMetrics {
       "disconnects_total",
       "Connections closed, by reason.",
       ["reason"],
+    );
+    this.scopeDenied = m.counter(
+      "scope_denied_total",
+      "ChangeRoom (op 12) and Sub (op 14) requests refused, wholly or in part, by the connection's auth scope.",
+      ["op"],
     );
   }
 

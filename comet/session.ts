@@ -14,6 +14,14 @@
  * (handshake, then idle, then close grace) and {@linkcode Sessions.sweep},
  * run by the comet on one interval, checks them all.
  *
+ * Auth scope: logic's Connect reply may restrict what a connection can
+ * change later (ConnectReply fields 100–103, see {@linkcode scopeOf}). A
+ * ChangeRoom (op 12) to a room outside it is not applied and its op 13
+ * echoes the room the connection is still in; a Sub (op 14) applies only
+ * the allowed ops and its op 15 lists those. Neither closes the
+ * connection. Unrestricted connections (goim's logic, auth mode none)
+ * behave exactly as in goim: replies echo the request.
+ *
  * @module
  */
 
@@ -32,7 +40,13 @@ import {
   ReasonCode,
 } from "../protocol/mod.ts";
 import { Bucket, fnv1a32 } from "./bucket.ts";
-import { type Channel, type ChannelHost, ChannelState, type QueuePolicy } from "./channel.ts";
+import {
+  type Channel,
+  type ChannelHost,
+  type ChannelScope,
+  ChannelState,
+  type QueuePolicy,
+} from "./channel.ts";
 import type { Flusher } from "./flusher.ts";
 import { type CometMetrics, TRANSPORT_INDEX } from "./metrics.ts";
 import { OnlineCounts } from "./online.ts";
@@ -61,6 +75,49 @@ export interface SessionsOptions {
 }
 
 const utf8 = new TextDecoder();
+const utf8Encoder = new TextEncoder();
+
+/**
+ * The auth scope of a Connect reply, or null when it restricts nothing.
+ * A `*_restricted` flag that is false or absent (goim's logic never sets
+ * it) leaves that side unrestricted whatever the list holds; a true flag
+ * makes the list the whole allow-list (empty = nothing allowed).
+ *
+ * @example
+ * ```ts
+ * import { scopeOf } from "./session.ts";
+ * scopeOf({ mid: 1, key: "k", roomID: "", accepts: [], heartbeat: 0 }); // null
+ * scopeOf({
+ *   mid: 1, key: "k", roomID: "", accepts: [], heartbeat: 0,
+ *   allowed_rooms: ["live://*"], rooms_restricted: true,
+ * }); // { rooms: ["live://*"], ops: null }
+ * ```
+ */
+export function scopeOf(reply: ConnectReply): ChannelScope | null {
+  const rooms = reply.rooms_restricted === true ? (reply.allowed_rooms ?? []) : null;
+  const ops = reply.ops_restricted === true ? new Set(reply.allowed_ops ?? []) : null;
+  return rooms === null && ops === null ? null : { rooms, ops };
+}
+
+/**
+ * Whether room key `room` is allowed by `patterns` (an entry ending in `*`
+ * matches by prefix, as logic's `room` claim). `""` (leave every room) is
+ * always allowed, as it is at Connect.
+ *
+ * @example
+ * ```ts
+ * import { roomAllowed } from "./session.ts";
+ * roomAllowed(["live://*", "chat://1"], "live://9"); // true
+ * roomAllowed(["live://*", "chat://1"], "chat://2"); // false
+ * ```
+ */
+export function roomAllowed(patterns: readonly string[], room: string): boolean {
+  if (room === "") return true;
+  for (const p of patterns) {
+    if (p.endsWith("*") ? room.startsWith(p.slice(0, -1)) : p === room) return true;
+  }
+  return false;
+}
 
 function isWireError(e: unknown): e is { code: string; reason: DisconnectReason } {
   return e instanceof Error && typeof (e as { code?: unknown }).code === "string" &&
@@ -200,7 +257,18 @@ export class Sessions implements ChannelHost {
         return this.#receive(ch, f.ver, f.op, f.seq, f.body.slice());
       case Op.ChangeRoom: {
         const body = f.body;
-        ch.bucket!.changeRoom(ch, utf8.decode(body));
+        const roomId = utf8.decode(body);
+        const rooms = ch.scope?.rooms;
+        if (rooms != null && !roomAllowed(rooms, roomId)) {
+          // Refused: the connection stays where it is and op 13 names that
+          // room, so the reply differs from the request (no error op exists
+          // for op 12, and closing would punish a client for a stale UI).
+          this.#denied(ch, Op.ChangeRoom, { room: roomId });
+          const current = ch.room === null ? undefined : utf8Encoder.encode(ch.room.id);
+          ch.replyFrame(f.ver, Op.ChangeRoomReply, f.seq, current);
+          return undefined;
+        }
+        ch.bucket!.changeRoom(ch, roomId);
         ch.replyFrame(f.ver, Op.ChangeRoomReply, f.seq, body);
         return undefined;
       }
@@ -214,9 +282,23 @@ export class Sessions implements ChannelHost {
           this.protocolError(ch, e);
           return undefined;
         }
-        if (f.op === Op.Sub) ch.watch(ops);
-        else ch.unwatch(ops);
-        ch.replyFrame(f.ver, f.op === Op.Sub ? Op.SubReply : Op.UnsubReply, f.seq, body);
+        if (f.op === Op.Unsub) {
+          ch.unwatch(ops);
+          ch.replyFrame(f.ver, Op.UnsubReply, f.seq, body);
+          return undefined;
+        }
+        const allowed = ch.scope?.ops;
+        if (allowed != null && !ops.every((op) => allowed.has(op))) {
+          // Only the allowed subset is added; op 15 lists what was applied
+          // (the request's bytes whenever nothing was refused).
+          const applied = ops.filter((op) => allowed.has(op));
+          this.#denied(ch, Op.Sub, { ops: ops.filter((op) => !allowed.has(op)) });
+          ch.watch(applied);
+          ch.replyFrame(f.ver, Op.SubReply, f.seq, utf8Encoder.encode(applied.join(",")));
+          return undefined;
+        }
+        ch.watch(ops);
+        ch.replyFrame(f.ver, Op.SubReply, f.seq, body);
         return undefined;
       }
       default:
@@ -383,6 +465,7 @@ export class Sessions implements ChannelHost {
     this.pending.delete(ch);
     ch.mid = mid;
     ch.key = key;
+    ch.scope = scopeOf(reply);
     ch.watch(reply.accepts ?? []);
     ch.state = ChannelState.Open;
     const now = performance.now();
@@ -400,6 +483,12 @@ export class Sessions implements ChannelHost {
         message: "replaced by a newer connection with the same key",
       }, "replaced");
     }
+  }
+
+  /** A request the auth scope refused (wholly or in part): counted, logged at debug. */
+  #denied(ch: Channel, op: number, detail: Record<string, unknown>): void {
+    this.metrics.scopeDenied.inc({ op: String(op) });
+    this.#log.debug("refused by the auth scope", { key: ch.key, mid: ch.mid, op, ...detail });
   }
 
   #heartbeat(ch: Channel, ver: number, seq: number): void {

@@ -26,6 +26,13 @@
  * `exp` and `nbf` allow {@linkcode JWT_CLOCK_TOLERANCE_S} seconds of clock
  * skew. The key is imported once and cached.
  *
+ * `room` and `accepts` also bound the connection after Connect: they are
+ * returned as {@linkcode Identity.allowedRooms} / {@linkcode Identity.allowedOps},
+ * which Connect sends to the comet in ConnectReply's scope fields (100–103),
+ * and the comet refuses a later ChangeRoom (op 12) to a room outside them
+ * and drops ops outside them from a Sub (op 14). An absent claim (and mode
+ * `none`) leaves that side unrestricted (`null`).
+ *
  * Every refusal is an {@linkcode AuthError} with a stable `reason` (counted
  * in metrics) and a message for logs; Connect turns it into gRPC
  * UNAUTHENTICATED, which the comet sends to the client as op 6 and closes.
@@ -110,6 +117,13 @@ export interface Identity {
   platform: string;
   /** Business ops the connection accepts. */
   accepts: number[];
+  /**
+   * Room patterns the connection may later move to (the `room` claim; `*`
+   * suffix = prefix match); null = unrestricted (no claim, or mode none).
+   */
+  allowedRooms: string[] | null;
+  /** Business ops the connection may later subscribe to (the `accepts` claim); null = unrestricted. */
+  allowedOps: number[] | null;
 }
 
 /** Verifies op 7 tokens according to `logic.auth.mode`. */
@@ -153,6 +167,8 @@ export function createAuthenticator(cfg: AuthConfig): Authenticator {
           roomID: t.room_id,
           platform: t.platform,
           accepts: t.accepts,
+          allowedRooms: null,
+          allowedOps: null,
         }),
     };
   }
@@ -242,6 +258,7 @@ function checkClaims(t: AuthToken, c: ConnectClaims): Identity {
   if (t.mid !== 0 && t.mid !== mid) {
     throw new AuthError("mid_mismatch", `mid ${t.mid} does not match the token's sub ${sub}`);
   }
+  let allowedRooms: string[] | null = null;
   if (c.room !== undefined) {
     const rooms = typeof c.room === "string" ? [c.room] : c.room;
     if (!Array.isArray(rooms) || !rooms.every((r) => typeof r === "string")) {
@@ -250,11 +267,19 @@ function checkClaims(t: AuthToken, c: ConnectClaims): Identity {
     if (t.room_id !== "" && !rooms.some((r) => roomMatches(r, t.room_id))) {
       throw new AuthError("room_not_allowed", `room ${JSON.stringify(t.room_id)} is not allowed`);
     }
+    allowedRooms = [...rooms];
   }
+  let allowedOps: number[] | null = null;
   if (c.accepts !== undefined) {
-    if (!Array.isArray(c.accepts) || !c.accepts.every((a) => Number.isInteger(a))) {
-      throw new AuthError("bad_claim", "token accepts claim must be an array of integers");
+    // int32, as ConnectReply.allowed_ops carries them: a larger number would
+    // be truncated on the wire into some other op.
+    if (
+      !Array.isArray(c.accepts) ||
+      !c.accepts.every((a) => Number.isInteger(a) && a >= -(2 ** 31) && a < 2 ** 31)
+    ) {
+      throw new AuthError("bad_claim", "token accepts claim must be an array of int32 numbers");
     }
+    allowedOps = [...c.accepts];
     const allowed = new Set(c.accepts);
     const extra = t.accepts.filter((a) => !allowed.has(a));
     if (extra.length > 0) {
@@ -271,9 +296,18 @@ function checkClaims(t: AuthToken, c: ConnectClaims): Identity {
     }
     key = c.key;
   }
-  return { mid, key, roomID: t.room_id, platform: t.platform, accepts: t.accepts };
+  return {
+    mid,
+    key,
+    roomID: t.room_id,
+    platform: t.platform,
+    accepts: t.accepts,
+    allowedRooms,
+    allowedOps,
+  };
 }
 
+/** Whether room key `room` matches a `room` claim entry (`*` suffix = prefix match). */
 function roomMatches(pattern: string, room: string): boolean {
   return pattern.endsWith("*") ? room.startsWith(pattern.slice(0, -1)) : pattern === room;
 }

@@ -4,7 +4,7 @@
  *
  * | method | goim | here |
  * |--------|------|------|
- * | Connect | trusts the token JSON, generates a UUID key when empty, writes the route, replies heartbeat = Node.Heartbeat × HeartbeatMax in ns | the same, after {@linkcode Authenticator} (mode `none` or `jwt`); refused → UNAUTHENTICATED; a route that cannot be written → UNAVAILABLE (goim only logs it and lets an unroutable connection in) |
+ * | Connect | trusts the token JSON, generates a UUID key when empty, writes the route, replies heartbeat = Node.Heartbeat × HeartbeatMax in ns | the same, after {@linkcode Authenticator} (mode `none` or `jwt`); refused → UNAUTHENTICATED; a route that cannot be written → UNAVAILABLE (goim only logs it and lets an unroutable connection in); the reply also carries the JWT's `room`/`accepts` claims as the auth scope (fields 100–103) the comet enforces on ops 12 and 14 |
  * | Disconnect | DelMapping only if the route points at the caller → has | the same |
  * | Heartbeat | ExpireMapping; AddMapping when it was missing | the same (routes come back after a store restart) |
  * | RenewOnline | stores the report, replies the last aggregate | the same, aggregate in {@linkcode OnlineCounts} |
@@ -19,6 +19,7 @@
  */
 
 import type { LogicApi } from "../proto/api.ts";
+import type { ConnectReply } from "../proto/messages.ts";
 import { grpcStatus, RpcError } from "../proto/grpc.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { parseAuthToken } from "../protocol/token.ts";
@@ -122,13 +123,25 @@ export function createLogicService(deps: LogicServiceDeps): LogicApi {
         throw storeFailed("addMapping", e, log);
       }
       metrics?.connects.inc({ result: "ok" });
-      return {
+      const reply: ConnectReply = {
         mid: id.mid,
         key,
         roomID: id.roomID,
         accepts: id.accepts,
         heartbeat: deps.heartbeatNs,
       };
+      // The auth scope (fields 100–103), set only where the token restricts:
+      // an unrestricted reply leaves them out, so its bytes are goim's
+      // (protobufjs would put an explicit `false` on the wire).
+      if (id.allowedRooms !== null) {
+        reply.allowed_rooms = id.allowedRooms;
+        reply.rooms_restricted = true;
+      }
+      if (id.allowedOps !== null) {
+        reply.allowed_ops = id.allowedOps;
+        reply.ops_restricted = true;
+      }
+      return reply;
     },
 
     async Disconnect(req) {

@@ -9,6 +9,10 @@
  * Decoding uses proto-loader with `keepCase` (field names exactly as in goim's
  * .proto), `longs: Number` (int64 ids are numbers, see ./messages.ts),
  * `enums: String` and `defaults` (decoded messages are complete).
+ * `keepCase` applies to this project's fields too: ConnectReply's auth scope
+ * is `allowed_rooms`, `rooms_restricted`, `allowed_ops`, `ops_restricted` in
+ * JavaScript as on the wire (never `allowedRooms`), so the object logic's
+ * service returns works unchanged in-process and through gRPC.
  *
  * @module
  */

@@ -107,7 +107,19 @@ export interface ConnectReq {
   token: Uint8Array;
 }
 
-/** `goim.logic.ConnectReply`: who the connection is, and what it listens to. */
+/**
+ * `goim.logic.ConnectReply`: who the connection is, what it listens to, and
+ * (fields 100–103, this project's) what it may change later.
+ *
+ * The scope fields are optional in this type: a decoded gRPC reply always
+ * has them (defaults), but an in-process {@linkcode ConnectReply} written
+ * against goim's five fields may leave them out, and absent means the same
+ * as the default: unrestricted. Each restriction is a flag plus a list:
+ * `*_restricted` false (or absent) = no restriction, list ignored; true =
+ * the list is the whole allow-list, an empty list allowing nothing. Leave
+ * them out (rather than `false`/`[]`) when unrestricted: protobufjs writes
+ * an explicit `false`, and left out the reply's bytes are goim's.
+ */
 export interface ConnectReply {
   mid: number;
   key: string;
@@ -115,6 +127,17 @@ export interface ConnectReply {
   accepts: number[];
   /** Heartbeat interval the comet should enforce (goim: nanoseconds as a Go Duration). */
   heartbeat: number;
+  /**
+   * (100) Room keys ChangeRoom (op 12) may move to when `rooms_restricted`;
+   * an entry ending in `*` matches by prefix. Leaving every room is always allowed.
+   */
+  allowed_rooms?: string[];
+  /** (101) Whether `allowed_rooms` applies. */
+  rooms_restricted?: boolean;
+  /** (102) Business ops Sub (op 14) may add when `ops_restricted`. Unsub is never restricted. */
+  allowed_ops?: number[];
+  /** (103) Whether `allowed_ops` applies. */
+  ops_restricted?: boolean;
 }
 
 /** `goim.logic.DisconnectReq`. */

@@ -217,8 +217,73 @@ Deno.test("auth mode none trusts the token JSON as goim does", async () => {
   });
   assert.deepEqual(
     await auth.authenticate({ mid: 5, key: "k", room_id: "r://1", platform: "ios", accepts: [1] }),
-    { mid: 5, key: "k", roomID: "r://1", platform: "ios", accepts: [1] },
+    {
+      mid: 5,
+      key: "k",
+      roomID: "r://1",
+      platform: "ios",
+      accepts: [1],
+      allowedRooms: null,
+      allowedOps: null,
+    },
   );
+});
+
+Deno.test("jwt: Connect returns the room and accepts claims as the connection's auth scope", async () => {
+  const h = logicHarness(["logic.auth.mode=jwt", `logic.auth.jwt.secret=${SECRET}`]);
+  const connect = async (claims: jose.JWTPayload, fields: Record<string, unknown> = {}) =>
+    await h.logic.service.Connect({
+      server: "comet-1",
+      cookie: "",
+      token: token({ token: await hs256({ sub: "42", ...claims }), ...fields }),
+    });
+  try {
+    // Both claims: both sides restricted, the lists as the token has them.
+    const both = await connect(
+      { room: ["live://1000", "chat://*"], accepts: [1000, 1001] },
+      { room_id: "live://1000", accepts: [1000] },
+    );
+    assert.deepEqual(both.allowed_rooms, ["live://1000", "chat://*"]);
+    assert.equal(both.rooms_restricted, true);
+    assert.deepEqual(both.allowed_ops, [1000, 1001]);
+    assert.equal(both.ops_restricted, true);
+    assert.deepEqual(both.accepts, [1000], "what the connection listens to now is unchanged");
+    // A single room string; no accepts claim: ops unrestricted (fields left out).
+    const room = await connect({ room: "live://*" });
+    assert.deepEqual(room.allowed_rooms, ["live://*"]);
+    assert.equal(room.rooms_restricted, true);
+    assert.equal(room.ops_restricted, undefined);
+    assert.equal(room.allowed_ops, undefined);
+    // Empty claims restrict to nothing: the flag is set, the list is empty.
+    const none = await connect({ room: [], accepts: [] });
+    assert.deepEqual(
+      [none.allowed_rooms, none.rooms_restricted, none.allowed_ops, none.ops_restricted],
+      [[], true, [], true],
+    );
+    // No claim at all: no scope fields, the reply is goim's shape.
+    const open = await connect({});
+    assert.deepEqual(Object.keys(open).sort(), ["accepts", "heartbeat", "key", "mid", "roomID"]);
+    // accepts entries travel as int32: anything else is refused rather than truncated.
+    await refused(h, { token: await hs256({ sub: "42", accepts: [2 ** 32 + 1000] }) }, "bad_claim");
+    await refused(h, { token: await hs256({ sub: "42", accepts: [1000.5] }) }, "bad_claim");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("auth mode none: Connect replies carry no auth scope", async () => {
+  const h = logicHarness();
+  try {
+    const r = await h.logic.service.Connect({
+      server: "comet-1",
+      cookie: "",
+      token: token({ mid: 1, room_id: "live://1", accepts: [1000] }),
+    });
+    assert.equal(r.rooms_restricted, undefined);
+    assert.equal(r.ops_restricted, undefined);
+  } finally {
+    await h.close();
+  }
 });
 
 Deno.test("API key check: bearer scheme, exact keys only, open when none configured", () => {

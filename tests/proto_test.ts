@@ -166,6 +166,62 @@ Deno.test("gRPC: message field numbers are goim's", () => {
   );
 });
 
+Deno.test("gRPC: ConnectReply's auth scope takes 100–103 and leaves goim's bytes alone", () => {
+  const bytes = (b: Uint8Array) => new Uint8Array(b);
+  const goim = hex("08 01  12 01 6b  1a 01 72  22 02 e8 07  28 01");
+  const base = { mid: 1, key: "k", roomID: "r", accepts: [1000], heartbeat: 1 };
+  // Unrestricted: the fields are left out (logic's Connect does so), the bytes are goim's.
+  // (protobufjs would write an explicit `false` as a8 06 00: hence "left out", not "false".)
+  assert.deepEqual(
+    bytes(logicServiceDefinition.Connect.responseSerialize({
+      ...base,
+      allowed_rooms: [],
+      allowed_ops: [],
+    })),
+    goim,
+  );
+  // Restricted: allowed_rooms=100 (a2 06, len), rooms_restricted=101 (a8 06),
+  // allowed_ops=102 packed (b2 06, len), ops_restricted=103 (b8 06), after goim's fields.
+  const restricted = bytes(logicServiceDefinition.Connect.responseSerialize({
+    ...base,
+    allowed_rooms: ["a", "b*"],
+    rooms_restricted: true,
+    allowed_ops: [1000],
+    ops_restricted: true,
+  }));
+  assert.deepEqual(
+    restricted,
+    hex(
+      "08 01  12 01 6b  1a 01 72  22 02 e8 07  28 01" +
+        "  a2 06 01 61  a2 06 02 62 2a  a8 06 01  b2 06 02 e8 07  b8 06 01",
+    ),
+  );
+  // "Restricted to nothing" is still on the wire: the flag without a list.
+  assert.deepEqual(
+    bytes(logicServiceDefinition.Connect.responseSerialize({
+      ...base,
+      rooms_restricted: true,
+      ops_restricted: true,
+    })),
+    hex("08 01  12 01 6b  1a 01 72  22 02 e8 07  28 01  a8 06 01  b8 06 01"),
+  );
+  // A goim logic's reply decodes as unrestricted; ours round-trips.
+  const fromGoim = logicServiceDefinition.Connect.responseDeserialize(
+    goim as unknown as Buffer,
+  ) as Record<string, unknown>;
+  assert.equal(fromGoim.rooms_restricted, false);
+  assert.equal(fromGoim.ops_restricted, false);
+  assert.deepEqual(fromGoim.allowed_rooms, []);
+  assert.deepEqual(fromGoim.allowed_ops, []);
+  const ours = logicServiceDefinition.Connect.responseDeserialize(
+    restricted as unknown as Buffer,
+  ) as Record<string, unknown>;
+  assert.deepEqual(ours.allowed_rooms, ["a", "b*"]);
+  assert.equal(ours.rooms_restricted, true);
+  assert.deepEqual(ours.allowed_ops, [1000]);
+  assert.equal(ours.ops_restricted, true);
+});
+
 // ---- gRPC end to end over 127.0.0.1 ----
 
 type Servers = {
@@ -233,6 +289,11 @@ Deno.test("gRPC: every Logic method through the typed client", async () => {
       roomID: "live://1000",
       accepts: [1000, 1001],
       heartbeat: 480e9,
+      // The auth scope fields (100–103) arrive with their defaults: unrestricted.
+      allowed_rooms: [],
+      rooms_restricted: false,
+      allowed_ops: [],
+      ops_restricted: false,
     });
     // Requests reach handlers complete: omitted fields carry their defaults.
     const connectReq = srv.seen.get("Connect") as Record<string, unknown>;
@@ -324,6 +385,10 @@ Deno.test("gRPC: replies that leave fields out arrive with defaults", async () =
       roomID: "",
       accepts: [],
       heartbeat: 0,
+      allowed_rooms: [],
+      rooms_restricted: false,
+      allowed_ops: [],
+      ops_restricted: false,
     });
     assert.deepEqual(await logic.Disconnect({}), { has: false });
     const nodes = await logic.Nodes({});
