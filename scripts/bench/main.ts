@@ -1,0 +1,324 @@
+/**
+ * The bench tool's command line: a goim-style load generator and end-to-end
+ * benchmark for this server (BENCHMARKS.md, "Load generator").
+ *
+ * ```sh
+ * ./scripts/deno run -A scripts/bench/main.ts <scenario> [--clients N] [--ws-ratio 0.5]
+ *     [--workers K] [--rate R] [--duration 30s] [--rooms M] [--out bench-results/NAME] ...
+ * ./scripts/deno run -A scripts/bench/main.ts --help
+ * ```
+ *
+ * Writes NAME.json (the full report), NAME.txt (the summary, also printed)
+ * and NAME.svg (the chart). Exits 0 when the run worked — whatever the
+ * figures — 1 when the tool broke (a worker or the server crashed, nothing
+ * was delivered), 2 on a usage error.
+ *
+ * @module
+ */
+
+import { type BenchOptions, type BenchReport, type ExternalServer, runBench } from "./run.ts";
+import { defaultWorkers, SCENARIOS } from "./scenarios.ts";
+import { summarize } from "./report.ts";
+import { renderChart } from "./svg.ts";
+
+/** A usage error: printed with the help hint, exit code 2. */
+export class UsageError extends Error {}
+
+/**
+ * Parses a duration: `30s`, `500ms`, `2m`, or a bare number of seconds.
+ *
+ * @example
+ * ```ts
+ * parseDurationArg("1.5s"); // 1500
+ * parseDurationArg("20"); // 20000
+ * ```
+ */
+export function parseDurationArg(s: string): number {
+  const m = s.trim().match(/^(\d+(?:\.\d+)?)(ms|s|m)?$/);
+  if (!m) throw new UsageError(`not a duration: ${s} (use 30s, 500ms, 2m)`);
+  const v = Number(m[1]);
+  return m[2] === "ms" ? v : m[2] === "m" ? v * 60_000 : v * 1000;
+}
+
+/** Parsed command line. */
+export interface Cli {
+  /** The run's options. */
+  options: BenchOptions;
+  /** Output path without extension. */
+  out: string;
+  /** Extra SVG path (e.g. docs/img/bench-push.svg). */
+  svg?: string;
+  /** No progress lines. */
+  quiet: boolean;
+}
+
+const FLAGS = new Set([
+  "clients",
+  "ws-ratio",
+  "workers",
+  "rate",
+  "duration",
+  "rooms",
+  "out",
+  "by",
+  "heartbeat",
+  "keys-per-push",
+  "size",
+  "inflight",
+  "connect-concurrency",
+  "drain",
+  "settle",
+  "auth-timeout",
+  "http",
+  "tcp",
+  "ws",
+  "server-pid",
+  "comet-admin",
+  "api-key",
+  "server-set",
+  "svg",
+]);
+
+/**
+ * Parses `argv` into run options (throws {@linkcode UsageError}).
+ *
+ * @example
+ * ```ts
+ * parseCli(["push", "--rate", "1000", "--duration=10s"]).options.phases[0].rate; // 1000
+ * ```
+ */
+export function parseCli(argv: string[], now = new Date()): Cli {
+  const flags = new Map<string, string[]>();
+  const pos: string[] = [];
+  let quiet = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--quiet" || a === "-q") {
+      quiet = true;
+      continue;
+    }
+    if (!a.startsWith("--")) {
+      pos.push(a);
+      continue;
+    }
+    const eq = a.indexOf("=");
+    const name = a.slice(2, eq < 0 ? undefined : eq);
+    if (!FLAGS.has(name)) throw new UsageError(`unknown flag --${name}`);
+    let value: string;
+    if (eq >= 0) value = a.slice(eq + 1);
+    else {
+      if (i + 1 >= argv.length) throw new UsageError(`--${name} needs a value`);
+      value = argv[++i];
+    }
+    flags.set(name, [...(flags.get(name) ?? []), value]);
+  }
+  if (pos.length !== 1) throw new UsageError("name one scenario");
+  const scenario = pos[0];
+  const sc = SCENARIOS[scenario];
+  if (!sc) {
+    throw new UsageError(
+      `unknown scenario ${scenario} (one of ${Object.keys(SCENARIOS).join(", ")})`,
+    );
+  }
+  const get = (n: string) => flags.get(n)?.at(-1);
+  const num = (n: string, def: number): number => {
+    const v = get(n);
+    if (v === undefined) return def;
+    const x = Number(v.replaceAll("_", ""));
+    if (!Number.isFinite(x)) throw new UsageError(`--${n}: not a number: ${v}`);
+    return x;
+  };
+  const dur = (n: string, def: number) => {
+    const v = get(n);
+    return v === undefined ? def : parseDurationArg(v);
+  };
+  const by = get("by") ?? "keys";
+  if (by !== "keys" && by !== "mids") throw new UsageError(`--by must be keys or mids`);
+
+  const clients = num("clients", sc.clients);
+  const rate = num("rate", sc.rate);
+  const durationMs = dur("duration", sc.durationMs);
+  let external: ExternalServer | undefined;
+  const http = get("http");
+  if (http) {
+    const tcp = get("tcp") ?? "";
+    external = {
+      http: http.replace(/\/$/, ""),
+      tcp: tcp === "" || tcp.startsWith("tcp://") ? tcp : `tcp://${tcp}`,
+      ws: get("ws") ?? "",
+    };
+    const pid = get("server-pid");
+    if (pid) external.serverPid = num("server-pid", 0);
+    const admin = get("comet-admin");
+    if (admin) external.cometAdmin = admin.replace(/\/$/, "");
+  } else if (get("tcp") || get("ws") || get("server-pid")) {
+    throw new UsageError("--tcp, --ws and --server-pid target a running server: add --http too");
+  }
+  const wsRatio = num("ws-ratio", sc.wsRatio);
+  if (external) {
+    if (wsRatio < 1 && !external.tcp) throw new UsageError("--tcp is needed (ws ratio < 1)");
+    if (wsRatio > 0 && !external.ws) throw new UsageError("--ws is needed (ws ratio > 0)");
+  }
+  const options: BenchOptions = {
+    scenario,
+    clients,
+    wsRatio,
+    workers: num("workers", sc.workers || defaultWorkers(clients)),
+    rooms: num("rooms", sc.rooms),
+    phases: sc.phases({ rate, durationMs, by }),
+    heartbeatMs: dur("heartbeat", sc.heartbeatMs),
+    connectConcurrency: num("connect-concurrency", 100),
+    authTimeoutMs: dur("auth-timeout", 30_000),
+    bodyBytes: num("size", 0),
+    keysPerPush: num("keys-per-push", 1),
+    inflight: num("inflight", 64),
+    drainMs: dur("drain", 5_000),
+    settleMs: dur("settle", 2_000),
+    external,
+    serverSet: flags.get("server-set") ?? [],
+    apiKey: get("api-key"),
+  };
+  const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
+  const out = (get("out") ?? `bench-results/${scenario}-${stamp}`).replace(/\.(json|txt|svg)$/, "");
+  return { options, out, svg: get("svg"), quiet };
+}
+
+/** The `--help` text. */
+export function helpText(): string {
+  const names = Object.entries(SCENARIOS)
+    .map(([n, s]) =>
+      `  ${n.padEnd(11)} ${s.description}\n${" ".repeat(14)}defaults: ${s.clients} clients, ` +
+      `ws ratio ${s.wsRatio}, ${s.rate ? `${s.rate}/s, ` : ""}${s.durationMs / 1000} s`
+    )
+    .join("\n");
+  return `Usage: ./scripts/deno run -A scripts/bench/main.ts <scenario> [flags]
+
+Scenarios:
+${names}
+
+Swarm:
+  --clients N              clients (default per scenario)
+  --ws-ratio R             share of WebSocket clients, 0..1
+  --workers K              worker processes (default: ≥ 2, ~7,000 clients each)
+  --rooms M                rooms the clients are spread over (client i → room i mod M)
+  --heartbeat D            client heartbeat period (30s; client scenario 5s)
+  --connect-concurrency N  connects in flight per worker (100)
+  --auth-timeout D         connect → op 8 limit per client (30s)
+Pushes:
+  --rate R                 pushes per second (token bucket)
+  --duration D             push window per phase (30s, 500ms, 2m; bare = seconds)
+  --by keys|mids           push scenario: target connection keys or user ids (keys)
+  --keys-per-push K        keys or mids per request (1)
+  --size B                 pad bodies to B bytes (default ≈ 40)
+  --inflight N             push requests in flight at most (64)
+  --drain D                longest wait for a phase's last messages (5s)
+  --settle D               pause after connecting before reading RSS (2s)
+Server (default: start main.ts's embedded server as a child on free loopback ports):
+  --server-set k=v         extra --set for that server (repeatable)
+  --http URL --tcp HOST:PORT --ws URL [--server-pid PID] [--comet-admin URL] [--api-key K]
+                           target a running server instead
+Output:
+  --out PATH               PATH.json, PATH.txt, PATH.svg (bench-results/<scenario>-<time>)
+  --svg PATH               also write the chart here (e.g. docs/img/bench-push.svg)
+  --quiet                  no progress lines
+
+Re-render a saved report (summary to stdout, chart to PATH or next to the .json):
+  ./scripts/deno run -A scripts/bench/main.ts render bench-results/NAME.json [--svg PATH]
+
+Exit: 0 = the run worked (whatever the figures), 1 = the tool broke, 2 = usage.
+`;
+}
+
+/**
+ * Runs `deno fmt` on a chart written into the work tree. The project's
+ * `deno fmt --check` covers `.svg` files, and mirroring the formatter's
+ * attribute-wrapping rules in the generator would break with any formatter
+ * change; formatting with the same pinned binary keeps committed charts
+ * check-clean. Best effort: a path outside the tree (or excluded) is left as
+ * written.
+ */
+export async function formatSvg(path: string): Promise<void> {
+  try {
+    await new Deno.Command(Deno.execPath(), {
+      args: ["fmt", "--quiet", path],
+      cwd: new URL("../../", import.meta.url).pathname,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).output();
+  } catch {
+    // no formatter available: the chart is still valid SVG
+  }
+}
+
+/** Writes the report files; returns the paths written. */
+export async function writeOutputs(r: BenchReport, out: string, svg?: string): Promise<string[]> {
+  const dir = out.includes("/") ? out.slice(0, out.lastIndexOf("/")) : ".";
+  await Deno.mkdir(dir, { recursive: true });
+  const chart = renderChart(r);
+  await Deno.writeTextFile(`${out}.json`, JSON.stringify(r, null, 2) + "\n");
+  await Deno.writeTextFile(`${out}.txt`, summarize(r));
+  await Deno.writeTextFile(`${out}.svg`, chart);
+  const paths = [`${out}.json`, `${out}.txt`, `${out}.svg`];
+  if (svg) {
+    if (svg.includes("/")) {
+      await Deno.mkdir(svg.slice(0, svg.lastIndexOf("/")), { recursive: true });
+    }
+    await Deno.writeTextFile(svg, chart);
+    await formatSvg(svg);
+    paths.push(svg);
+  }
+  return paths;
+}
+
+if (import.meta.main) {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h") || Deno.args.length === 0) {
+    console.log(helpText());
+    Deno.exit(Deno.args.length === 0 ? 2 : 0);
+  }
+  if (Deno.args[0] === "render") {
+    // Re-render a saved report (summary and chart) without running anything.
+    const [file, ...rest] = Deno.args.slice(1);
+    if (!file) {
+      console.error("bench: render needs a report .json (see --help)");
+      Deno.exit(2);
+    }
+    const report = JSON.parse(await Deno.readTextFile(file)) as BenchReport;
+    const svgAt = rest.indexOf("--svg");
+    const svg = svgAt >= 0 ? rest[svgAt + 1] : file.replace(/\.json$/, "") + ".svg";
+    await Deno.writeTextFile(svg, renderChart(report));
+    await formatSvg(svg);
+    console.log(summarize(report));
+    console.log(`written: ${svg}`);
+    Deno.exit(0);
+  }
+  let cli: Cli;
+  try {
+    cli = parseCli(Deno.args);
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof RangeError) {
+      console.error(`bench: ${e.message} (see --help)`);
+      Deno.exit(2);
+    }
+    throw e;
+  }
+  const t0 = performance.now();
+  const log = cli.quiet
+    ? undefined
+    : (line: string) =>
+      console.error(`[bench ${((performance.now() - t0) / 1000).toFixed(1)}s] ${line}`);
+  let report: BenchReport;
+  try {
+    report = await runBench({ ...cli.options, log });
+  } catch (e) {
+    if (e instanceof RangeError) {
+      console.error(`bench: ${e.message} (see --help)`);
+      Deno.exit(2);
+    }
+    throw e;
+  }
+  const paths = await writeOutputs(report, cli.out, cli.svg);
+  console.log(summarize(report));
+  console.log(`written: ${paths.join(", ")}`);
+  Deno.exit(report.errors.length ? 1 : 0);
+}

@@ -1,0 +1,187 @@
+/**
+ * The readable summary of a {@linkcode BenchReport}: a few aligned tables a
+ * person can paste into a note or compare across runs.
+ *
+ * @module
+ */
+
+import type { LatencySummary } from "./histogram.ts";
+import type { BenchReport, CpuUse } from "./run.ts";
+
+/**
+ * A number with thousands separators and `digits` decimals; `—` for null.
+ *
+ * @example
+ * ```ts
+ * fmt(1234567.8); // "1,234,568"
+ * fmt(0.1234, 2); // "0.12"
+ * ```
+ */
+export function fmt(n: number | null | undefined, digits = 0): string {
+  if (n === null || n === undefined || !Number.isFinite(n)) return "—";
+  return n.toLocaleString("en-US", {
+    minimumFractionDigits: digits,
+    maximumFractionDigits: digits,
+  });
+}
+
+/**
+ * A latency in ms with precision that suits its size.
+ *
+ * @example
+ * ```ts
+ * ms(0.4321); // "0.43"
+ * ms(123.4); // "123"
+ * ```
+ */
+export function ms(v: number | null): string {
+  if (v === null) return "—";
+  return v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : fmt(v);
+}
+
+const mib = (b: number | null) => (b === null ? "—" : `${(b / 1048576).toFixed(1)} MiB`);
+const cores = (c: number | null) => (c === null ? "—" : c.toFixed(2));
+
+function table(head: string[], rows: string[][]): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) =>
+    r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join("  ");
+  return [line(head), w.map((n) => "-".repeat(n)).join("  "), ...rows.map(line)].join("\n");
+}
+
+function lat(l: LatencySummary): string[] {
+  return [ms(l.p50), ms(l.p99), ms(l.p999), ms(l.max)];
+}
+
+function cpuCell(c: CpuUse): string[] {
+  return [cores(c.server), c.workers.map(cores).join("+"), cores(c.driver), cores(c.total)];
+}
+
+/**
+ * Renders the summary text of a report.
+ *
+ * @example
+ * ```ts
+ * console.log(summarize(report));
+ * ```
+ */
+export function summarize(r: BenchReport): string {
+  const o = r.options;
+  const out: string[] = [];
+  out.push(
+    `goim-deno bench — scenario "${r.scenario}", ${r.startedAt}, ${
+      (r.wallMs / 1000).toFixed(1)
+    } s wall`,
+  );
+  out.push(
+    `machine: ${r.machine.cpus} CPUs, ${
+      mib(r.machine.memTotalBytes)
+    }, Linux ${r.machine.kernel}, ` +
+      `deno ${r.machine.deno}, load ${r.machine.loadAvgStart?.join(" ") ?? "?"} → ${
+        r.machine.loadAvgEnd?.join(" ") ?? "?"
+      }`,
+  );
+  out.push(
+    `server: ${r.server.mode} pid ${
+      r.server.pid ?? "?"
+    } (${r.server.http}, ${r.server.tcp}, ${r.server.ws})`,
+  );
+  out.push(
+    `swarm: ${fmt(o.clients)} clients (${fmt(r.connect.tcp)} TCP, ${
+      fmt(r.connect.ws)
+    } WebSocket) over ${o.workers} worker process(es), ${o.rooms} room(s), heartbeat ${
+      o.heartbeatMs / 1000
+    } s`,
+  );
+  out.push(
+    `clock: worker offsets ${
+      r.clock.map((c) => `${c.offsetMs.toFixed(3)} ms (rtt ${c.rttMs.toFixed(2)})`).join(", ")
+    }`,
+  );
+  out.push("");
+  out.push("Connections");
+  out.push(table(
+    [
+      "connected",
+      "failed",
+      "setup/s",
+      "setup p50 ms",
+      "p99 ms",
+      "server cores",
+      "RSS before",
+      "after",
+      "bytes/conn",
+    ],
+    [[
+      fmt(r.connect.connected),
+      fmt(r.connect.failed),
+      fmt(r.connect.perSec),
+      ms(r.connect.setupMs.p50),
+      ms(r.connect.setupMs.p99),
+      cores(r.connect.cpu.server),
+      mib(r.server.rssBeforeBytes),
+      mib(r.server.rssAfterConnectBytes),
+      fmt(r.server.bytesPerConnection),
+    ]],
+  ));
+  out.push("");
+  out.push("Phases (latency = push request sent → message received by a client, ms)");
+  out.push(table(
+    [
+      "phase",
+      "target/s",
+      "pushed/s",
+      "expected",
+      "delivered",
+      "ratio",
+      "delivered/s",
+      "p50",
+      "p99",
+      "p99.9",
+      "max",
+      "frames/write",
+    ],
+    r.phases.map((p) => [
+      p.name,
+      p.kind === "none" ? "—" : fmt(p.targetRate),
+      p.pushes ? fmt(p.pushes.achievedRate) : "—",
+      fmt(p.expected),
+      fmt(p.delivered),
+      p.deliveredRatio === null ? "—" : p.deliveredRatio.toFixed(4),
+      fmt(p.deliveredPerSec),
+      ...lat(p.latencyMs),
+      p.comet?.framesPerWrite == null ? "—" : p.comet.framesPerWrite.toFixed(1),
+    ]),
+  ));
+  out.push("");
+  out.push("CPU per phase (cores; workers listed one by one)");
+  out.push(table(
+    ["phase", "server", "workers", "driver", "total", "heartbeats/s", "HTTP p50 ms", "p99 ms"],
+    r.phases.map((p) => [
+      p.name,
+      ...cpuCell(p.cpu),
+      fmt(p.heartbeatsPerSec),
+      ms(p.pushes?.http.p50 ?? null),
+      ms(p.pushes?.http.p99 ?? null),
+    ]),
+  ));
+  out.push("");
+  out.push(
+    `heartbeat round trip (op 2 → op 3): p50 ${ms(r.heartbeatRttMs.p50)} ms, p99 ${
+      ms(r.heartbeatRttMs.p99)
+    } ms over ${fmt(r.heartbeatRttMs.count)} beats; server RSS at end ${
+      mib(r.server.rssEndBytes)
+    }; worker RSS ${r.workers.map((w) => mib(w.rssBytes)).join(", ")}`,
+  );
+  if (r.warnings.length) {
+    out.push("");
+    out.push("Warnings:");
+    for (const w of r.warnings) out.push(`  - ${w}`);
+  }
+  if (r.errors.length) {
+    out.push("");
+    out.push("ERRORS (the tool failed):");
+    for (const e of r.errors) out.push(`  - ${e}`);
+  }
+  return out.join("\n") + "\n";
+}

@@ -1,0 +1,1075 @@
+/**
+ * The bench tool's core, callable in-process (tests/bench_tool_test.ts) or
+ * from the CLI (scripts/bench/main.ts): start (or target) a server, spawn
+ * the swarm workers, connect the clients, run the push phases, drain, and
+ * return a {@linkcode BenchReport}. Every child is stopped on the way out,
+ * whatever happened.
+ *
+ * @module
+ */
+
+import { JsonLinesChild } from "./children.ts";
+import { type DriverResult, type PushTarget, runDriver } from "./driver.ts";
+import {
+  type HistogramWire,
+  LatencyHistogram,
+  type LatencySummary,
+  type SparseCounts,
+} from "./histogram.ts";
+import { coresUsed, cpuSnapshot, readLoadAvg, readRssBytes, resolveServerPid } from "./procstat.ts";
+import type { ServerReady } from "./server.ts";
+import {
+  BENCH_OP,
+  type ConnectCommand,
+  type ConnectedEvent,
+  keyOf,
+  nowMs,
+  roomParams,
+  type SecondBin,
+  type SwarmLayout,
+  transportOf,
+  type WorkerStats,
+} from "./wire.ts";
+
+const HERE = new URL(".", import.meta.url).pathname;
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** What a phase pushes to. `none` holds the connections (heartbeats only). */
+export type PushKind = "none" | "keys" | "mids" | "room" | "rooms" | "all";
+
+/** One timed step of a run. */
+export interface PhaseSpec {
+  /** Label in the report and chart. */
+  name: string;
+  /** Push target kind. */
+  kind: PushKind;
+  /** Pushes per second (ignored for `none`). */
+  rate: number;
+  /** Push window (ms). */
+  durationMs: number;
+}
+
+/** An already-running server to target instead of starting one. */
+export interface ExternalServer {
+  /** Logic HTTP base URL, e.g. `http://127.0.0.1:3111`. */
+  http: string;
+  /** Comet TCP URL `tcp://127.0.0.1:3101`. */
+  tcp: string;
+  /** Comet WebSocket URL `ws://127.0.0.1:3102/sub`. */
+  ws: string;
+  /** Pid to read RSS and CPU from (optional). */
+  serverPid?: number;
+  /** Comet admin base URL for /metrics (optional). */
+  cometAdmin?: string;
+}
+
+/** Everything a run needs. */
+export interface BenchOptions {
+  /** Scenario name (report label). */
+  scenario: string;
+  /** Clients in the swarm. */
+  clients: number;
+  /** Share of WebSocket clients (0..1). */
+  wsRatio: number;
+  /** Worker processes. */
+  workers: number;
+  /** Rooms the clients are spread over. */
+  rooms: number;
+  /** The phases, in order. */
+  phases: PhaseSpec[];
+  /** Client heartbeat period (ms). */
+  heartbeatMs: number;
+  /** Connects in flight per worker. */
+  connectConcurrency: number;
+  /** Client auth timeout (ms). */
+  authTimeoutMs: number;
+  /** Body size to pad to (0 = minimal). */
+  bodyBytes: number;
+  /** Keys or mids per push request. */
+  keysPerPush: number;
+  /** Push requests in flight at most. */
+  inflight: number;
+  /** Longest wait after a phase for its messages to arrive (ms). */
+  drainMs: number;
+  /** Pause after connecting before RSS is read (ms). */
+  settleMs: number;
+  /** Target this server instead of starting one. */
+  external?: ExternalServer;
+  /** Extra `--set key=value` for the embedded server. */
+  serverSet: string[];
+  /** Bearer key for the push API. */
+  apiKey?: string;
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+}
+
+/** One process's CPU over a phase, in cores (CPU seconds / wall seconds). */
+export interface CpuUse {
+  /** The server under test (null if unknown). */
+  server: number | null;
+  /** This driver process (HTTP pushes, aggregation). */
+  driver: number | null;
+  /** Each worker. */
+  workers: (number | null)[];
+  /** Sum of all of the above that are known. */
+  total: number;
+}
+
+/** Comet counters over a phase, from its /metrics (null if not reachable). */
+export interface CometCounters {
+  /** socket writes */
+  writes: number;
+  /** frames written */
+  frames: number;
+  /** bytes written */
+  bytes: number;
+  /** frames / writes (coalescing) */
+  framesPerWrite: number | null;
+  /** slow consumers disconnected */
+  slowConsumerDisconnects: number;
+  /** frames dropped */
+  dropped: number;
+}
+
+/** The result of one phase. */
+export interface PhaseReport {
+  /** Label. */
+  name: string;
+  /** Push kind. */
+  kind: PushKind;
+  /** Target pushes/s. */
+  targetRate: number;
+  /** Push window (ms). */
+  durationMs: number;
+  /** Time waited after the window for the last messages (ms). */
+  drainMs: number;
+  /** Driver counts (null for `none`). */
+  pushes: {
+    sent: number;
+    ok: number;
+    failed: number;
+    missed: number;
+    achievedRate: number;
+    http: LatencySummary;
+    errors: string[];
+  } | null;
+  /** Deliveries the accepted pushes should cause. */
+  expected: number;
+  /** Messages the swarm received. */
+  delivered: number;
+  /** delivered / expected (null when nothing was expected). */
+  deliveredRatio: number | null;
+  /** delivered / (last receipt − phase start), per second. */
+  deliveredPerSec: number;
+  /** Push → receipt latency over the phase. */
+  latencyMs: LatencySummary;
+  /** Heartbeat replies per second over the phase. */
+  heartbeatsPerSec: number;
+  /** CPU use over the phase (push window + drain). */
+  cpu: CpuUse;
+  /** Comet counters, when its /metrics is reachable. */
+  comet: CometCounters | null;
+  /** Epoch ms of the phase start and end (drain included). */
+  start: number;
+  /** End, epoch ms. */
+  end: number;
+}
+
+/** One second of the run. */
+export interface SeriesPoint {
+  /** Seconds since the run's connect phase started. */
+  t: number;
+  /** Messages delivered in that second. */
+  delivered: number;
+  /** Latency p50 of that second's messages (ms). */
+  p50: number | null;
+  /** p99 (ms). */
+  p99: number | null;
+  /** Pushes sent. */
+  pushes: number;
+  /** Heartbeat replies received. */
+  heartbeats: number;
+  /** Clients authenticated. */
+  connects: number;
+  /** Server cores used in that second. */
+  serverCores: number | null;
+  /** Server RSS (MiB) at the end of that second. */
+  serverRssMiB: number | null;
+  /** All workers' cores together. */
+  workerCores: number | null;
+}
+
+/** The full result of a run (written as JSON, summarised as text and SVG). */
+export interface BenchReport {
+  /** Report format version. */
+  version: 1;
+  /** Scenario name. */
+  scenario: string;
+  /** ISO time of the start. */
+  startedAt: string;
+  /** Wall time of the whole run, server start to stop (ms). */
+  wallMs: number;
+  /** The options used (minus the logger). */
+  options: Omit<BenchOptions, "log">;
+  /** Where it ran. */
+  machine: {
+    cpus: number;
+    memTotalBytes: number | null;
+    kernel: string;
+    deno: string;
+    loadAvgStart: number[] | null;
+    loadAvgEnd: number[] | null;
+  };
+  /** The server under test. */
+  server: {
+    mode: "embedded" | "external";
+    pid: number | null;
+    http: string;
+    tcp: string;
+    ws: string;
+    rssBeforeBytes: number | null;
+    rssAfterConnectBytes: number | null;
+    rssEndBytes: number | null;
+    bytesPerConnection: number | null;
+  };
+  /** Worker clock vs driver clock (ms), measured by ping; latency error is about ±rtt/2 + offset. */
+  clock: { worker: number; offsetMs: number; rttMs: number }[];
+  /** Connection setup. */
+  connect: {
+    requested: number;
+    connected: number;
+    failed: number;
+    tcp: number;
+    ws: number;
+    wallMs: number;
+    perSec: number;
+    setupMs: LatencySummary;
+    errors: string[];
+    cpu: CpuUse;
+  };
+  /** Per worker. */
+  workers: {
+    index: number;
+    pid: number;
+    clients: number;
+    connected: number;
+    rssBytes: number | null;
+    exitCode: number | null;
+    disconnects: Record<string, number>;
+  }[];
+  /** Per phase. */
+  phases: PhaseReport[];
+  /** Heartbeat round trip (client op 2 → op 3) over the whole run. */
+  heartbeatRttMs: LatencySummary;
+  /** Connections the server ended during the run (slow consumer, …), by reason. */
+  disconnects: Record<string, number>;
+  /** Per-second series. */
+  series: SeriesPoint[];
+  /** Phase boundaries in series time (s), the connect phase first. */
+  marks: { name: string; t0: number; t1: number }[];
+  /** The tool broke (non-zero exit): crashed worker, nothing delivered, … */
+  errors: string[];
+  /** Worth knowing, not a failure: disconnects, missed pushes, skew. */
+  warnings: string[];
+}
+
+interface WorkerHandle {
+  index: number;
+  proc: JsonLinesChild;
+  from: number;
+  to: number;
+  connected: number;
+  closing: boolean;
+}
+
+interface SecAcc {
+  delivered: number;
+  hist: LatencyHistogram | null;
+  pushes: number;
+  heartbeats: number;
+  connects: number;
+  serverCores: number | null;
+  serverRssMiB: number | null;
+  workerCores: number | null;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Splits `n` clients over `k` workers in contiguous slices, sizes differing
+ * by at most one.
+ *
+ * @example
+ * ```ts
+ * slices(10, 3); // [[0, 4], [4, 7], [7, 10]]
+ * ```
+ */
+export function slices(n: number, k: number): [number, number][] {
+  const out: [number, number][] = [];
+  let from = 0;
+  for (let w = 0; w < k; w++) {
+    const size = Math.floor(n / k) + (w < n % k ? 1 : 0);
+    out.push([from, from + size]);
+    from += size;
+  }
+  return out;
+}
+
+/**
+ * Sums every sample of the named Prometheus metrics (all label sets).
+ *
+ * @example
+ * ```ts
+ * sumMetrics('a_total{x="1"} 2\na_total{x="2"} 3\n', ["a_total"]); // { a_total: 5 }
+ * ```
+ */
+export function sumMetrics(text: string, names: string[]): Record<string, number> {
+  const out: Record<string, number> = Object.fromEntries(names.map((n) => [n, 0]));
+  for (const line of text.split("\n")) {
+    if (!line || line[0] === "#") continue;
+    const sp = line.lastIndexOf(" ");
+    const brace = line.indexOf("{");
+    const name = line.slice(0, brace >= 0 && brace < sp ? brace : sp);
+    if (name in out) out[name] += Number(line.slice(sp + 1)) || 0;
+  }
+  return out;
+}
+
+const COMET_METRICS = [
+  "goim_comet_writes_total",
+  "goim_comet_frames_out_total",
+  "goim_comet_bytes_out_total",
+  "goim_comet_slow_consumer_disconnects_total",
+  "goim_comet_dropped_total",
+];
+
+async function scrapeComet(admin: string | undefined): Promise<Record<string, number> | null> {
+  if (!admin) return null;
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), 5000);
+  try {
+    const res = await fetch(`${admin}/metrics`, { signal: ctl.signal });
+    const text = await res.text();
+    return res.ok ? sumMetrics(text, COMET_METRICS) : null;
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function cometDelta(
+  a: Record<string, number> | null,
+  b: Record<string, number> | null,
+): CometCounters | null {
+  if (!a || !b) return null;
+  const d = (k: string) => b[k] - a[k];
+  const writes = d("goim_comet_writes_total"), frames = d("goim_comet_frames_out_total");
+  return {
+    writes,
+    frames,
+    bytes: d("goim_comet_bytes_out_total"),
+    framesPerWrite: writes > 0 ? frames / writes : null,
+    slowConsumerDisconnects: d("goim_comet_slow_consumer_disconnects_total"),
+    dropped: d("goim_comet_dropped_total"),
+  };
+}
+
+/** What {@linkcode pushTargets} needs to know about the swarm. */
+export interface TargetContext {
+  /** The swarm layout. */
+  layout: SwarmLayout;
+  /** Indices of the clients that connected. */
+  live: number[];
+  /** Connected members per room. */
+  roomSize: number[];
+  /** Keys or mids per request. */
+  keysPerPush: number;
+}
+
+/**
+ * The n-th push of a phase of `kind`: keys and mids walk the connected
+ * clients round robin (`keysPerPush` per request); `room` always pushes room
+ * 0; `rooms` walks the rooms round robin; `all` broadcasts. `expected` is the
+ * number of swarm clients the push reaches.
+ *
+ * @example
+ * ```ts
+ * const t = pushTargets("keys", { layout, live: [0, 1, 2], roomSize: [3], keysPerPush: 1 });
+ * t(4).path; // /goim/push/keys?operation=1000&keys=bench-<run>-1
+ * ```
+ */
+export function pushTargets(kind: PushKind, c: TargetContext): (n: number) => PushTarget {
+  const q = encodeURIComponent;
+  const { layout, live, roomSize, keysPerPush: k } = c;
+  switch (kind) {
+    case "keys":
+    case "mids":
+      return (n) => {
+        const ids: string[] = [];
+        for (let j = 0; j < k; j++) {
+          const i = live[(n * k + j) % live.length];
+          ids.push(kind === "keys" ? keyOf(layout.runId, i) : String(layout.midBase + i));
+        }
+        return {
+          path: `/goim/push/${kind}?operation=${BENCH_OP}&${kind}=${q(ids.join(","))}`,
+          expected: new Set(ids).size,
+        };
+      };
+    case "room":
+    case "rooms":
+      return (n) => {
+        const r = kind === "room" ? 0 : n % roomSize.length;
+        const p = roomParams(layout.runId, r);
+        return {
+          path: `/goim/push/room?operation=${BENCH_OP}&type=${q(p.type)}&room=${q(p.room)}`,
+          expected: roomSize[r],
+        };
+      };
+    case "all":
+      return () => ({ path: `/goim/push/all?operation=${BENCH_OP}`, expected: live.length });
+    default:
+      return () => ({ path: "", expected: 0 });
+  }
+}
+
+/**
+ * Starts the embedded server child (scripts/bench/server.ts → main.ts's
+ * `startEmbedded`) on free loopback ports and waits for its addresses.
+ */
+async function startServer(
+  extraSets: string[],
+  maxLifeMs: number,
+): Promise<{ server: JsonLinesChild; target: ExternalServer }> {
+  const sets = [
+    "comet.tcp.bind=127.0.0.1:0",
+    "comet.websocket.bind=127.0.0.1:0",
+    "logic.http.bind=127.0.0.1:0",
+    "comet.admin.bind=127.0.0.1:0",
+    "logic.admin.bind=127.0.0.1:0",
+    "log.level=warn",
+    ...extraSets,
+  ];
+  const server = new JsonLinesChild({
+    name: "server",
+    cwd: ROOT,
+    // The permissions of `deno task start`.
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-env",
+      "--allow-sys",
+      `${HERE}server.ts`,
+      `--max-life-ms=${maxLifeMs}`,
+      ...sets.flatMap((s) => ["--set", s]),
+    ],
+  });
+  try {
+    const ready = await server.next((e) => e.ev === "server-ready", 60_000) as unknown as
+      & ServerReady
+      & Record<string, unknown>;
+    return {
+      server,
+      target: {
+        http: `http://${ready.http}`,
+        tcp: `tcp://${ready.tcp}`,
+        ws: `ws://${ready.ws}/sub`,
+        serverPid: ready.pid,
+        cometAdmin: ready.cometAdmin ? `http://${ready.cometAdmin}` : undefined,
+      },
+    };
+  } catch (e) {
+    await server.stop(5_000);
+    throw e;
+  }
+}
+
+function emptyReport(opts: BenchOptions, machine: BenchReport["machine"]): BenchReport {
+  const { log: _drop, ...options } = opts;
+  const none = new LatencyHistogram().summary();
+  return {
+    version: 1,
+    scenario: opts.scenario,
+    startedAt: new Date().toISOString(),
+    wallMs: 0,
+    options,
+    machine,
+    server: {
+      mode: opts.external ? "external" : "embedded",
+      pid: null,
+      http: "",
+      tcp: "",
+      ws: "",
+      rssBeforeBytes: null,
+      rssAfterConnectBytes: null,
+      rssEndBytes: null,
+      bytesPerConnection: null,
+    },
+    clock: [],
+    connect: {
+      requested: opts.clients,
+      connected: 0,
+      failed: 0,
+      tcp: 0,
+      ws: 0,
+      wallMs: 0,
+      perSec: 0,
+      setupMs: none,
+      errors: [],
+      cpu: { server: null, driver: null, workers: [], total: 0 },
+    },
+    workers: [],
+    phases: [],
+    heartbeatRttMs: none,
+    disconnects: {},
+    series: [],
+    marks: [],
+    errors: [],
+    warnings: [],
+  };
+}
+
+/**
+ * Runs one benchmark and returns its report. Never throws for a server or
+ * worker failure: those land in `report.errors` (the CLI exits non-zero on
+ * them); throws only for invalid options.
+ *
+ * @example
+ * ```ts
+ * const report = await runBench({
+ *   scenario: "tiny", clients: 20, wsRatio: 0.5, workers: 1, rooms: 1,
+ *   phases: [{ name: "room", kind: "room", rate: 10, durationMs: 2000 }],
+ *   heartbeatMs: 30_000, connectConcurrency: 50, authTimeoutMs: 30_000, bodyBytes: 0,
+ *   keysPerPush: 1, inflight: 64, drainMs: 3000, settleMs: 500, serverSet: [],
+ * });
+ * console.log(report.phases[0].delivered);
+ * ```
+ */
+export async function runBench(opts: BenchOptions): Promise<BenchReport> {
+  validate(opts);
+  const log = opts.log ?? (() => {});
+  const wall0 = performance.now();
+  const loadAvgStart = await readLoadAvg();
+  const layout: SwarmLayout = {
+    runId: crypto.randomUUID().slice(0, 8),
+    // Unique mids per run, so a shared server's other users are not pushed to.
+    midBase: 1_000_000_000 + Math.floor(Math.random() * 1_000_000) * 1_000_000,
+    wsRatio: opts.wsRatio,
+    rooms: opts.rooms,
+  };
+  const pushWindow = opts.phases.reduce((s, p) => s + p.durationMs + opts.drainMs, 0);
+  const connectTimeoutMs = Math.max(60_000, opts.clients * 5);
+  // Children die on their own after this, whatever happens to this process.
+  const maxLifeMs = connectTimeoutMs + pushWindow + opts.settleMs + 120_000;
+
+  const secs = new Map<number, SecAcc>();
+  const sec = (s: number): SecAcc => {
+    let a = secs.get(s);
+    if (!a) {
+      a = {
+        delivered: 0,
+        hist: null,
+        pushes: 0,
+        heartbeats: 0,
+        connects: 0,
+        serverCores: null,
+        serverRssMiB: null,
+        workerCores: null,
+      };
+      secs.set(s, a);
+    }
+    return a;
+  };
+  const addBin = (b: SecondBin) => {
+    const a = sec(b.sec);
+    a.delivered += b.frames;
+    a.heartbeats += b.heartbeats;
+    a.connects += b.authed;
+    if (b.hist.length) (a.hist ??= new LatencyHistogram()).mergeSparse(b.hist as SparseCounts);
+  };
+
+  const report = emptyReport(opts, await machineInfo(loadAvgStart));
+  const { errors, warnings } = report;
+  let server: JsonLinesChild | null = null;
+  let target: ExternalServer;
+
+  const workers: WorkerHandle[] = [];
+  let sampler: ReturnType<typeof setTimeout> | undefined;
+  let samplerStopped = false;
+  let sampling: Promise<void> = Promise.resolve();
+  // Set once this function stops the server on purpose.
+  let srvClosing = false;
+  try {
+    if (opts.external) {
+      target = { ...opts.external };
+      if (target.serverPid) {
+        const pid = await resolveServerPid(target.serverPid);
+        if (pid !== target.serverPid) {
+          log(`--server-pid ${target.serverPid} is a wrapper; measuring its child ${pid}`);
+          target.serverPid = pid;
+        }
+      }
+    } else {
+      log("starting the embedded server");
+      ({ server, target } = await startServer(opts.serverSet, maxLifeMs));
+    }
+    report.server.pid = target.serverPid ?? null;
+    report.server.http = target.http;
+    report.server.tcp = target.tcp;
+    report.server.ws = target.ws;
+    const serverPid = target.serverPid;
+
+    // --- workers ----------------------------------------------------------------------
+    const parts = slices(opts.clients, opts.workers);
+    log(`starting ${opts.workers} worker process(es) for ${opts.clients} clients`);
+    for (let w = 0; w < opts.workers; w++) {
+      const h: WorkerHandle = {
+        index: w,
+        from: parts[w][0],
+        to: parts[w][1],
+        connected: 0,
+        closing: false,
+        proc: null as unknown as JsonLinesChild,
+      };
+      h.proc = new JsonLinesChild({
+        name: `worker ${w}`,
+        cwd: ROOT,
+        args: ["run", "-A", `${HERE}swarm.ts`, `--max-life-ms=${maxLifeMs}`],
+        onEvent: (ev) => {
+          if (ev.ev === "tick") {
+            for (const b of ev.bins as SecondBin[]) addBin(b);
+            h.connected = ev.connected as number;
+          } else if (ev.ev === "error") {
+            errors.push(`worker ${w}: ${ev.message}`);
+          }
+        },
+      });
+      workers.push(h);
+    }
+    await Promise.all(workers.map((h) => h.proc.next((e) => e.ev === "ready", 60_000)));
+    // A worker that exits before we close it crashed: that is a tool failure.
+    for (const h of workers) {
+      h.proc.exited.then((s) => {
+        if (!h.closing) {
+          errors.push(
+            `worker ${h.index} (pid ${h.proc.pid}) exited early with code ${s.code}:\n` +
+              h.proc.tail(),
+          );
+        }
+      });
+    }
+    if (server) {
+      const srv = server;
+      srv.exited.then((s) => {
+        if (!srvClosing) {
+          errors.push(`server (pid ${srv.pid}) exited early with code ${s.code}:\n${srv.tail()}`);
+        }
+      });
+    }
+
+    // Clock check: are worker clocks the driver's clock? (Same machine: they should be.)
+    for (const h of workers) {
+      let best = { offsetMs: 0, rttMs: Infinity };
+      for (let i = 0; i < 5; i++) {
+        const t0 = nowMs();
+        await h.proc.send({ cmd: "ping", id: i });
+        const pong = await h.proc.next((e) => e.ev === "pong" && e.id === i, 10_000);
+        const t1 = nowMs();
+        if (t1 - t0 < best.rttMs) {
+          best = { offsetMs: (pong.now as number) - (t0 + t1) / 2, rttMs: t1 - t0 };
+        }
+      }
+      report.clock.push({ worker: h.index, ...best });
+      if (Math.abs(best.offsetMs) > Math.max(1, best.rttMs)) {
+        warnings.push(`worker ${h.index} clock is off by ${best.offsetMs.toFixed(3)} ms`);
+      }
+    }
+
+    const allPids = () => [
+      ...(serverPid ? [serverPid] : []),
+      Deno.pid,
+      ...workers.map((h) => h.proc.pid),
+    ];
+    const cpuUse = (a: Awaited<ReturnType<typeof cpuSnapshot>>, b: typeof a): CpuUse => {
+      const s = serverPid ? coresUsed(a, b, serverPid) : null;
+      const d = coresUsed(a, b, Deno.pid);
+      const ws = workers.map((h) => coresUsed(a, b, h.proc.pid));
+      const total = [s, d, ...ws].reduce<number>((x, y) => x + (y ?? 0), 0);
+      return { server: s, driver: d, workers: ws, total };
+    };
+
+    // Per-second sampler of server CPU/RSS and worker CPU, for the series.
+    let prev = await cpuSnapshot(allPids());
+    const sample = async () => {
+      const now = await cpuSnapshot(allPids());
+      const a = sec(Math.floor(nowMs() / 1000) - 1);
+      a.serverCores = serverPid ? coresUsed(prev, now, serverPid) : null;
+      a.workerCores = workers.reduce((x, h) => x + (coresUsed(prev, now, h.proc.pid) ?? 0), 0);
+      const rss = serverPid ? await readRssBytes(serverPid) : null;
+      a.serverRssMiB = rss === null ? null : rss / 1048576;
+      prev = now;
+    };
+    const tickSampler = () => {
+      if (samplerStopped) return;
+      sampler = setTimeout(() => {
+        sampling = sample().finally(tickSampler);
+      }, 1000 - (nowMs() % 1000) + 2);
+    };
+    tickSampler();
+
+    // --- connect ----------------------------------------------------------------------
+    if (serverPid) report.server.rssBeforeBytes = await readRssBytes(serverPid);
+    log(`connecting ${opts.clients} clients (ws ratio ${opts.wsRatio})`);
+    const connectStart = nowMs();
+    const cpuA = await cpuSnapshot(allPids());
+    const connected = await Promise.all(workers.map(async (h) => {
+      const cmd: ConnectCommand = {
+        cmd: "connect",
+        tcp: target.tcp,
+        ws: target.ws,
+        from: h.from,
+        to: h.to,
+        layout,
+        heartbeatMs: opts.heartbeatMs,
+        concurrency: opts.connectConcurrency,
+        authTimeoutMs: opts.authTimeoutMs,
+      };
+      await h.proc.send(cmd);
+      return await h.proc.next((e) => e.ev === "connected", connectTimeoutMs) as unknown as
+        & ConnectedEvent
+        & Record<string, unknown>;
+    }));
+    const cpuB = await cpuSnapshot(allPids());
+    const failedIdx = new Set<number>();
+    const setup = new LatencyHistogram();
+    let firstStart = Infinity, lastAuth = 0;
+    for (const c of connected) {
+      report.connect.connected += c.authed;
+      report.connect.failed += c.failed;
+      report.connect.tcp += c.tcp;
+      report.connect.ws += c.ws;
+      c.failedIdx.forEach((i) => failedIdx.add(i));
+      report.connect.errors.push(...c.errors);
+      setup.mergeWire(c.setup as HistogramWire);
+      firstStart = Math.min(firstStart, c.firstStart);
+      lastAuth = Math.max(lastAuth, c.lastAuth);
+    }
+    report.connect.errors = report.connect.errors.slice(0, 10);
+    report.connect.wallMs = Math.max(0, lastAuth - firstStart);
+    report.connect.perSec = report.connect.wallMs > 0
+      ? report.connect.connected / (report.connect.wallMs / 1000)
+      : 0;
+    report.connect.setupMs = setup.summary();
+    report.connect.cpu = cpuUse(cpuA, cpuB);
+    const connectEnd = (nowMs() - connectStart) / 1000;
+    report.marks.push({ name: "connect", t0: 0, t1: connectEnd });
+    log(
+      `connected ${report.connect.connected}/${opts.clients} in ${
+        (report.connect.wallMs / 1000).toFixed(1)
+      } s (${Math.round(report.connect.perSec)}/s), ${report.connect.failed} failed`,
+    );
+    if (report.connect.failed > 0) {
+      warnings.push(
+        `${report.connect.failed} clients failed to connect: ` +
+          report.connect.errors.slice(0, 2).join("; "),
+      );
+    }
+    if (report.connect.connected === 0) {
+      errors.push("no client connected");
+      return report;
+    }
+
+    // Settle, then read the server's RSS with every connection open.
+    await sleep(opts.settleMs);
+    report.marks.push({ name: "settle", t0: connectEnd, t1: (nowMs() - connectStart) / 1000 });
+    if (serverPid) {
+      report.server.rssAfterConnectBytes = await readRssBytes(serverPid);
+      const a = report.server.rssBeforeBytes, b = report.server.rssAfterConnectBytes;
+      if (a !== null && b !== null) {
+        report.server.bytesPerConnection = (b - a) / report.connect.connected;
+      }
+    }
+
+    // --- phases -------------------------------------------------------------------------
+    // Targets: the clients that connected; room sizes from the layout.
+    const live: number[] = [];
+    const roomSize = new Array<number>(opts.rooms).fill(0);
+    for (let i = 0; i < opts.clients; i++) {
+      if (failedIdx.has(i)) continue;
+      live.push(i);
+      roomSize[i % opts.rooms]++;
+    }
+    // Messages of phase p received so far, asked of every worker (a tick
+    // would answer up to a second late; a phase's drain should not).
+    const framesOf = async (p: number): Promise<number> => {
+      const counts = await Promise.all(workers.map(async (h) => {
+        await h.proc.send({ cmd: "count" });
+        const ev = await h.proc.next((e) => e.ev === "count", 10_000);
+        return (ev.phaseFrames as Record<string, number>)[String(p)] ?? 0;
+      }));
+      return counts.reduce((a, b) => a + b, 0);
+    };
+    // Heartbeat replies per second over the whole seconds inside [a, b].
+    const heartbeatRate = (a: number, b: number) => {
+      const s0 = Math.ceil(a / 1000), s1 = Math.floor(b / 1000);
+      if (s1 <= s0) return 0;
+      let n = 0;
+      for (let s = s0; s < s1; s++) n += secs.get(s)?.heartbeats ?? 0;
+      return n / (s1 - s0);
+    };
+
+    for (let p = 0; p < opts.phases.length; p++) {
+      if (errors.length) break;
+      const ph = opts.phases[p];
+      log(
+        `phase ${p} "${ph.name}": ${ph.kind} ${ph.kind === "none" ? "" : `at ${ph.rate}/s `}for ${
+          ph.durationMs / 1000
+        } s`,
+      );
+      const start = nowMs();
+      const mA = await scrapeComet(target.cometAdmin);
+      const cA = await cpuSnapshot(allPids());
+      let result: DriverResult | null = null;
+      if (ph.kind === "none") {
+        await sleep(ph.durationMs);
+      } else {
+        result = await runDriver({
+          http: target.http,
+          rate: ph.rate,
+          durationMs: ph.durationMs,
+          inflight: opts.inflight,
+          phase: p,
+          bodyBytes: opts.bodyBytes,
+          target: pushTargets(ph.kind, { layout, live, roomSize, keysPerPush: opts.keysPerPush }),
+          apiKey: opts.apiKey,
+        });
+        for (const [s, n] of result.perSecond) sec(s).pushes += n;
+      }
+      // Drain: wait for the expected count, or until arrivals stop for 1.5 s.
+      const windowEnd = nowMs();
+      const expected = result?.expected ?? 0;
+      let last = -1, lastChange = nowMs();
+      while (result && nowMs() - windowEnd < opts.drainMs && !errors.length) {
+        const f = await framesOf(p);
+        if (f >= expected) break;
+        if (f !== last) {
+          last = f;
+          lastChange = nowMs();
+        } else if (nowMs() - lastChange > 1500) break;
+        await sleep(20);
+      }
+      const end = nowMs();
+      const cB = await cpuSnapshot(allPids());
+      const mB = await scrapeComet(target.cometAdmin);
+      report.phases.push({
+        name: ph.name,
+        kind: ph.kind,
+        targetRate: ph.kind === "none" ? 0 : ph.rate,
+        durationMs: ph.durationMs,
+        drainMs: end - windowEnd,
+        pushes: result
+          ? {
+            sent: result.sent,
+            ok: result.ok,
+            failed: result.failed,
+            missed: result.missed,
+            achievedRate: result.achievedRate,
+            http: result.http,
+            errors: result.errors,
+          }
+          : null,
+        expected,
+        delivered: 0, // filled from the workers' final stats
+        deliveredRatio: null,
+        deliveredPerSec: 0,
+        latencyMs: new LatencyHistogram().summary(),
+        heartbeatsPerSec: 0, // filled once the last second's bins arrived
+        cpu: cpuUse(cA, cB),
+        comet: cometDelta(mA, mB),
+        start,
+        end,
+      });
+      report.marks.push({
+        name: ph.name,
+        t0: (start - connectStart) / 1000,
+        t1: (end - connectStart) / 1000,
+      });
+      if (result && result.failed > 0) {
+        warnings.push(`phase "${ph.name}": ${result.failed} pushes failed: ${result.errors[0]}`);
+      }
+      if (result && result.missed > 0) {
+        warnings.push(
+          `phase "${ph.name}": ${result.missed} pushes not sent (server answered too slowly ` +
+            `for ${ph.rate}/s with ${opts.inflight} in flight)`,
+        );
+      }
+    }
+
+    // --- final statistics -------------------------------------------------------------
+    await sleep(1100); // one more tick, so the last second's bins arrive
+    if (serverPid) report.server.rssEndBytes = await readRssBytes(serverPid);
+    const stats = await Promise.all(workers.map(async (h) => {
+      await h.proc.send({ cmd: "stats" });
+      return await h.proc.next((e) => e.ev === "stats", 30_000) as unknown as
+        & WorkerStats
+        & Record<string, unknown>;
+    }));
+    const hbRtt = new LatencyHistogram();
+    for (let w = 0; w < workers.length; w++) {
+      const s = stats[w], h = workers[w];
+      hbRtt.mergeWire(s.heartbeatRtt);
+      for (const [why, n] of Object.entries(s.disconnects)) {
+        report.disconnects[why] = (report.disconnects[why] ?? 0) + n;
+      }
+      report.workers.push({
+        index: w,
+        pid: h.proc.pid,
+        clients: h.to - h.from,
+        connected: connected[w].authed,
+        rssBytes: s.rssBytes,
+        exitCode: null,
+        disconnects: s.disconnects,
+      });
+      if (s.foreign > 0) warnings.push(`worker ${w}: ${s.foreign} messages without a bench body`);
+    }
+    report.heartbeatRttMs = hbRtt.summary();
+    const totalDisc = Object.values(report.disconnects).reduce((a, b) => a + b, 0);
+    if (totalDisc > 0) {
+      warnings.push(
+        `the server ended ${totalDisc} connections during the run: ${
+          JSON.stringify(report.disconnects)
+        }`,
+      );
+    }
+    for (let p = 0; p < report.phases.length; p++) {
+      const pr = report.phases[p];
+      const hist = new LatencyHistogram();
+      let delivered = 0, lastRecv = 0;
+      for (const s of stats) {
+        const ps = s.phases[String(p)];
+        if (!ps) continue;
+        delivered += ps.frames;
+        hist.mergeWire(ps.hist);
+        if (ps.last !== null) lastRecv = Math.max(lastRecv, ps.last);
+      }
+      pr.delivered = delivered;
+      pr.deliveredRatio = pr.expected > 0 ? delivered / pr.expected : null;
+      pr.deliveredPerSec = delivered > 0 && lastRecv > pr.start
+        ? delivered / ((lastRecv - pr.start) / 1000)
+        : 0;
+      pr.latencyMs = hist.summary();
+      pr.heartbeatsPerSec = heartbeatRate(pr.start, pr.end);
+      if (pr.kind !== "none" && pr.pushes && pr.pushes.ok > 0 && delivered === 0) {
+        errors.push(`phase "${pr.name}": ${pr.pushes.ok} pushes accepted, nothing delivered`);
+      } else if (pr.deliveredRatio !== null && pr.deliveredRatio < 0.999) {
+        warnings.push(`phase "${pr.name}": delivered ${delivered} of ${pr.expected} expected`);
+      }
+      if (pr.latencyMs.negative > 0) {
+        warnings.push(
+          `phase "${pr.name}": ${pr.latencyMs.negative} negative latencies (clock skew)`,
+        );
+      }
+    }
+    const pushed = report.phases.some((p) => p.kind !== "none");
+    if (pushed && report.phases.every((p) => p.delivered === 0)) {
+      errors.push("no message was delivered in any phase");
+    }
+
+    // --- series --------------------------------------------------------------------------
+    const s0 = Math.floor(connectStart / 1000);
+    const sLast = Math.floor(nowMs() / 1000) - 1;
+    for (let s = s0; s <= sLast; s++) {
+      const a = secs.get(s);
+      report.series.push({
+        t: s - connectStart / 1000 + 1, // the end of that second, in run time
+        delivered: a?.delivered ?? 0,
+        p50: a?.hist?.percentile(0.5) ?? null,
+        p99: a?.hist?.percentile(0.99) ?? null,
+        pushes: a?.pushes ?? 0,
+        heartbeats: a?.heartbeats ?? 0,
+        connects: a?.connects ?? 0,
+        serverCores: a?.serverCores ?? null,
+        serverRssMiB: a?.serverRssMiB ?? null,
+        workerCores: a?.workerCores ?? null,
+      });
+    }
+  } catch (e) {
+    errors.push(`run failed: ${(e as Error).stack ?? e}`);
+  } finally {
+    samplerStopped = true;
+    clearTimeout(sampler);
+    await sampling.catch(() => {});
+    // Close the swarm (clients say goodbye), then the server; by pid, bounded.
+    await Promise.all(workers.map(async (h) => {
+      h.closing = true;
+      const sent = await h.proc.send({ cmd: "close" });
+      if (sent) await h.proc.next((e) => e.ev === "closed", 30_000).catch(() => {});
+      const st = await h.proc.stop(10_000);
+      const wr = report.workers.find((w) => w.index === h.index);
+      if (wr) wr.exitCode = st.code;
+      if (st.code !== 0 && !errors.some((x) => x.startsWith(`worker ${h.index} `))) {
+        errors.push(`worker ${h.index} exited with code ${st.code}:\n${h.proc.tail()}`);
+      }
+    }));
+    if (server) {
+      srvClosing = true;
+      await server.stop(15_000);
+    }
+    report.machine.loadAvgEnd = await readLoadAvg();
+    report.wallMs = performance.now() - wall0;
+  }
+  return report;
+}
+
+function validate(o: BenchOptions): void {
+  const bad = (m: string) => {
+    throw new RangeError(m);
+  };
+  if (!Number.isInteger(o.clients) || o.clients < 1) bad(`--clients must be ≥ 1`);
+  if (!Number.isInteger(o.workers) || o.workers < 1) bad(`--workers must be ≥ 1`);
+  if (o.workers > o.clients) bad(`--workers (${o.workers}) exceeds --clients (${o.clients})`);
+  // Each client is one open file in its worker; the box allows 20,000 per process.
+  if (Math.ceil(o.clients / o.workers) > 19_000) {
+    bad(
+      `${Math.ceil(o.clients / o.workers)} clients per worker: keep it under 19,000 ` +
+        `(20,000 open files per process); raise --workers`,
+    );
+  }
+  if (!(o.wsRatio >= 0 && o.wsRatio <= 1)) bad(`--ws-ratio must be in 0..1`);
+  if (!Number.isInteger(o.rooms) || o.rooms < 1) bad(`--rooms must be ≥ 1`);
+  if (o.rooms > o.clients) bad(`--rooms (${o.rooms}) exceeds --clients (${o.clients})`);
+  for (const p of o.phases) {
+    if (p.kind !== "none" && !(p.rate > 0)) bad(`phase ${p.name}: --rate must be > 0`);
+    if (!(p.durationMs > 0)) bad(`phase ${p.name}: --duration must be > 0`);
+  }
+  if (!(o.keysPerPush >= 1)) bad(`--keys-per-push must be ≥ 1`);
+  if (!(o.inflight >= 1)) bad(`--inflight must be ≥ 1`);
+}
+
+async function machineInfo(load: [number, number, number] | null) {
+  let mem: number | null = null;
+  let kernel = "";
+  try {
+    const m = (await Deno.readTextFile("/proc/meminfo")).match(/MemTotal:\s+(\d+) kB/);
+    mem = m ? Number(m[1]) * 1024 : null;
+    kernel = (await Deno.readTextFile("/proc/sys/kernel/osrelease")).trim();
+  } catch {
+    // not Linux
+  }
+  return {
+    cpus: navigator.hardwareConcurrency,
+    memTotalBytes: mem,
+    kernel,
+    deno: Deno.version.deno,
+    loadAvgStart: load,
+    loadAvgEnd: null as number[] | null,
+  };
+}
+
+/** Counts clients per transport for a layout (for documentation and tests). */
+export function transportCounts(clients: number, wsRatio: number): { tcp: number; ws: number } {
+  let ws = 0;
+  for (let i = 0; i < clients; i++) if (transportOf(i, wsRatio) === "ws") ws++;
+  return { tcp: clients - ws, ws };
+}

@@ -1,0 +1,294 @@
+/**
+ * What the driver (scripts/bench/main.ts) and its swarm workers
+ * (scripts/bench/swarm.ts) share: the deterministic layout of the swarm
+ * (which client is TCP or WebSocket, its room, key and mid), the pushed body
+ * that carries the send timestamp, and the JSON-line messages between them.
+ *
+ * The layout is a pure function of the client index so the driver never has
+ * to ship 20,000 keys to the workers or back: both compute the same answer.
+ *
+ * @module
+ */
+
+import type { HistogramWire, SparseCounts } from "./histogram.ts";
+
+/** The business operation every bench push uses and every client accepts. */
+export const BENCH_OP = 1000;
+
+/** Client transports. */
+export type BenchTransport = "tcp" | "ws";
+
+/** Where the swarm connects and how it is laid out. */
+export interface SwarmLayout {
+  /** Run id: makes keys, mids and rooms unique on a shared server. */
+  runId: string;
+  /** First mid; client i gets `midBase + i`. */
+  midBase: number;
+  /** Share of WebSocket clients, 0..1. */
+  wsRatio: number;
+  /** Number of rooms the clients are spread over (client i → room i mod rooms). */
+  rooms: number;
+}
+
+/**
+ * Client `i`'s transport: WebSocket for exactly `round(n × wsRatio)` of the
+ * first n clients, evenly interleaved (so every worker's slice gets its share).
+ *
+ * @example
+ * ```ts
+ * transportOf(0, 0.5); // "tcp"
+ * transportOf(1, 0.5); // "ws"
+ * ```
+ */
+export function transportOf(i: number, wsRatio: number): BenchTransport {
+  return Math.floor((i + 1) * wsRatio + 1e-9) > Math.floor(i * wsRatio + 1e-9) ? "ws" : "tcp";
+}
+
+/**
+ * Client `i`'s connection key (what `/goim/push/keys` targets).
+ *
+ * @example
+ * ```ts
+ * keyOf("a1b2", 7); // "bench-a1b2-7"
+ * ```
+ */
+export function keyOf(runId: string, i: number): string {
+  return `bench-${runId}-${i}`;
+}
+
+/**
+ * Room `r`'s id as the HTTP API's `type` and `room` parameters.
+ *
+ * @example
+ * ```ts
+ * roomParams("a1b2", 3); // { type: "bench", room: "a1b2-3" }
+ * ```
+ */
+export function roomParams(runId: string, r: number): { type: string; room: string } {
+  return { type: "bench", room: `${runId}-${r}` };
+}
+
+/**
+ * Room `r` as a client's `room_id` (`type://room`).
+ *
+ * @example
+ * ```ts
+ * roomIdOf("a1b2", 3); // "bench://a1b2-3"
+ * ```
+ */
+export function roomIdOf(runId: string, r: number): string {
+  const p = roomParams(runId, r);
+  return `${p.type}://${p.room}`;
+}
+
+const enc = new TextEncoder();
+
+/**
+ * The pushed body: JSON (any goim consumer can read it) with the send time
+ * `t` in epoch milliseconds with µs decimals, the phase `p` it belongs to and
+ * a sequence number `s`, padded with an `x` field to `size` bytes if asked.
+ * The fixed field order lets {@linkcode parseBody} read it without JSON.parse,
+ * which matters at hundreds of thousands of messages per second per worker.
+ *
+ * @example
+ * ```ts
+ * encodeBody(1764085014970.123, 2, 41); // {"t":1764085014970.123,"p":2,"s":41}
+ * ```
+ */
+export function encodeBody(
+  t: number,
+  phase: number,
+  seq: number,
+  size = 0,
+): Uint8Array<ArrayBuffer> {
+  let s = `{"t":${t.toFixed(3)},"p":${phase},"s":${seq}`;
+  const pad = size - s.length - 1;
+  if (pad > 7) s += `,"x":"${"x".repeat(pad - 7)}"`;
+  return enc.encode(s + "}");
+}
+
+/** The fields {@linkcode parseBody} extracts. */
+export interface ParsedBody {
+  /** Send time, epoch ms. */
+  t: number;
+  /** Phase index. */
+  p: number;
+}
+
+/**
+ * Reads `t` and `p` from a body made by {@linkcode encodeBody}, straight from
+ * the bytes; returns false when the body is not one (then `out` is untouched).
+ *
+ * @example
+ * ```ts
+ * const out = { t: 0, p: 0 };
+ * parseBody(encodeBody(1000.5, 1, 0), out); // true; out = { t: 1000.5, p: 1 }
+ * ```
+ */
+export function parseBody(b: Uint8Array, out: ParsedBody): boolean {
+  // {"t":   = 7B 22 74 22 3A
+  if (b.length < 14 || b[0] !== 0x7b || b[2] !== 0x74 || b[4] !== 0x3a) return false;
+  let i = 5;
+  let int = 0;
+  let c = b[i];
+  while (c >= 0x30 && c <= 0x39) {
+    int = int * 10 + (c - 0x30);
+    c = b[++i];
+  }
+  let frac = 0, scale = 1;
+  if (c === 0x2e) {
+    c = b[++i];
+    while (c >= 0x30 && c <= 0x39) {
+      frac = frac * 10 + (c - 0x30);
+      scale *= 10;
+      c = b[++i];
+    }
+  }
+  // ,"p":  = 2C 22 70 22 3A
+  if (c !== 0x2c || b[i + 2] !== 0x70 || b[i + 4] !== 0x3a) return false;
+  i += 5;
+  let p = 0;
+  c = b[i];
+  if (!(c >= 0x30 && c <= 0x39)) return false;
+  while (c >= 0x30 && c <= 0x39) {
+    p = p * 10 + (c - 0x30);
+    c = b[++i];
+  }
+  out.t = int + frac / scale;
+  out.p = p;
+  return true;
+}
+
+/**
+ * Epoch milliseconds with sub-millisecond resolution. Every process on this
+ * machine derives `timeOrigin` from the same system clock, so stamps taken in
+ * the driver and read in a worker compare directly (the driver checks the
+ * offset with a ping at start and reports it).
+ */
+export function nowMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+// ---------------------------------------------------------------------------
+// Driver → worker commands (one JSON object per stdin line).
+
+/** Open clients `from` … `to - 1` (global indices) and authenticate them. */
+export interface ConnectCommand {
+  /** Command tag. */
+  cmd: "connect";
+  /** `tcp://host:port` of the comet. */
+  tcp: string;
+  /** `ws://host:port/sub` of the comet. */
+  ws: string;
+  /** First global client index of this worker. */
+  from: number;
+  /** One past the last. */
+  to: number;
+  /** Swarm layout shared with the driver. */
+  layout: SwarmLayout;
+  /** Client heartbeat period (ms). */
+  heartbeatMs: number;
+  /** Connections this worker opens at once. */
+  concurrency: number;
+  /** Time a client has from connect start to op 8 (ms). */
+  authTimeoutMs: number;
+}
+
+/** Commands the driver sends. */
+export type WorkerCommand =
+  | ConnectCommand
+  | { cmd: "ping"; id: number }
+  | { cmd: "count" }
+  | { cmd: "stats" }
+  | { cmd: "close" };
+
+// ---------------------------------------------------------------------------
+// Worker → driver events (one JSON object per stdout line).
+
+/** One second of deliveries, keyed by the epoch second they were received in. */
+export interface SecondBin {
+  /** `floor(epoch ms / 1000)` of receipt. */
+  sec: number;
+  /** Messages received in that second. */
+  frames: number;
+  /** Their latencies, sparse buckets. */
+  hist: SparseCounts;
+  /** Heartbeat replies received in that second. */
+  heartbeats: number;
+  /** Clients that authenticated in that second. */
+  authed: number;
+}
+
+/** Per-phase totals a worker keeps for the whole run. */
+export interface PhaseStats {
+  /** Messages of that phase received. */
+  frames: number;
+  /** Their latency histogram. */
+  hist: HistogramWire;
+  /** Epoch ms of the first and last receipt (null if none). */
+  first: number | null;
+  /** Epoch ms of the last receipt. */
+  last: number | null;
+}
+
+/** Final statistics of one worker. */
+export interface WorkerStats {
+  /** Event tag. */
+  ev: "stats";
+  /** Per phase index. */
+  phases: Record<string, PhaseStats>;
+  /** Messages whose body was not a bench body (counted, not timed). */
+  foreign: number;
+  /** Heartbeat replies received. */
+  heartbeats: number;
+  /** Heartbeat round trips (client op 2 written → op 3 received). */
+  heartbeatRtt: HistogramWire;
+  /** Authenticated connections that ended before `close`, by reason. */
+  disconnects: Record<string, number>;
+  /** Clients still connected. */
+  connected: number;
+  /** Worker's own RSS (bytes). */
+  rssBytes: number;
+}
+
+/** Result of a connect command. */
+export interface ConnectedEvent {
+  /** Event tag. */
+  ev: "connected";
+  /** Clients that authenticated. */
+  authed: number;
+  /** Clients that failed to connect or authenticate. */
+  failed: number;
+  /** Global indices of failed clients (first 10,000; the driver skips them as targets). */
+  failedIdx: number[];
+  /** First error messages, for the report. */
+  errors: string[];
+  /** Epoch ms when the first connect started and the last auth arrived. */
+  firstStart: number;
+  /** Epoch ms of the last op 8. */
+  lastAuth: number;
+  /** Connect start → op 8, per client. */
+  setup: HistogramWire;
+  /** TCP and WebSocket clients authenticated. */
+  tcp: number;
+  /** WebSocket clients authenticated. */
+  ws: number;
+}
+
+/** Events a worker sends. */
+export type WorkerEvent =
+  | { ev: "ready"; pid: number }
+  | { ev: "progress"; authed: number; failed: number }
+  | ConnectedEvent
+  | {
+    ev: "tick";
+    bins: SecondBin[];
+    phaseFrames: Record<string, number>;
+    connected: number;
+    disconnects: number;
+  }
+  | { ev: "pong"; id: number; now: number }
+  | { ev: "count"; phaseFrames: Record<string, number> }
+  | WorkerStats
+  | { ev: "closed" }
+  | { ev: "error"; message: string };

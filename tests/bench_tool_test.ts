@@ -1,0 +1,168 @@
+/**
+ * The bench tool (scripts/bench/): its pure parts (histogram, body codec,
+ * layout, CLI, metrics parsing, chart) and one tiny real run — an embedded
+ * server child, two swarm worker processes, 20 clients — that must deliver
+ * and measure. Figures are never asserted: only that the tool works.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import {
+  bucketOf,
+  bucketValue,
+  HIST_BUCKETS,
+  LatencyHistogram,
+} from "../scripts/bench/histogram.ts";
+import { encodeBody, parseBody, transportOf } from "../scripts/bench/wire.ts";
+import { runBench, slices, sumMetrics, transportCounts } from "../scripts/bench/run.ts";
+import { parseCli, parseDurationArg, UsageError } from "../scripts/bench/main.ts";
+import { niceTicks, renderChart } from "../scripts/bench/svg.ts";
+import { summarize } from "../scripts/bench/report.ts";
+
+Deno.test("bench histogram: buckets, percentiles and merging through the wire form", () => {
+  for (const v of [0.002, 0.5, 1, 4.9, 37, 1234, 60_000]) {
+    const back = bucketValue(bucketOf(v));
+    assert.ok(Math.abs(back - v) / v < 0.025, `${v} → ${back}`);
+  }
+  assert.equal(bucketOf(-3), 0);
+  assert.equal(bucketOf(1e12), HIST_BUCKETS - 1);
+
+  const a = new LatencyHistogram(), b = new LatencyHistogram();
+  for (let i = 1; i <= 1000; i++) (i % 2 ? a : b).record(i / 10); // 0.1 … 100 ms
+  const m = new LatencyHistogram();
+  m.mergeWire(JSON.parse(JSON.stringify(a.toWire())));
+  m.mergeWire(JSON.parse(JSON.stringify(b.toWire())));
+  const s = m.summary();
+  assert.equal(s.count, 1000);
+  assert.equal(s.min, 0.1);
+  assert.equal(s.max, 100);
+  assert.ok(Math.abs(s.p50! - 50) < 50 * 0.03, `p50 ${s.p50}`);
+  assert.ok(Math.abs(s.p99! - 99) < 99 * 0.03, `p99 ${s.p99}`);
+  assert.ok(s.p999! <= 100 && s.p999! >= 97);
+  assert.equal(new LatencyHistogram().summary().p50, null);
+});
+
+Deno.test("bench body: send time and phase survive encode → parse, padding honoured", () => {
+  const out: { t: number; p: number } = { t: 0, p: 0 };
+  const t = 1764085014970.123;
+  assert.ok(parseBody(encodeBody(t, 3, 99), out));
+  assert.ok(Math.abs(out.t - t) < 1e-6);
+  assert.equal(out.p, 3);
+  const padded = encodeBody(t, 12, 1, 200);
+  assert.equal(padded.length, 200);
+  assert.doesNotThrow(() => JSON.parse(new TextDecoder().decode(padded)));
+  assert.ok(parseBody(padded, out));
+  assert.equal(out.p as number, 12);
+  assert.equal(parseBody(new TextEncoder().encode('{"test":1}'), out), false);
+});
+
+Deno.test("bench layout: ws ratio is exact and interleaved, slices cover every client", () => {
+  assert.deepEqual(transportCounts(200, 0.5), { tcp: 100, ws: 100 });
+  assert.deepEqual(transportCounts(1000, 0.25), { tcp: 750, ws: 250 });
+  assert.deepEqual(transportCounts(10, 0), { tcp: 10, ws: 0 });
+  assert.deepEqual(transportCounts(10, 1), { tcp: 0, ws: 10 });
+  // Each half of the swarm gets its share.
+  let ws = 0;
+  for (let i = 0; i < 100; i++) if (transportOf(i, 0.5) === "ws") ws++;
+  assert.equal(ws, 50);
+  assert.deepEqual(slices(10, 3), [[0, 4], [4, 7], [7, 10]]);
+});
+
+Deno.test("bench CLI: scenarios, flags, durations, usage errors", () => {
+  const c = parseCli(["push", "--rate", "1000", "--duration=10s", "--by", "mids", "--clients=300"]);
+  assert.equal(c.options.phases.length, 1);
+  assert.equal(c.options.phases[0].kind, "mids");
+  assert.equal(c.options.phases[0].rate, 1000);
+  assert.equal(c.options.phases[0].durationMs, 10_000);
+  assert.equal(c.options.workers, 2);
+  assert.equal(parseCli(["published"]).options.workers, 3);
+  assert.equal(parseCli(["smoke"]).options.phases.length, 5);
+  assert.equal(parseCli(["push_room", "--out", "x/y.json"]).out, "x/y");
+  assert.equal(parseDurationArg("500ms"), 500);
+  assert.equal(parseDurationArg("2m"), 120_000);
+  assert.equal(parseDurationArg("3"), 3000);
+  const ext = parseCli([
+    "push",
+    "--http",
+    "http://127.0.0.1:3111/",
+    "--tcp",
+    "127.0.0.1:3101",
+    "--ws",
+    "ws://127.0.0.1:3102/sub",
+    "--server-pid",
+    "42",
+  ]).options.external!;
+  assert.deepEqual(ext, {
+    http: "http://127.0.0.1:3111",
+    tcp: "tcp://127.0.0.1:3101",
+    ws: "ws://127.0.0.1:3102/sub",
+    serverPid: 42,
+  });
+  assert.throws(() => parseCli(["nope"]), UsageError);
+  assert.throws(() => parseCli(["push", "--bogus", "1"]), UsageError);
+  assert.throws(() => parseCli(["push", "--tcp", "127.0.0.1:1"]), UsageError);
+  assert.throws(() => parseDurationArg("soon"), UsageError);
+});
+
+Deno.test("bench metrics: Prometheus samples summed over label sets", () => {
+  const text = [
+    "# HELP goim_comet_writes_total writes",
+    'goim_comet_writes_total{transport="tcp"} 10',
+    'goim_comet_writes_total{transport="ws"} 5',
+    "goim_comet_frames_out_total 7",
+    "goim_comet_writes_totalx 100",
+  ].join("\n");
+  assert.deepEqual(
+    sumMetrics(text, ["goim_comet_writes_total", "goim_comet_frames_out_total"]),
+    { goim_comet_writes_total: 15, goim_comet_frames_out_total: 7 },
+  );
+  assert.deepEqual(niceTicks(730, 5), [0, 200, 400, 600, 800]);
+});
+
+Deno.test({
+  name: "bench tool: a tiny real run delivers, measures latency, and leaves nothing running",
+  // Spawns processes and sockets; a small, bounded run (≈ 5–8 s).
+  fn: async () => {
+    const report = await runBench({
+      scenario: "test",
+      clients: 20,
+      wsRatio: 0.5,
+      workers: 2,
+      rooms: 2,
+      phases: [
+        { name: "keys", kind: "keys", rate: 50, durationMs: 1000 },
+        { name: "room", kind: "room", rate: 10, durationMs: 1000 },
+      ],
+      heartbeatMs: 30_000,
+      connectConcurrency: 20,
+      authTimeoutMs: 10_000,
+      bodyBytes: 0,
+      keysPerPush: 1,
+      inflight: 16,
+      drainMs: 3000,
+      settleMs: 200,
+      serverSet: [],
+    });
+    assert.deepEqual(report.errors, [], summarize(report));
+    assert.equal(report.connect.connected, 20);
+    assert.equal(report.connect.tcp, 10);
+    assert.equal(report.connect.ws, 10);
+    assert.equal(report.phases.length, 2);
+    for (const p of report.phases) {
+      assert.ok(p.pushes && p.pushes.ok > 0, `${p.name}: pushes accepted`);
+      assert.ok(p.delivered > 0, `${p.name}: delivered`);
+      assert.ok(p.expected > 0);
+      for (const q of [p.latencyMs.p50, p.latencyMs.p99, p.latencyMs.p999]) {
+        assert.ok(q !== null && q > 0, `${p.name}: latency percentile present`);
+      }
+    }
+    assert.ok(report.workers.every((w) => w.exitCode === 0), "workers exited cleanly");
+    assert.ok(report.server.pid !== null && report.server.rssBeforeBytes !== null);
+    assert.ok(report.series.length > 0);
+    const svg = renderChart(report);
+    assert.match(svg, /^<svg [^>]*>/);
+    assert.match(svg, /<\/svg>\n$/);
+    assert.match(summarize(report), /Phases/);
+  },
+});
