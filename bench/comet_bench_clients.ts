@@ -3,11 +3,12 @@
  * WebSocket) to a comet, joins them to room `live://bench`, and counts
  * every pushed frame (TCP: parsed with protocol's FrameReader; WebSocket:
  * the inner frames of each op 9 envelope). Driven by JSON lines on stdin,
- * answers on stdout. Started by bench/comet_memory.ts and
+ * answers on stdout. With `--heartbeat=MS` (TCP) every connection sends
+ * op 2 every MS ms, all in one burst. Started by bench/comet_memory.ts and
  * bench/comet_throughput.ts; not a test, not in CI.
  *
  * Commands:
- * - `{"cmd":"count"}` → `{"event":"count","frames":…}`
+ * - `{"cmd":"count"}` → `{"event":"count","frames":…,"heartbeats":…}`
  * - `{"cmd":"wait","total":X,"timeoutMs":T}` → `{"event":"reached","at":ms,"frames":…,"reached":bool}`
  *   once this process has counted X frames (or T ms passed).
  * - `{"cmd":"exit"}` → closes every connection and exits.
@@ -33,6 +34,8 @@ const n = Number(arg("n", "1000"));
 const prefix = arg("prefix", "c");
 const concurrency = Number(arg("concurrency", "200"));
 const bufSize = Number(arg("buf", "32768"));
+// TCP only: every N ms all connections send op 2 at once (0 = never).
+const heartbeatMs = Number(arg("heartbeat", "0"));
 
 let frames = 0;
 let authed = 0;
@@ -147,6 +150,16 @@ await Promise.all(Array.from({ length: concurrency }, async () => {
 }));
 emit({ event: "ready", n, authed, failed, ms: Math.round(performance.now() - start) });
 
+let heartbeats = 0;
+if (heartbeatMs > 0 && transport === "tcp") {
+  const hb = encodeFrame({ ver: 1, op: Op.Heartbeat, seq: 2, body: new Uint8Array(0) });
+  setInterval(() => {
+    for (const c of tcpConns) {
+      c.write(hb).then(() => heartbeats++, () => {});
+    }
+  }, heartbeatMs);
+}
+
 const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
 let buf = "";
 for await (const chunk of lines) {
@@ -157,7 +170,7 @@ for await (const chunk of lines) {
     buf = buf.slice(nl + 1);
     if (line === "") continue;
     const msg = JSON.parse(line);
-    if (msg.cmd === "count") emit({ event: "count", frames });
+    if (msg.cmd === "count") emit({ event: "count", frames, heartbeats });
     else if (msg.cmd === "wait") {
       target = msg.total;
       const reached = await new Promise<boolean>((resolve) => {

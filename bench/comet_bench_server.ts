@@ -27,6 +27,7 @@
  */
 
 import { setImmediate } from "node:timers";
+import { coalesceStats } from "../comet/channel.ts";
 import { Comet } from "../comet/comet.ts";
 import { loadConfig } from "../infra/config.ts";
 import { createLogger } from "../infra/log.ts";
@@ -137,6 +138,8 @@ async function main(): Promise<void> {
             writes: get("goim_comet_writes_total"),
             frames: get("goim_comet_frames_out_total"),
             bytes: get("goim_comet_bytes_out_total"),
+            builds: coalesceStats.builds,
+            copied: coalesceStats.bytes,
           });
           break;
         }

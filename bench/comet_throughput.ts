@@ -8,11 +8,15 @@
  * other processes (bench/comet_bench_clients.ts) that parse every frame
  * with protocol's FrameReader. Delivered frames/s = frames × members /
  * (time the last client process saw its last frame − start of the run).
- * Everything shares the box's 2 cores.
+ * Everything shares the box's 2 cores. With `--heartbeat=MS` every client
+ * connection also sends op 2 every MS ms, all at once (a heartbeat storm);
+ * `buildsPerSecond` / `copiedMBPerSecond` count the coalesced buffers the
+ * comet built (memo misses, comet/channel.ts).
  *
  * ```sh
  * ./scripts/deno run -A bench/comet_throughput.ts                       # 10,000 conns, batches 1,10,20,100, 10 s each
  * ./scripts/deno run -A bench/comet_throughput.ts --n=2000 --seconds=3 --batches=10
+ * ./scripts/deno run -A bench/comet_throughput.ts --n=10000 --seconds=5 --batches=20,1 --heartbeat=1000
  * ```
  *
  * Target (docs/COMET.md): ≥ 1,000,000 delivered frames/s.
@@ -34,6 +38,8 @@ const seconds = Number(arg("seconds", "10"));
 const bytes = Number(arg("bytes", "32"));
 const batches = arg("batches", "1,10,20,100").split(",").map(Number);
 const serverArgs = arg("server-args", "").split(" ").filter(Boolean);
+// Every N ms each client connection sends op 2 (all at once; 0 = never).
+const heartbeat = Number(arg("heartbeat", "0"));
 
 async function cpuSeconds(pid: number): Promise<number> {
   const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
@@ -54,6 +60,7 @@ try {
         `--n=${Math.min(per, n - i * per)}`,
         `--prefix=t${i}-`,
         "--buf=16384",
+        `--heartbeat=${heartbeat}`,
       ]),
     );
   }
@@ -83,6 +90,8 @@ try {
     await server.send({ cmd: "counters" });
     const c1 = await server.next("counters");
     const writes = (c1.writes as number) - (c0.writes as number);
+    const builds = (c1.builds as number) - (c0.builds as number);
+    const copied = (c1.copied as number) - (c0.copied as number);
     const lastAt = Math.max(...reached.map((r) => r.at as number));
     const delivered = reached.reduce((a, r, i) => a + (r.frames as number) - before[i], 0);
     const elapsed = (lastAt - (run.startAt as number)) / 1000;
@@ -99,6 +108,8 @@ try {
       writesPerSecond: Math.round(writes / elapsed),
       framesPerWrite: +(((c1.frames as number) - (c0.frames as number)) / writes).toFixed(1),
       serverCpu: +((cpu1 - cpu0) / elapsed).toFixed(2),
+      buildsPerSecond: Math.round(builds / elapsed),
+      copiedMBPerSecond: +(copied / elapsed / 1e6).toFixed(1),
     };
     console.log(JSON.stringify(r));
     results.push(r);

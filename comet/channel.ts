@@ -373,6 +373,12 @@ let memoTo = 0;
 let memoKind = 0;
 let memoBuf: Uint8Array = new Uint8Array(0);
 
+/**
+ * Coalescing work since start: buffers built (memo misses) and bytes copied
+ * into them. Read by bench/comet_throughput.ts; two additions per build.
+ */
+export const coalesceStats = { builds: 0, bytes: 0 };
+
 function bytesOf(it: QueueItem): Uint8Array {
   return it instanceof Uint8Array ? it : it instanceof RawFrame ? it.bytes : it.tcp;
 }
@@ -407,6 +413,8 @@ export function memoBytes(
     if (same) return memoBuf;
   }
   const out = build();
+  coalesceStats.builds++;
+  coalesceStats.bytes += out.length;
   memoItems = items;
   memoFrom = from;
   memoTo = to;
