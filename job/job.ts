@@ -14,8 +14,14 @@
  * - ROOM messages are batched per room (./room.ts) and the batch — built
  *   once — is sent as BroadcastRoom with op 9 (Raw) to the comets that have
  *   members in the room (./membership.ts: never misses a member).
- * - BROADCAST goes to every comet, with `speed` divided by the number of
- *   comets as goim does (but never down to 0, which would mean unpaced).
+ * - BROADCAST with `speed` 0 is batched per operation by the same batcher
+ *   (key `op:<operation>`, same `job.room.batch` / `job.room.window`) and
+ *   each batch goes to every comet as one Broadcast with protoOp =
+ *   operation and an op 9 (Raw) proto, so a comet makes one fan-out pass
+ *   per batch, not per message. A paced BROADCAST (`speed` > 0) is sent on
+ *   its own — after flushing its operation's batch, so order holds — with
+ *   `speed` divided by the number of comets as goim does (but never down
+ *   to 0, which would mean unpaced).
  *
  * Acknowledgement: the handler resolves once the message was handed to all
  * its comets — for a room message, once the batch carrying it was sent — or
@@ -28,7 +34,8 @@
  * answer to a call sent after the batch's first message arrived, so a
  * member that joined before a message was published always gets it
  * (./membership.ts). Rooms() is also polled every `roomsRefreshMs`.
- * Batches of one room are handed to the comets in order.
+ * Batches of one room (or of one broadcast operation) are handed to the
+ * comets in order.
  *
  * @example
  * ```ts ignore
@@ -148,6 +155,8 @@ export class Job {
   readonly #roomOrder = new Map<string, Promise<unknown>>();
   readonly #comets = new Map<string, CometConn>();
   readonly #rooms = new Map<string, RoomBatcher<Outcome>>();
+  // Unpaced broadcasts, batched per operation (key `op:<operation>`).
+  readonly #broadcasts = new Map<number, RoomBatcher<Outcome>>();
   // Servers some PUSH is waiting to learn about; later pushes to them queue behind.
   readonly #awaitingServer = new Map<string, Promise<void>>();
   #state: JobStatus["state"] = "new";
@@ -243,7 +252,7 @@ export class Job {
         return;
       }
       this.#state = "stopping";
-      for (const b of this.#rooms.values()) b.flush();
+      this.#flushAll();
       const ms = this.#deps.stopTimeoutMs ?? 10_000;
       const abort = setTimeout(() => {
         this.#log.warn("stop timed out; abandoning queued messages", { afterMs: ms });
@@ -265,13 +274,19 @@ export class Job {
   async #shutdown(): Promise<void> {
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
-    for (const b of this.#rooms.values()) b.flush();
+    this.#flushAll();
     await this.#refreshing;
     const comets = [...this.#comets.values()];
     this.#comets.clear();
     this.#rooms.clear();
+    this.#broadcasts.clear();
     await Promise.all(comets.map((c) => c.close("stopping")));
     this.#state = "stopped";
+  }
+
+  #flushAll(): void {
+    for (const b of this.#rooms.values()) b.flush();
+    for (const b of this.#broadcasts.values()) b.flush();
   }
 
   // ---- the handler
@@ -412,17 +427,51 @@ export class Job {
   }
 
   #broadcast(msg: PushMsg, meta?: PushMeta): Promise<void> {
+    const op = msg.operation;
+    if (msg.speed > 0) {
+      // Paced: sent on its own, after what is batched for its operation.
+      this.#broadcasts.get(op)?.flush();
+      return this.#pacedBroadcast(msg).then((o) => this.#finish(msg, meta, o));
+    }
+    let b = this.#broadcasts.get(op);
+    if (!b) {
+      const r = this.#deps.config.job.room;
+      b = new RoomBatcher<Outcome>(
+        `op:${op}`,
+        { batch: r.batch, windowMs: r.window },
+        (_key, batch) => this.#flushBroadcast(op, batch),
+      );
+      this.#broadcasts.set(op, b);
+    }
+    return b.add(op, msg.msg, this.#now(), this.#state !== "running")
+      .then((o) => this.#finish(msg, meta, o));
+  }
+
+  #flushBroadcast(op: number, batch: Batch): Promise<Outcome> {
     const comets = [...this.#comets.values()];
-    if (comets.length === 0) return this.#finish(msg, meta, { ok: false, reason: "no_comets" });
+    if (comets.length === 0) return Promise.resolve({ ok: false, reason: "no_comets" });
+    // One request object, one body for every comet; submitted synchronously,
+    // so batches of one operation enter each comet's lane in order.
+    const req = {
+      protoOp: op,
+      proto: { ver: 1, op: Op.Raw, seq: 0, body: batch.tcp },
+      speed: 0,
+    };
+    const key = String(op);
+    return combine(comets.map((c) => c.submit(key, "Broadcast", (cl) => cl.Broadcast(req))));
+  }
+
+  #pacedBroadcast(msg: PushMsg): Promise<Outcome> {
+    const comets = [...this.#comets.values()];
+    if (comets.length === 0) return Promise.resolve({ ok: false, reason: "no_comets" });
     const req = {
       protoOp: msg.operation,
       proto: { ver: 1, op: msg.operation, seq: 0, body: msg.msg },
       // goim: speed /= len(comets). Integer division could reach 0 = unpaced.
-      speed: msg.speed > 0 ? Math.max(1, Math.floor(msg.speed / comets.length)) : 0,
+      speed: Math.max(1, Math.floor(msg.speed / comets.length)),
     };
     const key = String(msg.operation);
-    return combine(comets.map((c) => c.submit(key, "Broadcast", (cl) => cl.Broadcast(req))))
-      .then((o) => this.#finish(msg, meta, o));
+    return combine(comets.map((c) => c.submit(key, "Broadcast", (cl) => cl.Broadcast(req))));
   }
 
   // ---- comets
@@ -519,6 +568,9 @@ export class Job {
     const now = this.#now();
     for (const [room, b] of this.#rooms) {
       if (b.idle && now - b.lastUsed >= idleMs) this.#rooms.delete(room);
+    }
+    for (const [op, b] of this.#broadcasts) {
+      if (b.idle && now - b.lastUsed >= idleMs) this.#broadcasts.delete(op);
     }
   }
 }

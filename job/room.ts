@@ -9,6 +9,9 @@
  * window in latency and a busy room sends one call per `batch` messages.
  * goim waits up to a second (Room.Signal); 20 ms keeps pushes interactive.
  *
+ * Job also batches unpaced broadcasts with it, one batcher per operation
+ * (key `op:<operation>`), with the same settings.
+ *
  * Each {@linkcode RoomBatcher.add} resolves with the outcome of the flush
  * that carried its frame, so the queue acknowledges a room message only once
  * its batch was handed to the comets.

@@ -130,6 +130,55 @@ Deno.test("comet: an op 9 proto (job's batch) is delivered as its inner frames",
   }
 });
 
+Deno.test("comet: Broadcast with an op 9 body (job's broadcast batch) is filtered by accepts on protoOp", async () => {
+  const h = await startComet();
+  try {
+    const yes = await TcpTestClient.connect(h.addrs.tcp[0]);
+    const ws = await WsTestClient.connect(h.addrs.ws[0]);
+    const no = await TcpTestClient.connect(h.addrs.tcp[0]);
+    await yes.auth({ key: "yes", accepts: [3000] });
+    await ws.auth({ key: "ws", accepts: [3000] });
+    await no.auth({ key: "no", accepts: [3001] });
+    const batch = encodeBatch([
+      { op: 3000, body: enc.encode("b1") },
+      { op: 3000, body: enc.encode("b2") },
+      { op: 3000, body: enc.encode("b3") },
+    ]);
+    await h.comet.service.Broadcast({
+      protoOp: 3000,
+      proto: { ver: 1, op: Op.Raw, seq: 0, body: batch.tcp },
+      speed: 0,
+    });
+    await yes.until(() => yes.count === 4, "3 frames");
+    await ws.until(() => ws.count === 4, "3 frames");
+    assert.deepEqual(yes.frames.slice(1).map((f) => [f.op, text(f.body)]), [
+      [3000, "b1"],
+      [3000, "b2"],
+      [3000, "b3"],
+    ]);
+    assert.ok(!yes.frames.some((f) => f.op === Op.Raw), "TCP never sees op 9");
+    assert.deepEqual(ws.frames.slice(1).map((f) => text(f.body)), ["b1", "b2", "b3"]);
+    assert.equal(new Set(ws.frames.slice(1).map((f) => f.envelope)).size, 1, "one envelope");
+    // `no` does not accept 3000: a heartbeat round trip proves nothing else is in flight.
+    await no.send(Op.Heartbeat);
+    await no.next((f) => f.op === Op.HeartbeatReply);
+    assert.deepEqual(no.frames.map((f) => f.op), [Op.AuthReply, Op.HeartbeatReply]);
+    // A malformed op 9 body is refused, as for BroadcastRoom.
+    await assert.rejects(
+      h.comet.service.Broadcast({
+        protoOp: 3000,
+        proto: { ver: 1, op: Op.Raw, seq: 0, body: new Uint8Array([0, 0, 0, 99]) },
+        speed: 0,
+      }),
+      /op 9 body/,
+    );
+    for (const x of [yes, ws, no]) x.close();
+    await Promise.all([yes.done, ws.done, no.done]);
+  } finally {
+    await h.close();
+  }
+});
+
 Deno.test("comet: pushes queued together leave in one write / one envelope", async () => {
   const h = await startComet();
   try {

@@ -192,7 +192,7 @@ Deno.test("job: a room no comet has is skipped without calls", async () => {
   );
 });
 
-Deno.test("job: BROADCAST reaches every comet with speed divided among them", async () => {
+Deno.test("job: a paced BROADCAST is its own call to every comet, speed divided among them", async () => {
   await withJob({ comets: ["c1", "c2", "c3"] }, async (h) => {
     await h.publish({ type: "BROADCAST", operation: 1005, speed: 90, msg: utf8("all") });
     await h.publish({ type: "BROADCAST", operation: 1005, speed: 2, msg: utf8("slow") });
@@ -203,9 +203,76 @@ Deno.test("job: BROADCAST reaches every comet with speed divided among them", as
       assert.equal(first.req.proto!.op, 1005);
       assert.equal(dec.decode(first.req.proto!.body), "all");
       assert.equal(first.req.speed, 30);
+      assert.equal(dec.decode(second.req.proto!.body), "slow");
       assert.equal(second.req.speed, 1, "never rounded down to 0 (= unpaced)");
     }
   });
+});
+
+Deno.test("job: 50 unpaced broadcasts of one op become at most 4 op 9 Broadcast calls per comet, in order", async () => {
+  await withJob(
+    { comets: ["c1", "c2"], set: ["job.room.batch=20", "job.room.window=20ms"] },
+    async (h) => {
+      for (let i = 0; i < 50; i++) {
+        await h.publish({ type: "BROADCAST", operation: 1007, speed: 0, msg: utf8(`b${i}`) });
+      }
+      for (const c of h.comets.values()) {
+        const frames = () =>
+          c.of("Broadcast").reduce((n, x) => n + decodeFrames(x.req.proto!.body).length, 0);
+        await c.until(() => frames() >= 50, "50 frames");
+        const calls = c.of("Broadcast");
+        assert.ok(calls.length <= Math.ceil(50 / 20) + 1, `${calls.length} calls`);
+        const all = calls.flatMap((x) => {
+          assert.equal(x.req.protoOp, 1007);
+          assert.equal(x.req.speed, 0);
+          assert.equal(x.req.proto!.op, Op.Raw);
+          assert.equal(x.req.proto!.ver, 1);
+          return decodeFrames(x.req.proto!.body);
+        });
+        assert.deepEqual(
+          all.map((f) => [f.ver, f.op, f.seq, dec.decode(f.body)]),
+          Array.from({ length: 50 }, (_, i) => [1, 1007, 0, `b${i}`]),
+        );
+      }
+      await eventually(() => h.queue.depth() === 0, "all 50 acknowledged");
+      assert.equal(await h.metric("delivered_total", { type: "BROADCAST" }), 50);
+    },
+  );
+});
+
+Deno.test("job: broadcasts of different ops are never mixed in one call; a paced one is flushed behind its op's batch", async () => {
+  await withJob(
+    { comets: ["c1"], set: ["job.room.batch=100", "job.room.window=30ms"] },
+    async (h) => {
+      const c1 = h.comets.get("c1")!;
+      for (let i = 0; i < 6; i++) {
+        await h.publish({ type: "BROADCAST", operation: 2000 + (i % 2), msg: utf8(`x${i}`) });
+      }
+      await h.publish({ type: "BROADCAST", operation: 2000, speed: 50, msg: utf8("paced") });
+      const frames = () =>
+        c1.of("Broadcast").reduce(
+          (n, x) => n + (x.req.proto!.op === Op.Raw ? decodeFrames(x.req.proto!.body).length : 1),
+          0,
+        );
+      await c1.until(() => frames() >= 7, "7 frames");
+      const calls = c1.of("Broadcast");
+      for (const x of calls) {
+        if (x.req.proto!.op !== Op.Raw) continue;
+        for (const f of decodeFrames(x.req.proto!.body)) assert.equal(f.op, x.req.protoOp);
+      }
+      const byOp = (op: number) =>
+        calls.filter((x) => x.req.protoOp === op).flatMap((x) =>
+          x.req.proto!.op === Op.Raw
+            ? decodeFrames(x.req.proto!.body).map((f) => dec.decode(f.body))
+            : [`${dec.decode(x.req.proto!.body)}@${x.req.speed}`]
+        );
+      assert.deepEqual(byOp(2000), ["x0", "x2", "x4", "paced@50"]);
+      assert.deepEqual(byOp(2001), ["x1", "x3", "x5"]);
+      const paced = calls.filter((x) => x.req.proto!.op === 2000);
+      assert.equal(paced.length, 1, "the paced broadcast is its own call, not batched");
+      await eventually(() => h.queue.depth() === 0, "all acknowledged");
+    },
+  );
 });
 
 Deno.test("job: a comet that fails UNAVAILABLE then recovers gets the message (retried)", async () => {
