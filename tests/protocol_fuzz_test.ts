@@ -25,7 +25,7 @@ import {
   ProtocolError,
   writeHeader,
 } from "../protocol/mod.ts";
-import { mulberry32 } from "./prng.ts";
+import { Rng as BaseRng, seedFromEnv } from "./prng.ts";
 
 // ------------------------------------------------------------------ PRNG and knobs
 
@@ -37,38 +37,10 @@ function env(name: string): string | undefined {
   }
 }
 
-function baseSeed(): number {
-  const s = env("PROTOCOL_SEED");
-  if (s === "random") return (Math.random() * 2 ** 32) >>> 0;
-  if (s !== undefined && s !== "") return Number(s) >>> 0;
-  return 0x5eed_f00d;
-}
-
-const SEED = baseSeed();
+const SEED = seedFromEnv(0x5eed_f00d);
 const SCALE = Math.max(0.01, Number(env("PROTOCOL_FUZZ_SCALE") ?? "1") || 1);
 
-class Rng {
-  readonly next: () => number;
-  constructor(seed: number) {
-    this.next = mulberry32(seed);
-  }
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  bool(p = 0.5): boolean {
-    return this.next() < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[Math.floor(this.next() * xs.length)];
-  }
-  byte(): number {
-    return (this.next() * 256) | 0;
-  }
-  bytes(n: number): Uint8Array {
-    const b = new Uint8Array(n);
-    for (let i = 0; i < n; i++) b[i] = this.byte();
-    return b;
-  }
+class Rng extends BaseRng {
   int32(): number {
     return (this.next() * 2 ** 32) | 0;
   }

@@ -28,39 +28,13 @@ import {
   type PushFrame,
   writeHeader,
 } from "../protocol/mod.ts";
-import { mulberry32 } from "./prng.ts";
+import { Rng as BaseRng, seedFromEnv } from "./prng.ts";
 
 // ------------------------------------------------------------------ PRNG
 
-function baseSeed(): number {
-  let env: string | undefined;
-  try {
-    env = Deno.env.get("PROTOCOL_SEED");
-  } catch {
-    env = undefined; // no --allow-env: use the fixed seed
-  }
-  if (env === "random") return (Math.random() * 2 ** 32) >>> 0;
-  if (env !== undefined && env !== "") return Number(env) >>> 0;
-  return 0x60d1b2c3;
-}
+const SEED = seedFromEnv(0x60d1b2c3);
 
-const SEED = baseSeed();
-
-class Rng {
-  readonly next: () => number;
-  constructor(readonly seed: number) {
-    this.next = mulberry32(seed);
-  }
-  /** Integer in [lo, hi]. */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  bool(p = 0.5): boolean {
-    return this.next() < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[Math.floor(this.next() * xs.length)];
-  }
+class Rng extends BaseRng {
   int32(): number {
     if (this.bool(0.2)) return this.pick([0, 1, -1, 0x7fffffff, -0x80000000, 1000, 65535, 65536]);
     return (this.next() * 2 ** 32) | 0;
@@ -76,11 +50,6 @@ class Rng {
     if (r < 0.2) return max;
     if (r < 0.6) return this.int(0, Math.min(max, 32));
     return this.int(0, max);
-  }
-  bytes(n: number): Uint8Array {
-    const b = new Uint8Array(n);
-    for (let i = 0; i < n; i++) b[i] = (this.next() * 256) | 0;
-    return b;
   }
 }
 
