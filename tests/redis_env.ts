@@ -107,9 +107,12 @@ export function uniqueKeyPrefix(): string {
   return `goimtest:${crypto.randomUUID().slice(0, 8)}:`;
 }
 
-/** Deletes every key starting with `prefix` (SCAN + UNLINK); returns how many. */
-export async function deleteKeys(url: string, prefix: string): Promise<number> {
-  if (!prefix) throw new Error("deleteKeys: refusing an empty prefix");
+// Runs `each` over every batch of keys starting with `prefix` (SCAN), summing what it returns.
+async function scanKeys(
+  url: string,
+  prefix: string,
+  each: (c: Redis, keys: string[]) => Promise<number>,
+): Promise<number> {
   const c = new Redis(url, {
     lazyConnect: true,
     maxRetriesPerRequest: 0,
@@ -122,7 +125,7 @@ export async function deleteKeys(url: string, prefix: string): Promise<number> {
     do {
       const [next, keys] = await c.scan(cursor, "MATCH", `${escapeGlob(prefix)}*`, "COUNT", 1000);
       cursor = next;
-      if (keys.length > 0) n += await c.unlink(...keys);
+      if (keys.length > 0) n += await each(c, keys);
     } while (cursor !== "0");
     return n;
   } finally {
@@ -130,26 +133,15 @@ export async function deleteKeys(url: string, prefix: string): Promise<number> {
   }
 }
 
+/** Deletes every key starting with `prefix` (SCAN + UNLINK); returns how many. */
+export function deleteKeys(url: string, prefix: string): Promise<number> {
+  if (!prefix) return Promise.reject(new Error("deleteKeys: refusing an empty prefix"));
+  return scanKeys(url, prefix, (c, keys) => c.unlink(...keys));
+}
+
 /** Counts keys starting with `prefix` (for asserting that a test cleaned up or pruned). */
-export async function countKeys(url: string, prefix: string): Promise<number> {
-  const c = new Redis(url, {
-    lazyConnect: true,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-  });
-  c.on("error", () => {});
-  try {
-    await c.connect();
-    let cursor = "0", n = 0;
-    do {
-      const [next, keys] = await c.scan(cursor, "MATCH", `${escapeGlob(prefix)}*`, "COUNT", 1000);
-      cursor = next;
-      n += keys.length;
-    } while (cursor !== "0");
-    return n;
-  } finally {
-    c.disconnect();
-  }
+export function countKeys(url: string, prefix: string): Promise<number> {
+  return scanKeys(url, prefix, (_c, keys) => Promise.resolve(keys.length));
 }
 
 function escapeGlob(s: string): string {
