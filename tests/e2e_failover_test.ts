@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { eventually } from "./eventually.ts";
 import { kafkaTestBrokers } from "./kafka_env.ts";
 import { redisTestUrl } from "./redis_env.ts";
 import { freePort, startDistributed } from "./e2e/cluster.ts";
@@ -65,20 +66,6 @@ async function pushStatus(
 ): Promise<{ status: number; json: PushAnswer }> {
   const res = await fetch(`${http}${path}`, { method: "POST", body });
   return { status: res.status, json: await res.json() };
-}
-
-/** Retries `fn` until it returns true; fails after `ms` with `what`. */
-async function eventually(
-  fn: () => Promise<boolean>,
-  what: string,
-  ms = 60_000,
-  every = 250,
-): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, every));
-  }
 }
 
 const opts = { ignore, sanitizeOps: false, sanitizeResources: false };
@@ -187,6 +174,7 @@ Deno.test({
         },
         "a 503 while Kafka is down",
         30_000,
+        250,
       );
       assert.equal(answer!.json.code, -503);
       assert.match(answer!.json.message, /kafka|queue/i, `clear message: ${answer!.json.message}`);
@@ -195,6 +183,8 @@ Deno.test({
       await eventually(
         async () => (await pushStatus(cluster.http, path, "after")).status === 200,
         "pushes accepted again",
+        60_000,
+        250,
       );
       await rec.waitFor("after", 1000, 60_000);
     } catch (e) {

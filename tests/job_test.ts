@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import { eventually } from "./eventually.ts";
 import { decodeFrames } from "../protocol/frame.ts";
 import { Op } from "../protocol/ops.ts";
 import { grpcStatus } from "../proto/grpc.ts";
@@ -25,15 +26,6 @@ async function withJob(
     await fn(h);
   } finally {
     await h.stop();
-  }
-}
-
-/** Resolves once `check` holds, polling every few ms; for state without an event to await. */
-async function eventually(check: () => boolean | Promise<boolean>, what: string, ms = 3000) {
-  const deadline = performance.now() + ms;
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
   }
 }
 

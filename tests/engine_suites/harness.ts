@@ -5,6 +5,7 @@
  * @module
  */
 
+import { eventually } from "../eventually.ts";
 import process from "node:process";
 
 /**
@@ -23,13 +24,7 @@ export async function waitFor(
   check: () => boolean | Promise<boolean>,
   opts: { timeoutMs: number; intervalMs?: number; what: string },
 ): Promise<void> {
-  const deadline = performance.now() + opts.timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) {
-      throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what}`);
-    }
-    await sleep(opts.intervalMs ?? 25);
-  }
+  await eventually(check, opts.what, opts.timeoutMs, opts.intervalMs ?? 25);
 }
 
 /** Resolves after `ms` (only for letting real time pass, never to synchronise). */
