@@ -83,11 +83,6 @@ export class Bucket {
     if (roomId !== "") this.#join(ch, roomId);
   }
 
-  /** The channel under `key`, if any. */
-  channel(key: string): Channel | undefined {
-    return this.channels.get(key);
-  }
-
   #join(ch: Channel, roomId: string): void {
     let room = this.rooms.get(roomId);
     if (room === undefined) {

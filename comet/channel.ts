@@ -197,11 +197,6 @@ export abstract class Channel {
     return this.#ops.includes(op);
   }
 
-  /** The accepted operations. */
-  get ops(): readonly number[] {
-    return this.#ops;
-  }
-
   /** Adds operations to the accepts set (auth, op 14). */
   watch(ops: readonly number[]): void {
     if (ops.length === 0) return;
@@ -243,7 +238,7 @@ export abstract class Channel {
   reply(frame: Uint8Array): void {
     if (this.state >= ChannelState.Closing) return;
     if (this.queued + this.inflight + frame.length > this.host.maxQueueBytes) {
-      this.#overflow(frame.length);
+      this.#overflow();
       return;
     }
     this.#append(frame);
@@ -351,11 +346,11 @@ export abstract class Channel {
       return false;
     }
     host.metrics.droppedDisconnect += batch.count;
-    this.#overflow(size);
+    this.#overflow();
     return false;
   }
 
-  #overflow(_size: number): void {
+  #overflow(): void {
     const q = this.takeQueue();
     if (q !== null) this.host.metrics.droppedDisconnect += Channel.frameCount(q);
     this.host.slowConsumer(this);

@@ -96,68 +96,48 @@ export class CometService implements CometApi {
   }
 
   /** Push to the connections with these keys that accept `protoOp`; unknown keys are skipped. */
-  PushMsg = (req: PushMsgReq): Promise<PushMsgReply> => {
-    this.#metrics.grpcCalls.inc({ method: "PushMsg" });
-    try {
+  PushMsg = (req: PushMsgReq): Promise<PushMsgReply> =>
+    this.#push("PushMsg", "keys", req, () => {
       const keys = req.keys ?? [];
       if (keys.length === 0) throw invalid("keys are required");
-      const batch = batchOf(req.proto);
-      this.#metrics.pushesTotal.inc({ kind: "keys" });
-      if (batch.count === 0) return Promise.resolve({});
-      const op = req.protoOp ?? 0;
-      const s = this.#sessions;
-      for (let i = 0; i < keys.length; i++) {
-        const ch = s.bucket(keys[i]).channels.get(keys[i]);
-        if (ch !== undefined && ch.accepts(op)) ch.push(batch);
-      }
-      return Promise.resolve({});
-    } catch (e) {
-      return Promise.reject(e);
-    }
-  };
+      return (batch) => {
+        const op = req.protoOp ?? 0;
+        const s = this.#sessions;
+        for (let i = 0; i < keys.length; i++) {
+          const ch = s.bucket(keys[i]).channels.get(keys[i]);
+          if (ch !== undefined && ch.accepts(op)) ch.push(batch);
+        }
+      };
+    });
 
   /** Push to every member of a room (no accepts filter). */
-  BroadcastRoom = (req: BroadcastRoomReq): Promise<BroadcastRoomReply> => {
-    this.#metrics.grpcCalls.inc({ method: "BroadcastRoom" });
-    try {
+  BroadcastRoom = (req: BroadcastRoomReq): Promise<BroadcastRoomReply> =>
+    this.#push("BroadcastRoom", "room", req, () => {
       const roomID = req.roomID ?? "";
       if (roomID === "") throw invalid("roomID is required");
-      const batch = batchOf(req.proto);
-      this.#metrics.pushesTotal.inc({ kind: "room" });
-      if (batch.count === 0) return Promise.resolve({});
-      const buckets = this.#sessions.buckets;
-      for (let i = 0; i < buckets.length; i++) {
-        const room = buckets[i].rooms.get(roomID);
-        if (room === undefined) continue;
-        for (let ch = room.head; ch !== null; ch = ch.roomNext) ch.push(batch);
-      }
-      return Promise.resolve({});
-    } catch (e) {
-      return Promise.reject(e);
-    }
-  };
+      return (batch) => {
+        const buckets = this.#sessions.buckets;
+        for (let i = 0; i < buckets.length; i++) {
+          const room = buckets[i].rooms.get(roomID);
+          if (room === undefined) continue;
+          for (let ch = room.head; ch !== null; ch = ch.roomNext) ch.push(batch);
+        }
+      };
+    });
 
   /** Push to every connection that accepts `protoOp`, paced by `speed` (connections/s). */
-  Broadcast = (req: BroadcastReq): Promise<BroadcastReply> => {
-    this.#metrics.grpcCalls.inc({ method: "Broadcast" });
-    try {
-      const batch = batchOf(req.proto);
-      this.#metrics.pushesTotal.inc({ kind: "broadcast" });
-      if (batch.count === 0) return Promise.resolve({});
+  Broadcast = (req: BroadcastReq): Promise<BroadcastReply> =>
+    this.#push("Broadcast", "broadcast", req, () => (batch) => {
       const op = req.protoOp ?? 0;
       const speed = req.speed ?? 0;
       if (speed > 0) {
         this.#paced(batch, op, speed);
-        return Promise.resolve({});
+        return;
       }
       for (const b of this.#sessions.buckets) {
         for (const ch of b.channels.values()) if (ch.accepts(op)) ch.push(batch);
       }
-      return Promise.resolve({});
-    } catch (e) {
-      return Promise.reject(e);
-    }
-  };
+    });
 
   /** Rooms with members on this comet. */
   Rooms = (): Promise<RoomsReply> => {
@@ -172,6 +152,30 @@ export class CometService implements CometApi {
     this.#stopped = true;
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
+  }
+
+  /**
+   * What every push call shares: count the call, validate the request
+   * (`prepare` throws on a bad one and returns the delivery), encode the
+   * proto once, count the push, deliver unless the batch is empty (an op 9
+   * proto with no inner frames). Every error becomes a rejected promise.
+   */
+  #push(
+    method: string,
+    kind: string,
+    req: { proto?: Proto | null },
+    prepare: () => (batch: Batch) => void,
+  ): Promise<Record<never, never>> {
+    this.#metrics.grpcCalls.inc({ method });
+    try {
+      const deliver = prepare();
+      const batch = batchOf(req.proto);
+      this.#metrics.pushesTotal.inc({ kind });
+      if (batch.count > 0) deliver(batch);
+      return Promise.resolve({});
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   #paced(batch: Batch, op: number, speed: number): void {

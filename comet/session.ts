@@ -33,6 +33,7 @@ import { RpcError } from "../proto/grpc.ts";
 import {
   type DisconnectReason,
   encodeHeartbeatReply,
+  formatOps,
   type Frame,
   Op,
   parseOps,
@@ -74,7 +75,7 @@ export interface SessionsOptions {
   flusher: Flusher;
 }
 
-const utf8 = new TextDecoder();
+const utf8Decoder = new TextDecoder();
 const utf8Encoder = new TextEncoder();
 
 /**
@@ -257,7 +258,7 @@ export class Sessions implements ChannelHost {
         return this.#receive(ch, f.ver, f.op, f.seq, f.body.slice());
       case Op.ChangeRoom: {
         const body = f.body;
-        const roomId = utf8.decode(body);
+        const roomId = utf8Decoder.decode(body);
         const rooms = ch.scope?.rooms;
         if (rooms != null && !roomAllowed(rooms, roomId)) {
           // Refused: the connection stays where it is and op 13 names that
@@ -294,7 +295,7 @@ export class Sessions implements ChannelHost {
           const applied = ops.filter((op) => allowed.has(op));
           this.#denied(ch, Op.Sub, { ops: ops.filter((op) => !allowed.has(op)) });
           ch.watch(applied);
-          ch.replyFrame(f.ver, Op.SubReply, f.seq, utf8Encoder.encode(applied.join(",")));
+          ch.replyFrame(f.ver, Op.SubReply, f.seq, formatOps(applied));
           return undefined;
         }
         ch.watch(ops);

@@ -36,8 +36,6 @@ export type TaggedSocket = net.Socket & { [CHANNEL]?: SocketChannel };
 export abstract class SocketChannel extends Channel {
   /** The socket. */
   readonly sock: net.Socket;
-  /** Where frames go. */
-  readonly sessions: Sessions;
   #writing = 0;
   #closed = false;
   #busy = false;
@@ -47,8 +45,12 @@ export abstract class SocketChannel extends Channel {
   constructor(sessions: Sessions, sock: net.Socket) {
     super(sessions, sock.remoteAddress ?? "");
     this.sock = sock;
-    this.sessions = sessions;
     (sock as TaggedSocket)[CHANNEL] = this;
+  }
+
+  /** Where frames go: the host this channel was created with (no second field per connection). */
+  get sessions(): Sessions {
+    return this.host as Sessions;
   }
 
   /** Bytes of the write in flight. */

@@ -44,6 +44,8 @@ const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 export const MAX_UPGRADE_REQUEST = 8192;
 /** Largest WebSocket control frame payload (RFC 6455 §5.5). */
 const MAX_CONTROL = 125;
+const latin1 = new TextDecoder("latin1");
+const utf8 = new TextEncoder();
 // memoBytes kind of WebSocket-framed queues (TCP uses 0 and 1).
 const KIND_WS = 2;
 
@@ -115,7 +117,7 @@ export function wsFrame(opcode: number, payload: Uint8Array): Uint8Array {
 
 /** A close frame with `code` and a reason trimmed to fit a control frame. */
 function closeFrame(code: number, reason: string): Uint8Array {
-  const text = new TextEncoder().encode(reason).subarray(0, MAX_CONTROL - 2);
+  const text = utf8.encode(reason).subarray(0, MAX_CONTROL - 2);
   const p = new Uint8Array(2 + text.length);
   p[0] = code >>> 8;
   p[1] = code & 255;
@@ -232,11 +234,6 @@ export class WsChannel extends SocketChannel {
     return TRANSPORT_INDEX[this.#kind];
   }
 
-  /** Whether the HTTP upgrade completed. */
-  get upgraded(): boolean {
-    return this.#upgraded;
-  }
-
   /** A push costs at most its envelope plus a WebSocket header. */
   protected pushSize(batch: Batch): number {
     return batch.ws.length + 10;
@@ -274,7 +271,7 @@ export class WsChannel extends SocketChannel {
       this.#part = buf.slice();
       return;
     }
-    const lines = new TextDecoder("latin1").decode(buf.subarray(0, end)).split("\r\n");
+    const lines = latin1.decode(buf.subarray(0, end)).split("\r\n");
     const [method, target = "", version = ""] = lines[0].split(" ");
     if (!version.startsWith("HTTP/1.")) return this.#refuse(400, "not an HTTP/1.1 request");
     if (method !== "GET") return this.#refuse(405, "use GET");
@@ -316,7 +313,7 @@ export class WsChannel extends SocketChannel {
     const res = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` +
       `Content-Type: text/plain\r\nContent-Length: ${body.length}\r\nConnection: close\r\n` +
       `${extra}\r\n${body}`;
-    this.sessions.endQuietly(this, `http_${status}`, new TextEncoder().encode(res));
+    this.sessions.endQuietly(this, `http_${status}`, utf8.encode(res));
   }
 
   #frames(chunk: Uint8Array): void {
