@@ -9,7 +9,7 @@
 
 import type { DisconnectReason } from "../protocol/errors.ts";
 import { formatOps } from "../protocol/messages.ts";
-import { Op } from "../protocol/ops.ts";
+import { isInt32, Op } from "../protocol/ops.ts";
 import type { AuthToken } from "../protocol/token.ts";
 import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
 import { Connection, type ConnectionEnd, type PushMessage } from "./connection.ts";
@@ -610,7 +610,7 @@ function positive(name: string, v: number): number {
 
 function checkOps(ops: readonly number[]): void {
   for (const op of ops) {
-    if (!Number.isInteger(op) || op < -(2 ** 31) || op >= 2 ** 31) {
+    if (!isInt32(op)) {
       throw new RangeError(`operation ${op} is not an int32`);
     }
   }

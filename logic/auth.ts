@@ -49,6 +49,7 @@
 
 import * as jose from "jose";
 import { createHash, timingSafeEqual } from "node:crypto";
+import { isInt32 } from "../protocol/ops.ts";
 import type { AuthToken } from "../protocol/token.ts";
 import type { Config } from "../infra/config.ts";
 
@@ -160,16 +161,7 @@ export function createAuthenticator(cfg: AuthConfig): Authenticator {
     return {
       mode: "none",
       ready: () => Promise.resolve(),
-      authenticate: (t) =>
-        Promise.resolve({
-          mid: t.mid,
-          key: t.key,
-          roomID: t.room_id,
-          platform: t.platform,
-          accepts: t.accepts,
-          allowedRooms: null,
-          allowedOps: null,
-        }),
+      authenticate: (t) => Promise.resolve(identity(t, t.mid, t.key, null, null)),
     };
   }
   const alg = cfg.jwt.algorithm;
@@ -273,10 +265,7 @@ function checkClaims(t: AuthToken, c: ConnectClaims): Identity {
   if (c.accepts !== undefined) {
     // int32, as ConnectReply.allowed_ops carries them: a larger number would
     // be truncated on the wire into some other op.
-    if (
-      !Array.isArray(c.accepts) ||
-      !c.accepts.every((a) => Number.isInteger(a) && a >= -(2 ** 31) && a < 2 ** 31)
-    ) {
+    if (!Array.isArray(c.accepts) || !c.accepts.every(isInt32)) {
       throw new AuthError("bad_claim", "token accepts claim must be an array of int32 numbers");
     }
     allowedOps = [...c.accepts];
@@ -296,6 +285,17 @@ function checkClaims(t: AuthToken, c: ConnectClaims): Identity {
     }
     key = c.key;
   }
+  return identity(t, mid, key, allowedRooms, allowedOps);
+}
+
+/** The {@linkcode Identity} of token `t` once its mid, key and scope are settled. */
+function identity(
+  t: AuthToken,
+  mid: number,
+  key: string,
+  allowedRooms: string[] | null,
+  allowedOps: number[] | null,
+): Identity {
   return {
     mid,
     key,

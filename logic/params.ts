@@ -162,18 +162,19 @@ export function roomType(q: URLSearchParams): string {
 
 /** A room id (the part after `type://`): required, no whitespace. */
 export function roomId(q: URLSearchParams, name = "room"): string {
-  const r = requiredString(q, name);
-  if (/\s/.test(r)) throw bad(`${name}: must not contain spaces, got ${JSON.stringify(r)}`);
-  return r;
+  return noSpaces(name, requiredString(q, name));
 }
 
 /** Room ids of `/goim/online/room` (a list, see {@linkcode list}). */
 export function roomIds(q: URLSearchParams): string[] {
-  const rooms = requiredList(q, "rooms");
-  for (const r of rooms) {
-    if (/\s/.test(r)) throw bad(`rooms: must not contain spaces, got ${JSON.stringify(r)}`);
+  return requiredList(q, "rooms").map((r) => noSpaces("rooms", r));
+}
+
+function noSpaces(name: string, value: string): string {
+  if (/\s/.test(value)) {
+    throw bad(`${name}: must not contain spaces, got ${JSON.stringify(value)}`);
   }
-  return rooms;
+  return value;
 }
 
 /**

@@ -10,10 +10,10 @@
  * @module
  */
 
-import type { CometMethods, LogicMethods } from "./grpc.ts";
+import type { CometMethods, LogicMethods, MethodTable } from "./grpc.ts";
 
 /** Complete request in, complete reply out, one method per RPC. */
-export type Api<M extends { [method: string]: [unknown, unknown] }> = {
+export type Api<M extends MethodTable> = {
   [K in keyof M]: (req: M[K][0]) => Promise<M[K][1]>;
 };
 

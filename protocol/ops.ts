@@ -79,3 +79,16 @@ export function opName(op: number): string {
 export function isBusinessOp(op: number): boolean {
   return Number.isInteger(op) && op > Op.UnsubReply && op <= 0x7fffffff;
 }
+
+/**
+ * Whether `n` is an int32 (the type of ops on the wire and in goim's protos).
+ *
+ * @example
+ * ```ts
+ * isInt32(1000); // true
+ * isInt32(2 ** 31); // false
+ * ```
+ */
+export function isInt32(n: unknown): n is number {
+  return Number.isInteger(n) && (n as number) >= -(2 ** 31) && (n as number) < 2 ** 31;
+}

@@ -5,6 +5,7 @@
  */
 
 import { ProtocolError } from "./errors.ts";
+import { isInt32 } from "./ops.ts";
 
 /**
  * What a goim client sends in its op 7 body (PROTOCOL.md, lifecycle step 1).
@@ -67,12 +68,7 @@ export function parseAuthToken(body: Uint8Array): AuthToken {
     return s;
   };
   const accepts = o.accepts ?? [];
-  if (
-    !Array.isArray(accepts) ||
-    !accepts.every((a) =>
-      typeof a === "number" && Number.isInteger(a) && a >= -(2 ** 31) && a < 2 ** 31
-    )
-  ) {
+  if (!Array.isArray(accepts) || !accepts.every(isInt32)) {
     throw new ProtocolError("bad_auth_token", "accepts must be an array of int32 numbers");
   }
   const token: AuthToken = {
