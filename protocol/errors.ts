@@ -61,7 +61,7 @@ export const ReasonCode = {
   SlowConsumer: 4005,
   /** The server is shutting down. */
   ShuttingDown: 4006,
-  /** The connection was refused by a server-side limit (per-IP, total). */
+  /** Reserved for a server-side connection limit (per-IP, total); not sent yet. */
   LimitExceeded: 4007,
   /** An internal error on the server's side (logic unreachable, ...). */
   ServerError: 4500,
