@@ -39,7 +39,6 @@ import {
   exponentialBuckets as promExponentialBuckets,
   Gauge,
   Histogram,
-  linearBuckets as promLinearBuckets,
   Registry,
 } from "prom-client";
 
@@ -54,11 +53,6 @@ export type { Counter, Gauge, Histogram, Registry };
  */
 export function exponentialBuckets(start: number, factor: number, count: number): number[] {
   return promExponentialBuckets(start, factor, count);
-}
-
-/** `count` histogram bounds from `start`, `width` apart. */
-export function linearBuckets(start: number, width: number, count: number): number[] {
-  return promLinearBuckets(start, width, count);
 }
 
 /** Content type of the Prometheus text exposition format served at `/metrics`. */

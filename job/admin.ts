@@ -10,7 +10,7 @@
  * @module
  */
 
-import { metricsResponse, processMetrics } from "../infra/metrics.ts";
+import { createAdminHandler } from "../infra/admin.ts";
 import type { Job } from "./job.ts";
 
 /**
@@ -25,34 +25,11 @@ export function createJobAdminHandler(
   job: Job,
   metrics: boolean,
 ): (req: Request) => Promise<Response> {
-  return async (req) => {
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      return new Response("method not allowed\n", { status: 405, headers: { allow: "GET" } });
-    }
-    const path = new URL(req.url).pathname;
-    if (path === "/healthz") {
+  return createAdminHandler({
+    health: () => {
       const healthy = job.healthy();
-      return Response.json(
-        { status: healthy ? "ok" : "unavailable", ...job.status() },
-        { status: healthy ? 200 : 503 },
-      );
-    }
-    if (path === "/metrics" && metrics) return await metricsResponse(job.metrics, processMetrics());
-    return new Response("not found\n", { status: 404 });
-  };
-}
-
-/**
- * Splits `host:port` (IPv6 in brackets); an empty host means all interfaces.
- *
- * @example
- * ```ts
- * splitBind("[::1]:3192"); // { hostname: "::1", port: 3192 }
- * ```
- */
-export function splitBind(addr: string): { hostname: string; port: number } {
-  const i = addr.lastIndexOf(":");
-  let host = addr.slice(0, i);
-  if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
-  return { hostname: host === "" ? "0.0.0.0" : host, port: Number(addr.slice(i + 1)) };
+      return { healthy, body: { status: healthy ? "ok" : "unavailable", ...job.status() } };
+    },
+    metrics: metrics ? job.metrics : undefined,
+  });
 }

@@ -105,7 +105,7 @@ export class CometConn {
     const lane = this.#lanes[laneOf(laneKey, this.#lanes.length)];
     return lane.submit(() => this.#attempt(method, call)).catch((e) => ({
       ok: false as const,
-      reason: this.#closing === "stopping" ? "stopping" as const : "comet_gone" as const,
+      reason: this.#closingReason(),
       error: e,
     }));
   }

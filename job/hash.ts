@@ -5,9 +5,12 @@
  * @module
  */
 
+import { fnv1a32 } from "../infra/hash.ts";
+
 /**
- * FNV-1a over the UTF-16 code units of `s` (no encoding step: the lane
- * only needs a stable, well-spread number, not any wire compatibility).
+ * The lane of `s` among `lanes`: FNV-1a over its UTF-16 code units (no
+ * encoding step: the lane only needs a stable, well-spread number, not any
+ * wire compatibility).
  *
  * @example
  * ```ts
@@ -15,10 +18,5 @@
  * ```
  */
 export function laneOf(s: string, lanes: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) % lanes;
+  return fnv1a32(s) % lanes;
 }

@@ -54,12 +54,12 @@ import { createMetrics, type Metrics } from "../infra/metrics.ts";
 import type { PushConsumer, PushHandler } from "../infra/queue.ts";
 import type { CometRecord, Registry } from "../infra/registry.ts";
 import type { CometApi } from "../proto/api.ts";
-import type { PushMsg } from "../proto/messages.ts";
+import type { Proto, PushMsg } from "../proto/messages.ts";
 import type { Batch } from "../protocol/batch.ts";
 import { Op } from "../protocol/ops.ts";
 import { type CallOutcome, CometConn } from "./comet.ts";
 import { type JobMetrics, jobMetrics, type SkipReason } from "./metrics.ts";
-import { RoomBatcher } from "./room.ts";
+import { type FlushRoom, RoomBatcher } from "./room.ts";
 import { RoomSnapshot, Stamps } from "./membership.ts";
 
 /** What job needs from its surroundings. */
@@ -181,8 +181,7 @@ export class Job {
       rooms: () => this.#rooms.size,
       lag: typeof consumer.lag === "function" ? () => consumer.lag!() : undefined,
     });
-    const handle = (msg: PushMsg, meta?: PushMeta) => this.#handle(msg, meta);
-    this.handle = handle;
+    this.handle = (msg: PushMsg, meta?: PushMeta) => this.#handle(msg, meta);
   }
 
   /** The metrics registry job reports into. */
@@ -377,12 +376,7 @@ export class Job {
     if (msg.room === "") return this.#finish(msg, meta, { ok: false, reason: "invalid" });
     let b = this.#rooms.get(msg.room);
     if (!b) {
-      const r = this.#deps.config.job.room;
-      b = new RoomBatcher<Outcome>(
-        msg.room,
-        { batch: r.batch, windowMs: r.window },
-        (room, batch, since) => this.#flushRoom(room, batch, since),
-      );
+      b = this.#batcher(msg.room, (room, batch, since) => this.#flushRoom(room, batch, since));
       this.#rooms.set(msg.room, b);
     }
     return b.add(
@@ -435,42 +429,45 @@ export class Job {
     }
     let b = this.#broadcasts.get(op);
     if (!b) {
-      const r = this.#deps.config.job.room;
-      b = new RoomBatcher<Outcome>(
-        `op:${op}`,
-        { batch: r.batch, windowMs: r.window },
-        (_key, batch) => this.#flushBroadcast(op, batch),
-      );
+      b = this.#batcher(`op:${op}`, (_key, batch) => this.#flushBroadcast(op, batch));
       this.#broadcasts.set(op, b);
     }
     return b.add(op, msg.msg, this.#now(), this.#state !== "running")
       .then((o) => this.#finish(msg, meta, o));
   }
 
+  /** A room batcher (config `job.room.*`) for a room or, as `op:<operation>`, a broadcast operation. */
+  #batcher(key: string, flush: FlushRoom<Outcome>): RoomBatcher<Outcome> {
+    const r = this.#deps.config.job.room;
+    return new RoomBatcher<Outcome>(key, { batch: r.batch, windowMs: r.window }, flush);
+  }
+
   #flushBroadcast(op: number, batch: Batch): Promise<Outcome> {
-    const comets = [...this.#comets.values()];
-    if (comets.length === 0) return Promise.resolve({ ok: false, reason: "no_comets" });
-    // One request object, one body for every comet; submitted synchronously,
-    // so batches of one operation enter each comet's lane in order.
-    const req = {
-      protoOp: op,
-      proto: { ver: 1, op: Op.Raw, seq: 0, body: batch.tcp },
-      speed: 0,
-    };
-    const key = String(op);
-    return combine(comets.map((c) => c.submit(key, "Broadcast", (cl) => cl.Broadcast(req))));
+    return this.#broadcastAll(op, { ver: 1, op: Op.Raw, seq: 0, body: batch.tcp }, () => 0);
   }
 
   #pacedBroadcast(msg: PushMsg): Promise<Outcome> {
+    const proto = { ver: 1, op: msg.operation, seq: 0, body: msg.msg };
+    // goim: speed /= len(comets). Integer division could reach 0 = unpaced.
+    return this.#broadcastAll(
+      msg.operation,
+      proto,
+      (comets) => Math.max(1, Math.floor(msg.speed / comets)),
+    );
+  }
+
+  // One Broadcast request object, one body for every comet; submitted
+  // synchronously, so broadcasts of one operation enter each comet's lane
+  // in order. `speed` gets the number of comets.
+  #broadcastAll(
+    protoOp: number,
+    proto: Proto,
+    speed: (comets: number) => number,
+  ): Promise<Outcome> {
     const comets = [...this.#comets.values()];
     if (comets.length === 0) return Promise.resolve({ ok: false, reason: "no_comets" });
-    const req = {
-      protoOp: msg.operation,
-      proto: { ver: 1, op: msg.operation, seq: 0, body: msg.msg },
-      // goim: speed /= len(comets). Integer division could reach 0 = unpaced.
-      speed: Math.max(1, Math.floor(msg.speed / comets.length)),
-    };
-    const key = String(msg.operation);
+    const req = { protoOp, proto, speed: speed(comets.length) };
+    const key = String(protoOp);
     return combine(comets.map((c) => c.submit(key, "Broadcast", (cl) => cl.Broadcast(req))));
   }
 
@@ -529,22 +526,19 @@ export class Job {
       }
       const cfg = this.#deps.config.job;
       const log = this.#log.child({ comet: rec.id });
-      this.#comets.set(
-        rec.id,
-        new CometConn(rec, client, {
-          lanes: cfg.comet_lanes,
-          laneQueue: cfg.lane_queue,
-          retry: {
-            maxAttempts: cfg.retry.max_attempts,
-            baseDelayMs: cfg.retry.base_delay,
-            maxDelayMs: cfg.retry.max_delay,
-          },
-          log,
-          hooks: { onRetry: () => this.#m.retried.inc() },
-        }),
-      );
+      const added = new CometConn(rec, client, {
+        lanes: cfg.comet_lanes,
+        laneQueue: cfg.lane_queue,
+        retry: {
+          maxAttempts: cfg.retry.max_attempts,
+          baseDelayMs: cfg.retry.base_delay,
+          maxDelayMs: cfg.retry.max_delay,
+        },
+        log,
+        hooks: { onRetry: () => this.#m.retried.inc() },
+      });
+      this.#comets.set(rec.id, added);
       this.#log.info("comet added", { comet: rec.id, grpcAddr: rec.grpcAddr });
-      const added = this.#comets.get(rec.id)!;
       added.snapshot = new RoomSnapshot(() => added.client.Rooms({}), this.#stamps, {
         minGapMs: this.#deps.roomsMinGapMs ?? 10,
         waitMs: this.#deps.roomsWaitMs ?? 200,

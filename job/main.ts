@@ -18,12 +18,13 @@
  */
 
 import { type Config, loadConfigOrExit } from "../infra/config.ts";
-import { createLogger, type Logger } from "../infra/log.ts";
+import type { Logger } from "../infra/log.ts";
 import { createMetrics, type Metrics } from "../infra/metrics.ts";
 import type { PushConsumer } from "../infra/queue.ts";
 import type { Registry } from "../infra/registry.ts";
 import { createCometClient } from "../proto/grpc.ts";
-import { createJobAdminHandler, splitBind } from "./admin.ts";
+import { roleLogger, shutdownSignal, splitBind } from "../infra/process.ts";
+import { createJobAdminHandler } from "./admin.ts";
 import { Job } from "./job.ts";
 
 /** A configuration a standalone job process cannot run with. */
@@ -82,15 +83,11 @@ export async function openRegistry(config: Config): Promise<Registry> {
 
 if (import.meta.main) {
   const config = loadConfigOrExit();
-  const log = createLogger({
-    level: config.log.level,
-    format: config.log.format,
-    fields: { role: "job", node: config.node.id },
-  });
+  const log = roleLogger(config, "job");
   const metrics = createMetrics("job");
   let consumer: PushConsumer, registry: Registry;
   try {
-    checkStandaloneConfig(config);
+    // openRegistry() checks the configuration before it opens anything.
     registry = await openRegistry(config);
   } catch (e) {
     const usage = e instanceof JobConfigError;
@@ -133,9 +130,7 @@ if (import.meta.main) {
     await registry.close();
     Deno.exit(1);
   }
-  const { promise: signalled, resolve } = Promise.withResolvers<Deno.Signal>();
-  for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, () => resolve(sig));
-  const sig = await signalled;
+  const sig = await shutdownSignal();
   log.info("stopping", { signal: sig });
   await job.stop();
   await admin?.shutdown();

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { doublingDelay } from "../infra/backoff.ts";
 import { grpcStatus, RpcError } from "../proto/grpc.ts";
 
 /** Retry settings (config `job.retry.*`). */
@@ -53,8 +54,7 @@ export function isTransient(err: unknown): boolean {
  * ```
  */
 export function backoffDelay(p: RetryPolicy, retry: number, random = Math.random): number {
-  const d = Math.min(p.maxDelayMs, p.baseDelayMs * 2 ** Math.max(0, retry - 1));
-  return Math.round(d * (0.8 + 0.4 * random()));
+  return Math.round(doublingDelay(p.baseDelayMs, p.maxDelayMs, retry) * (0.8 + 0.4 * random()));
 }
 
 /** A status name for logs and metric labels, e.g. `UNAVAILABLE`; `error` for non-RPC errors. */

@@ -64,11 +64,6 @@ export class RoomBatcher<R> {
     this.#flush = flush;
   }
 
-  /** Frames waiting for the next flush. */
-  get pending(): number {
-    return this.#builder.count;
-  }
-
   /** Whether nothing is buffered or being sent (the batcher can be dropped). */
   get idle(): boolean {
     return this.#builder.count === 0 && this.#inFlight === 0;

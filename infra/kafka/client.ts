@@ -15,6 +15,7 @@
 
 import { Kafka, type logCreator, logLevel, type PartitionerArgs } from "kafkajs";
 import type { Logger } from "../log.ts";
+import { fnv1a32Utf8 } from "../hash.ts";
 
 /** Connection settings common to producer, consumer and admin. */
 export interface KafkaConnectOptions {
@@ -116,25 +117,16 @@ export async function ensureTopic(kafka: Kafka, topic: string): Promise<boolean>
   }
 }
 
-const encoder = new TextEncoder();
-
 /**
  * FNV-1a, 32 bits, over the UTF-8 bytes of `key`, as an unsigned integer
- * (Go's `hash/fnv` New32a).
+ * (Go's `hash/fnv` New32a); the same function as infra/hash.ts `fnv1a32Utf8`.
  *
  * @example
  * ```ts
  * fnv1a32(""); // 2166136261 (0x811c9dc5)
  * ```
  */
-export function fnv1a32(key: string): number {
-  let h = 0x811c9dc5;
-  for (const b of encoder.encode(key)) {
-    h ^= b;
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
+export const fnv1a32: (key: string) => number = fnv1a32Utf8;
 
 /**
  * The partition goim's logic picks for `key`: sarama's default hash
@@ -149,7 +141,7 @@ export function fnv1a32(key: string): number {
  * ```
  */
 export function saramaPartition(key: string, partitions: number): number {
-  const p = (fnv1a32(key) | 0) % partitions;
+  const p = (fnv1a32Utf8(key) | 0) % partitions;
   return p < 0 ? -p : p;
 }
 

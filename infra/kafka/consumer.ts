@@ -46,6 +46,7 @@
  * @module
  */
 
+import { doublingDelay } from "../backoff.ts";
 import { Sleeper } from "../sleeper.ts";
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from "kafkajs";
 import type { Admin } from "kafkajs";
@@ -324,7 +325,7 @@ export class KafkaConsumer implements PushConsumer {
   }
 
   async #respawn(): Promise<void> {
-    let delay = 500;
+    let failures = 0;
     while (!this.#closing && !this.#joined) {
       const old = this.#consumer;
       this.#consumer = undefined;
@@ -336,9 +337,9 @@ export class KafkaConsumer implements PushConsumer {
       try {
         await this.#spawn(this.#opts.startTimeoutMs ?? 30_000);
       } catch (e) {
+        const delay = doublingDelay(500, 10_000, ++failures);
         this.#log?.warn("kafka consumer restart failed; retrying", { error: e, inMs: delay });
         await this.#sleep(delay);
-        delay = Math.min(delay * 2, 10_000);
       }
     }
     this.#watchdog = undefined;
@@ -570,7 +571,7 @@ export class KafkaConsumer implements PushConsumer {
         } catch (e) {
           if (this.#closing) return false;
           if (failures++ === 0) t.retrying++;
-          const delay = Math.min(this.#maxDelay, this.#baseDelay * 2 ** (failures - 1));
+          const delay = doublingDelay(this.#baseDelay, this.#maxDelay, failures);
           this.#log?.warn("push handler failed; retrying", {
             partition: t.partition,
             offset,

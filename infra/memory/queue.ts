@@ -49,6 +49,7 @@
 
 import type { PushMsg } from "../../proto/messages.ts";
 import type { Logger } from "../log.ts";
+import { doublingDelay } from "../backoff.ts";
 import {
   type PushConsumer,
   type PushHandler,
@@ -307,7 +308,7 @@ class MemoryPushQueue {
     }
     e.failures++;
     this.#retrying.add(e);
-    const delay = Math.min(this.#maxDelay, this.#baseDelay * 2 ** (e.failures - 1));
+    const delay = doublingDelay(this.#baseDelay, this.#maxDelay, e.failures);
     this.#log?.warn("push handler failed; retrying", {
       type: e.msg.type,
       failures: e.failures,
