@@ -16,24 +16,6 @@ import type { OnlineCounts } from "./online.ts";
 import { Room } from "./room.ts";
 
 /**
- * 32-bit FNV-1a over the UTF-16 code units of `s`: fast, allocation-free
- * and spreads UUID and numeric keys evenly.
- *
- * @example
- * ```ts
- * fnv1a32("") === 0x811c9dc5; // true: the offset basis
- * ```
- */
-export function fnv1a32(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
-
-/**
  * One shard of channels and rooms.
  *
  * @example

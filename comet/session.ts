@@ -40,7 +40,8 @@ import {
   ProtocolError,
   ReasonCode,
 } from "../protocol/mod.ts";
-import { Bucket, fnv1a32 } from "./bucket.ts";
+import { fnv1a32 } from "../infra/hash.ts";
+import { Bucket } from "./bucket.ts";
 import {
   type Channel,
   type ChannelHost,

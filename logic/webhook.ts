@@ -30,6 +30,7 @@
  * @module
  */
 
+import { doublingDelay } from "../infra/backoff.ts";
 import { Buffer } from "node:buffer";
 import type { Logger } from "../infra/log.ts";
 import type { LogicMetrics } from "./metrics.ts";
@@ -216,7 +217,7 @@ export class Webhook {
           return this.#drop("failed");
         }
         this.#opts.metrics?.webhookRetries.inc();
-        await this.#sleep(Math.min(BACKOFF_MAX_MS, base * 2 ** attempt));
+        await this.#sleep(doublingDelay(base, BACKOFF_MAX_MS, attempt + 1));
       }
     }
   }
