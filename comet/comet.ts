@@ -29,7 +29,8 @@
 
 import * as grpc from "@grpc/grpc-js";
 import type { Config } from "../infra/config.ts";
-import { createLogger, type Logger } from "../infra/log.ts";
+import type { Logger } from "../infra/log.ts";
+import { roleLogger } from "../infra/process.ts";
 import { createMetrics, type Metrics } from "../infra/metrics.ts";
 import type { Registry } from "../infra/registry.ts";
 import type { CometApi, LogicApi } from "../proto/api.ts";
@@ -158,12 +159,7 @@ export class Comet {
     this.#cfg = cfg;
     this.id = cfg.node.id;
     this.#logic = deps.logic;
-    this.#log = deps.log ??
-      createLogger({
-        level: cfg.log.level,
-        format: cfg.log.format,
-        fields: { role: "comet", node: cfg.node.id },
-      });
+    this.#log = deps.log ?? roleLogger(cfg, "comet");
     this.metrics = deps.metrics ?? createMetrics("comet");
     this.#m = new CometMetrics(this.metrics);
     this.#flusher = new Flusher();

@@ -13,7 +13,7 @@
  */
 
 import { type Config, loadConfigOrExit } from "../infra/config.ts";
-import { createLogger } from "../infra/log.ts";
+import { roleLogger } from "../infra/process.ts";
 import { MemoryRegistry } from "../infra/memory/registry.ts";
 import type { Registry } from "../infra/registry.ts";
 import type { LogicApi } from "../proto/api.ts";
@@ -58,11 +58,7 @@ export async function openRegistry(cfg: Config): Promise<Registry> {
 
 async function main(): Promise<void> {
   const cfg = loadConfigOrExit();
-  const log = createLogger({
-    level: cfg.log.level,
-    format: cfg.log.format,
-    fields: { role: "comet", node: cfg.node.id },
-  });
+  const log = roleLogger(cfg, "comet");
   const clients = cfg.comet.logic_addrs.map((a) => createLogicClient(a));
   const registry = await openRegistry(cfg);
   const comet = new Comet({ config: cfg, logic: roundRobinLogic(clients), registry, log });

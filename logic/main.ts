@@ -15,17 +15,13 @@
  */
 
 import { loadConfigOrExit } from "../infra/config.ts";
-import { createLogger } from "../infra/log.ts";
+import { roleLogger, shutdownSignal } from "../infra/process.ts";
 import { EngineConfigError, openLogicEngines } from "./engines.ts";
 import { Logic } from "./logic.ts";
 
 if (import.meta.main) {
   const config = loadConfigOrExit();
-  const log = createLogger({
-    level: config.log.level,
-    format: config.log.format,
-    fields: { role: "logic", node: config.node.id },
-  });
+  const log = roleLogger(config, "logic");
   let engines;
   try {
     engines = await openLogicEngines(config, log);
@@ -41,9 +37,7 @@ if (import.meta.main) {
     await engines.close();
     Deno.exit(1);
   }
-  const { promise: signalled, resolve } = Promise.withResolvers<Deno.Signal>();
-  for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, () => resolve(sig));
-  const sig = await signalled;
+  const sig = await shutdownSignal();
   log.info("stopping", { signal: sig });
   await logic.stop();
   await engines.close();
