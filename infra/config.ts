@@ -663,8 +663,8 @@ export const CONFIG_SCHEMA = defineSchema({
   "comet.websocket.cert_file": str("", "PEM certificate chain file for WSS."),
   "comet.websocket.key_file": str("", "PEM private key file for WSS."),
   "comet.grpc.bind": addr(
-    "0.0.0.0:3109",
-    "gRPC goim.comet.Comet listen address; job pushes through it.",
+    "127.0.0.1:3109",
+    "gRPC goim.comet.Comet listen address; job pushes through it. Loopback by default: anyone who reaches it can push to every client (see grpc.token, grpc.tls.*).",
     { bind: true },
   ),
   "comet.admin.bind": addr(
@@ -729,6 +729,36 @@ export const CONFIG_SCHEMA = defineSchema({
     ["127.0.0.1:3119"],
     "Logic gRPC addresses this comet calls in distributed mode.",
   ),
+  "comet.limits.max_ops": int(
+    256,
+    "Operations one connection may accept (auth accepts plus op 14); a Sub past it closes the connection (op 6, reason 4007).",
+    { min: 1, max: 65536 },
+  ),
+  "comet.limits.frame_rate": num(
+    50,
+    "Client frames per second one connection may send on average (token bucket refill); past the burst it is closed (op 6, reason 4007). 0 = unlimited.",
+    { min: 0 },
+  ),
+  "comet.limits.frame_burst": int(
+    200,
+    "Client frames one connection may send at once before comet.limits.frame_rate applies (token bucket size).",
+    { min: 1 },
+  ),
+  "comet.limits.input_buffer": bytes(
+    "64KiB",
+    "Input bytes one connection may hold unparsed or waiting (partial frames, WebSocket fragments, frames held back while logic answers); past it the connection is closed (op 6 4007; WebSocket close 1009). Must exceed protocol.max_body + 30.",
+    { min: "1KiB", max: "64MiB" },
+  ),
+  "comet.limits.fd_reserve": int(
+    256,
+    "File descriptors kept free for the HTTP API, admin, gRPC, Redis and Kafka: new client connections are refused (TCP: op 6 reason 4007; WebSocket upgrade: HTTP 503) once open files reach the process limit (read from the process) minus this.",
+    { min: 0 },
+  ),
+  "comet.websocket.max_fragments": int(
+    16,
+    "Frames one WebSocket message may be split into (continuations included); more closes the connection (1008).",
+    { min: 1, max: 65536 },
+  ),
   "comet.weight": int(
     10,
     "Weight of this comet in the nodes API's balancing (goim WEIGHT); 0 = never offered.",
@@ -739,17 +769,23 @@ export const CONFIG_SCHEMA = defineSchema({
     "Public hosts or IPs clients reach this comet at (goim ADDRS), paired with logic.nodes.*_port by the nodes API; [] = not advertised.",
   ),
 
-  "logic.http.bind": addr("0.0.0.0:3111", "HTTP push/online/nodes API (/goim/…) listen address.", {
-    bind: true,
-  }),
+  "logic.http.bind": addr(
+    "127.0.0.1:3111",
+    "HTTP push/online/nodes API (/goim/…) listen address. A non-loopback address needs logic.auth.api_keys or logic.http.insecure = true.",
+    { bind: true },
+  ),
+  "logic.http.insecure": bool(
+    false,
+    "Allow the push API on a non-loopback address without api_keys (anyone who reaches it can push to every client; logged at WARN).",
+  ),
   "logic.http.max_body": bytes(
     "64KiB",
     "Largest push message accepted (bigger: HTTP 413, code -413). Every target queues it, so keep it well below comet.send_queue.max_bytes.",
     { min: 1, max: "16MiB" },
   ),
   "logic.grpc.bind": addr(
-    "0.0.0.0:3119",
-    "gRPC goim.logic.Logic listen address; comets connect here.",
+    "127.0.0.1:3119",
+    "gRPC goim.logic.Logic listen address; comets connect here. Loopback by default: it can create and delete routes (see grpc.token, grpc.tls.*).",
     { bind: true },
   ),
   "logic.admin.bind": addr(
@@ -774,6 +810,19 @@ export const CONFIG_SCHEMA = defineSchema({
   "logic.auth.api_keys": strings(
     [],
     "Keys accepted by the HTTP API; [] leaves it open, as goim does.",
+  ),
+  "logic.auth.jwt.audience": str(
+    "",
+    'Required `aud` claim (a token whose aud is neither this string nor a list holding it is refused); "" = not checked.',
+  ),
+  "logic.auth.jwt.issuer": str("", 'Required `iss` claim; "" = not checked.'),
+  "logic.auth.jwt.max_lifetime": duration(
+    "0s",
+    "Longest token lifetime accepted (exp - iat; a token without iat counts from now); 0 = no limit.",
+  ),
+  "logic.auth.jwt.close_on_expiry": bool(
+    false,
+    "Close connections whose token's exp has passed (op 6, reason 4001); false = a connection outlives its token, as with goim.",
   ),
   "logic.route_ttl": duration(
     "30m",
@@ -870,6 +919,54 @@ export const CONFIG_SCHEMA = defineSchema({
     },
   ),
 
+  "grpc.token": str(
+    "",
+    'Shared secret between roles: sent as gRPC metadata `authorization: Bearer <token>` and checked (constant time) by every internal gRPC server; "" = none (needed next to unmodified goim processes). Prefer the env var GOIM_GRPC__TOKEN.',
+  ),
+  "grpc.tls.cert_file": str(
+    "",
+    'PEM certificate chain of this process for internal gRPC (server side, and client side for mTLS); "" = plaintext.',
+  ),
+  "grpc.tls.key_file": str("", "PEM private key matching grpc.tls.cert_file."),
+  "grpc.tls.ca_file": str(
+    "",
+    'PEM CA bundle that peers\' certificates must chain to; with it, servers also require client certificates (mTLS). "" = system roots, no client certificates.',
+  ),
+  "grpc.tls.server_name": str(
+    "",
+    'Name checked in the server certificate when dialling (overrides the host of the address); "" = the host dialled.',
+  ),
+
+  "http.header_timeout": duration(
+    "10s",
+    "Every HTTP listener (push API, admin): a connection must send a request's whole header within this time after its first byte (or after the previous response on keep-alive), or it is closed.",
+    { min: "1ms" },
+  ),
+  "http.body_timeout": duration(
+    "30s",
+    "Every HTTP listener: a request body must arrive whole within this time after its header, or the request fails with 408 and the connection is closed.",
+    { min: "1ms" },
+  ),
+  "http.idle_timeout": duration(
+    "60s",
+    "Every HTTP listener: a keep-alive connection with no request in progress is closed after this long.",
+    { min: "1ms" },
+  ),
+  "http.max_connections": int(
+    1024,
+    "Open connections per HTTP listener; further connections get 503 and are closed.",
+    { min: 1 },
+  ),
+
+  "admin.token": str(
+    "",
+    'Bearer token required by every admin endpoint but /healthz (Prometheus: authorization.credentials); "" = none. Prefer the env var GOIM_ADMIN__TOKEN.',
+  ),
+  "admin.insecure": bool(
+    false,
+    "Allow admin endpoints on a non-loopback address without admin.token (logged at WARN).",
+  ),
+
   "queue.engine": oneOf(
     ["memory", "kafka"],
     "memory",
@@ -942,6 +1039,9 @@ const SECTION_DOCS: Readonly<Record<string, string>> = {
   queue: "The queue between logic and job.",
   sessions: "The session route store.",
   registry: "The comet registry.",
+  grpc: "Internal gRPC between the roles (comet ↔ logic, job → comet): credentials and TLS.",
+  http: "Limits of every HTTP listener (logic's push API and each role's admin endpoint).",
+  admin: "Access to the admin endpoints (/metrics, /healthz) of every role.",
   redis: "Redis connection, used by the redis engines.",
 };
 

@@ -64,9 +64,16 @@ Deno.test("defaults are goim's and typed: durations in ms, sizes in bytes, lists
   assert.deepEqual(cfg.comet.tcp.bind, ["0.0.0.0:3101"]);
   assert.deepEqual(cfg.comet.websocket.bind, ["0.0.0.0:3102"]);
   assert.deepEqual(cfg.comet.websocket.tls_bind, []);
-  assert.equal(cfg.comet.grpc.bind, "0.0.0.0:3109");
-  assert.equal(cfg.logic.http.bind, "0.0.0.0:3111");
-  assert.equal(cfg.logic.grpc.bind, "0.0.0.0:3119");
+  // Internal and push ports are loopback by default (hardening): only the
+  // client-facing comet listeners face the network.
+  assert.equal(cfg.comet.grpc.bind, "127.0.0.1:3109");
+  assert.equal(cfg.logic.http.bind, "127.0.0.1:3111");
+  assert.equal(cfg.logic.grpc.bind, "127.0.0.1:3119");
+  assert.equal(cfg.logic.http.insecure, false);
+  assert.equal(cfg.grpc.token, "");
+  assert.equal(cfg.comet.limits.max_ops, 256);
+  assert.equal(cfg.comet.limits.input_buffer, 64 * 1024);
+  assert.equal(cfg.http.header_timeout, 10_000);
   assert.deepEqual(cfg.comet.logic_addrs, ["127.0.0.1:3119"]);
   assert.equal(cfg.protocol.max_body, 4096);
   assert.equal(cfg.comet.handshake_timeout, 8000);
