@@ -25,6 +25,19 @@ export const TRANSPORT_INDEX: Readonly<Record<TransportName, number>> = { tcp: 0
 const TRANSPORTS: readonly TransportName[] = ["tcp", "ws", "wss"];
 
 /**
+ * The bounds a connection can hit, as `limit` label values of
+ * `limit_closes_total` (a closed set keeps the label bounded).
+ */
+export type LimitName =
+  | "input_buffer"
+  | "ws_message_size"
+  | "ws_fragments"
+  | "frame_rate"
+  | "max_ops"
+  | "fd_budget"
+  | "token_expired";
+
+/**
  * Every metric of the comet role, defined once per {@linkcode Metrics}
  * registry (defining twice returns the same metrics).
  *
@@ -84,9 +97,19 @@ export class CometMetrics {
   readonly disconnects: Counter<"reason">;
   /** ChangeRoom (op 12) and Sub (op 14) requests refused, wholly or in part, by the auth scope. */
   readonly scopeDenied: Counter<"op">;
+  /**
+   * Connections closed or refused because they hit a per-connection or
+   * process bound, by the bound's name (a fixed set: {@linkcode LimitName}).
+   */
+  readonly limitCloses: Counter<"limit">;
 
   /** Defines (or reuses) every comet metric in `m`. */
   constructor(readonly m: Metrics) {
+    this.limitCloses = m.counter(
+      "limit_closes_total",
+      "Connections closed or refused for hitting a bound (comet.limits.*, comet.websocket.max_fragments, the descriptor budget), by bound.",
+      ["limit"],
+    );
     this.connections = m.gauge(
       "connections",
       "Open authenticated client connections.",
