@@ -41,10 +41,12 @@ export type QueuePolicy = "disconnect" | "drop_oldest" | "drop_new";
 /**
  * Bytes already framed for the transport (a WebSocket control frame such
  * as pong or close): written as they are, never counted as a goim frame.
+ * `bytes` changes only through {@linkcode Channel.replaceRaw}, while the
+ * item is still queued (never once a flush took it).
  */
 export class RawFrame {
   /** Creates the item. */
-  constructor(readonly bytes: Uint8Array) {}
+  constructor(public bytes: Uint8Array) {}
 }
 
 /** A queued item: a shared push batch, a reply frame of this connection, or transport bytes. */
@@ -278,20 +280,52 @@ export abstract class Channel {
     this.closeReason = label;
     this.deadline = performance.now() + graceMs;
     this.clearQueue();
-    if (last !== undefined) this.appendRaw(last);
+    if (last !== undefined) this.appendRaw(last, true);
     else if (!this.scheduled) this.host.schedule(this);
   }
 
   /** Hook run when a close starts (after op 6 is queued): WebSocket queues its close frame. */
   protected ended(): void {}
 
-  /** Queues transport-framed bytes (never dropped, never refused). */
-  protected appendRaw(bytes: Uint8Array): void {
+  /**
+   * Queues transport-framed bytes, such as a pong. They count against the
+   * send-queue bound like a reply (a client that pings without reading must
+   * not grow its queue past `maxQueueBytes`): one that does not fit closes
+   * the channel as a slow consumer and returns null. `force` is for the
+   * final close frame of a channel already closing, which is tiny and
+   * must go out whatever is queued.
+   */
+  protected appendRaw(bytes: Uint8Array, force = false): RawFrame | null {
+    if (!force) {
+      if (this.state >= ChannelState.Closing) return null;
+      if (this.queued + this.inflight + bytes.length > this.host.maxQueueBytes) {
+        this.#overflow();
+        return null;
+      }
+    }
     const item = new RawFrame(bytes);
     if (this.q === null) this.q = [item];
     else this.q.push(item);
     this.#add(bytes.length);
     if (!this.scheduled) this.host.schedule(this);
+    return item;
+  }
+
+  /**
+   * Swaps the bytes of a raw item that is still queued (the caller knows it
+   * is: see WsChannel's pong), under the same bound as
+   * {@linkcode Channel.appendRaw}. Returns false (and closes the channel
+   * as a slow consumer) when the new bytes do not fit.
+   */
+  protected replaceRaw(item: RawFrame, bytes: Uint8Array): boolean {
+    const delta = bytes.length - item.bytes.length;
+    if (delta > 0 && this.queued + this.inflight + delta > this.host.maxQueueBytes) {
+      this.#overflow();
+      return false;
+    }
+    item.bytes = bytes;
+    this.#add(delta);
+    return true;
   }
 
   /** Whether the close grace of a closing channel has run out. */

@@ -250,7 +250,7 @@ export class WsChannel extends SocketChannel {
    */
   protected override ended(): void {
     if (this.#upgraded) {
-      this.appendRaw(closeFrame(this.closeCode, this.closeReason));
+      this.appendRaw(closeFrame(this.closeCode, this.closeReason), true);
     } else {
       this.clearQueue();
     }
