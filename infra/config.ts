@@ -1045,6 +1045,13 @@ const SECTION_DOCS: Readonly<Record<string, string>> = {
   redis: "Redis connection, used by the redis engines.",
 };
 
+/**
+ * Shortest HS256 secret accepted (`logic.auth.jwt.secret`, UTF-8 bytes):
+ * the hash's size (RFC 7518 §3.2). Anyone holding one token can try
+ * secrets offline, so a short one is as good as none.
+ */
+export const MIN_HS256_SECRET_BYTES = 32;
+
 /** A rule spanning several keys, checked after every source is applied. */
 interface CrossCheck {
   /** The key blamed (its source is reported). */
@@ -1108,6 +1115,21 @@ const CROSS_CHECKS: readonly CrossCheck[] = [
         return `auth mode "jwt" with RS256 needs logic.auth.jwt.public_key_file`;
       }
       return undefined;
+    },
+  },
+  {
+    key: "logic.auth.jwt.secret",
+    doc:
+      `With \`logic.auth.mode = "jwt"\` and HS256, \`jwt.secret\` must be at least ${MIN_HS256_SECRET_BYTES} bytes.`,
+    test: (c) => {
+      const jwt = c.logic.auth.jwt;
+      if (c.logic.auth.mode !== "jwt" || jwt.algorithm !== "HS256" || jwt.secret === "") {
+        return undefined; // an empty secret is the rule above's
+      }
+      const n = new TextEncoder().encode(jwt.secret).length;
+      return n < MIN_HS256_SECRET_BYTES
+        ? `the HS256 secret is ${n} bytes; at least ${MIN_HS256_SECRET_BYTES} are needed (a short secret can be guessed offline from any token)`
+        : undefined;
     },
   },
   {

@@ -19,12 +19,29 @@
  * | `sub`     | yes      | the mid, as a decimal string (`"42"`); the JSON's `mid`, when not 0, must equal it |
  * | `exp`     | yes      | expiry (seconds since the epoch); a token without one is refused |
  * | `nbf`     | no       | not before |
+ * | `iat`     | no       | issued at: the start of the lifetime `logic.auth.jwt.max_lifetime` bounds (absent or in the future: now) |
+ * | `aud`     | when `logic.auth.jwt.audience` is set | must be that string or a list holding it |
+ * | `iss`     | when `logic.auth.jwt.issuer` is set | must equal it |
  * | `room`    | no       | a room key or an array of them: the requested `room_id` must be one (`""` = no room is always allowed); an entry ending in `*` allows every room key with that prefix (`"live://*"`) |
  * | `accepts` | no       | array of int32 ops: the requested `accepts` must be a subset |
  * | `key`     | no       | binds the connection key: the requested `key` must be empty or equal; the reply uses it |
  *
  * `exp` and `nbf` allow {@linkcode JWT_CLOCK_TOLERANCE_S} seconds of clock
- * skew. The key is imported once and cached.
+ * skew. The key is imported once and cached. An HS256 secret shorter than
+ * {@linkcode MIN_HS256_SECRET_BYTES} bytes is refused (by the configuration
+ * loader already, and by {@linkcode Authenticator.ready}): a short shared
+ * secret can be brute-forced offline from any one token.
+ *
+ * ## Connection keys in mode `jwt`
+ *
+ * Without a `key` claim, the key the client asks for is scoped by the mid:
+ * the connection's key becomes `<mid>:<key>` ({@linkcode scopedKey}). A mid
+ * is digits only, so no other mid can produce that key, and a client can
+ * neither replace another user's connection (op 6, 4004) nor receive the
+ * pushes addressed to its key. This needs no lookup: routes keep goim's
+ * layout. A token with a `key` claim keeps that exact key (the issuer chose
+ * it); an empty requested key still gets a generated UUID. Mode `none`
+ * trusts the client's key as goim does.
  *
  * `room` and `accepts` also bound the connection after Connect: they are
  * returned as {@linkcode Identity.allowedRooms} / {@linkcode Identity.allowedOps},
@@ -51,7 +68,7 @@ import * as jose from "jose";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { isInt32 } from "../protocol/ops.ts";
 import type { AuthToken } from "../protocol/token.ts";
-import type { Config } from "../infra/config.ts";
+import { type Config, MIN_HS256_SECRET_BYTES } from "../infra/config.ts";
 
 /** Clock skew allowed on `exp` and `nbf`, in seconds. */
 export const JWT_CLOCK_TOLERANCE_S = 10;
@@ -70,6 +87,9 @@ export type AuthFailureReason =
   | "room_not_allowed"
   | "accepts_not_allowed"
   | "key_not_allowed"
+  | "bad_audience"
+  | "bad_issuer"
+  | "lifetime_exceeded"
   | "bad_claim";
 
 /**
@@ -110,7 +130,11 @@ export interface ConnectClaims extends jose.JWTPayload {
 export interface Identity {
   /** User id. */
   mid: number;
-  /** Connection key as requested (may be empty: logic then generates one). */
+  /**
+   * Connection key: the `key` claim, else in mode `jwt` the requested key
+   * scoped by the mid (`<mid>:<key>`), else as requested; empty = logic
+   * generates one.
+   */
   key: string;
   /** Room key or `""`. */
   roomID: string;
@@ -150,7 +174,15 @@ export type AuthConfig = Config["logic"]["auth"];
  * import { createAuthenticator } from "./auth.ts";
  * const auth = createAuthenticator({
  *   mode: "jwt",
- *   jwt: { algorithm: "HS256", secret: "s3cret", public_key_file: "" },
+ *   jwt: {
+ *     algorithm: "HS256",
+ *     secret: "a-shared-secret-of-at-least-32-bytes",
+ *     public_key_file: "",
+ *     audience: "",
+ *     issuer: "",
+ *     max_lifetime: 0,
+ *     close_on_expiry: false,
+ *   },
  *   api_keys: [],
  * });
  * await auth.ready();
@@ -172,7 +204,11 @@ export function createAuthenticator(cfg: AuthConfig): Authenticator {
     algorithms: [alg],
     clockTolerance: JWT_CLOCK_TOLERANCE_S,
     requiredClaims: ["exp", "sub"],
+    // "" = not checked; set, jose also requires the claim to be present.
+    audience: cfg.jwt.audience === "" ? undefined : cfg.jwt.audience,
+    issuer: cfg.jwt.issuer === "" ? undefined : cfg.jwt.issuer,
   };
+  const maxLifetimeMs = cfg.jwt.max_lifetime;
   return {
     mode: "jwt",
     ready: async () => void await keyPromise,
@@ -187,6 +223,9 @@ export function createAuthenticator(cfg: AuthConfig): Authenticator {
       } catch (e) {
         throw mapJoseError(e);
       }
+      // jose checked exp is a number (required) and iat one when present.
+      const expMs = (claims.exp as number) * 1000;
+      if (maxLifetimeMs > 0) checkLifetime(claims, expMs, maxLifetimeMs);
       return checkClaims(t, claims);
     },
   };
@@ -198,7 +237,14 @@ type VerifyKey = Awaited<ReturnType<typeof jose.importSPKI>> | Uint8Array;
 async function loadKey(cfg: AuthConfig): Promise<VerifyKey> {
   if (cfg.jwt.algorithm === "HS256") {
     if (cfg.jwt.secret === "") throw new Error("logic.auth.jwt.secret is empty (HS256)");
-    return new TextEncoder().encode(cfg.jwt.secret);
+    const secret = new TextEncoder().encode(cfg.jwt.secret);
+    // loadConfig refuses this already; checked again for authenticators built by hand.
+    if (secret.length < MIN_HS256_SECRET_BYTES) {
+      throw new Error(
+        `logic.auth.jwt.secret is ${secret.length} bytes; HS256 needs at least ${MIN_HS256_SECRET_BYTES}`,
+      );
+    }
+    return secret;
   }
   const file = cfg.jwt.public_key_file;
   if (file === "") throw new Error("logic.auth.jwt.public_key_file is empty (RS256)");
@@ -233,9 +279,51 @@ function mapJoseError(e: unknown): AuthError {
     if (e.reason === "missing") {
       return new AuthError("missing_claim", `token lacks the ${e.claim} claim`);
     }
+    if (e.claim === "aud" && e.reason === "check_failed") {
+      return new AuthError("bad_audience", "token aud is not logic.auth.jwt.audience");
+    }
+    if (e.claim === "iss" && e.reason === "check_failed") {
+      return new AuthError("bad_issuer", "token iss is not logic.auth.jwt.issuer");
+    }
     return new AuthError("bad_claim", `token claim ${e.claim} invalid: ${msg}`);
   }
   return new AuthError("malformed", `token is not a valid JWT: ${msg}`);
+}
+
+/**
+ * Refuses a token valid for longer than `maxMs`: exp minus its start, the
+ * start being `iat`, or now when `iat` is absent or in the future (a future
+ * `iat` must not shorten the lifetime counted).
+ */
+function checkLifetime(c: ConnectClaims, expMs: number, maxMs: number): void {
+  const nowMs = Date.now();
+  const startMs = typeof c.iat === "number" ? Math.min(c.iat * 1000, nowMs) : nowMs;
+  const lifetimeMs = expMs - startMs;
+  if (lifetimeMs > maxMs) {
+    throw new AuthError(
+      "lifetime_exceeded",
+      `token lifetime ${Math.ceil(lifetimeMs / 1000)} s exceeds logic.auth.jwt.max_lifetime (${
+        maxMs / 1000
+      } s)`,
+    );
+  }
+}
+
+/**
+ * The connection key of a client-chosen `key` in mode `jwt` when the token
+ * has no `key` claim: `<mid>:<key>`. A mid is digits only, so the prefix up
+ * to the first `:` always names the mid and no other mid can produce the
+ * key. An empty key stays empty (logic generates one).
+ *
+ * @example
+ * ```ts
+ * import { scopedKey } from "./auth.ts";
+ * scopedKey(100, "phone"); // "100:phone"
+ * scopedKey(100, ""); // ""
+ * ```
+ */
+export function scopedKey(mid: number, key: string): string {
+  return key === "" ? "" : `${mid}:${key}`;
 }
 
 function checkClaims(t: AuthToken, c: ConnectClaims): Identity {
@@ -275,13 +363,16 @@ function checkClaims(t: AuthToken, c: ConnectClaims): Identity {
       throw new AuthError("accepts_not_allowed", `accepts ${extra.join(",")} not allowed`);
     }
   }
-  let key = t.key;
+  let key = scopedKey(mid, t.key);
   if (c.key !== undefined) {
     if (typeof c.key !== "string" || c.key === "") {
       throw new AuthError("bad_claim", "token key claim must be a non-empty string");
     }
-    if (key !== "" && key !== c.key) {
-      throw new AuthError("key_not_allowed", `key ${JSON.stringify(key)} is not the token's key`);
+    if (t.key !== "" && t.key !== c.key) {
+      throw new AuthError(
+        "key_not_allowed",
+        `key ${JSON.stringify(t.key)} is not the token's key`,
+      );
     }
     key = c.key;
   }

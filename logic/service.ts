@@ -4,7 +4,7 @@
  *
  * | method | goim | here |
  * |--------|------|------|
- * | Connect | trusts the token JSON, generates a UUID key when empty, writes the route, replies heartbeat = Node.Heartbeat × HeartbeatMax in ns | the same, after {@linkcode Authenticator} (mode `none` or `jwt`); refused → UNAUTHENTICATED; a route that cannot be written → UNAVAILABLE (goim only logs it and lets an unroutable connection in); the reply also carries the JWT's `room`/`accepts` claims as the auth scope (fields 100–103) the comet enforces on ops 12 and 14 |
+ * | Connect | trusts the token JSON, generates a UUID key when empty, writes the route, replies heartbeat = Node.Heartbeat × HeartbeatMax in ns | the same, after {@linkcode Authenticator} (mode `none` or `jwt`; in `jwt` a requested key without a `key` claim becomes `<mid>:<key>`, so no mid can take over another's key); refused → UNAUTHENTICATED; a route that cannot be written → UNAVAILABLE (goim only logs it and lets an unroutable connection in); the reply also carries the JWT's `room`/`accepts` claims as the auth scope (fields 100–103) the comet enforces on ops 12 and 14 |
  * | Disconnect | DelMapping only if the route points at the caller → has | the same |
  * | Heartbeat | ExpireMapping; AddMapping when it was missing | the same (routes come back after a store restart) |
  * | RenewOnline | stores the report, replies the last aggregate | the same, aggregate in {@linkcode OnlineCounts} |

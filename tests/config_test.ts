@@ -402,10 +402,24 @@ Deno.test("cross-key rules", () => {
     () => load({ args: ["--set", "logic.auth.mode=jwt"] }),
     "needs logic.auth.jwt.secret",
   );
+  const secret32 = "0123456789abcdef0123456789abcdef";
   assert.equal(
-    load({ args: ["--set", "logic.auth.mode=jwt", "--set", "logic.auth.jwt.secret=s"] }).logic
-      .auth.mode,
+    load({ args: ["--set", "logic.auth.mode=jwt", "--set", `logic.auth.jwt.secret=${secret32}`] })
+      .logic.auth.mode,
     "jwt",
+  );
+  assertConfigError(
+    () =>
+      load({
+        args: [
+          "--set",
+          "logic.auth.mode=jwt",
+          "--set",
+          `logic.auth.jwt.secret=${secret32.slice(1)}`,
+        ],
+      }),
+    "flag --set logic.auth.jwt.secret=",
+    "logic.auth.jwt.secret: the HS256 secret is 31 bytes; at least 32 are needed",
   );
   assertConfigError(
     () => load({ args: ["--set", "comet.route_heartbeat_interval=30m"] }),

@@ -212,7 +212,15 @@ Deno.test("jwt RS256: an unreadable key file fails start() with a clear message"
 Deno.test("auth mode none trusts the token JSON as goim does", async () => {
   const auth = createAuthenticator({
     mode: "none",
-    jwt: { algorithm: "HS256", secret: "", public_key_file: "" },
+    jwt: {
+      algorithm: "HS256",
+      secret: "",
+      public_key_file: "",
+      audience: "",
+      issuer: "",
+      max_lifetime: 0,
+      close_on_expiry: false,
+    },
     api_keys: [],
   });
   assert.deepEqual(
