@@ -131,6 +131,11 @@ export abstract class Channel {
   roomNext: Channel | null = null;
   /** Handshake deadline, then idle deadline, then close deadline (ms, performance clock). */
   deadline = 0;
+  /**
+   * When the connection's token expires and the sweep closes it (ms,
+   * performance clock; ConnectReply field 104); 0 = never.
+   */
+  expiresAt = 0;
   /** When this channel next refreshes its route in logic (ms, performance clock). */
   routeAt = 0;
   /** Set when a newer connection with the same key took over: skip logic.Disconnect. */

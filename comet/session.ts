@@ -11,8 +11,9 @@
  * reports its socket's close through {@linkcode Sessions.closed}.
  *
  * Timers: none per connection. Each channel carries one deadline
- * (handshake, then idle, then close grace) and {@linkcode Sessions.sweep},
- * run by the comet on one interval, checks them all.
+ * (handshake, then idle, then close grace), plus its token's expiry when
+ * logic sent one (ConnectReply field 104: op 6, reason 4001), and
+ * {@linkcode Sessions.sweep}, run by the comet on one interval, checks them all.
  *
  * Auth scope: logic's Connect reply may restrict what a connection can
  * change later (ConnectReply fields 100–103, see {@linkcode scopeOf}). A
@@ -385,7 +386,7 @@ export class Sessions implements ChannelHost {
     if (this.sockets === 0) this.#wake(this.#closedWaiters);
   }
 
-  /** Checks every deadline: handshake, idle, close grace. */
+  /** Checks every deadline: handshake, idle, token expiry, close grace. */
   sweep(now = performance.now()): void {
     for (const ch of this.pending) {
       if (now >= ch.deadline) {
@@ -399,12 +400,16 @@ export class Sessions implements ChannelHost {
     for (const b of this.buckets) {
       if (b.channels.size === 0) continue;
       for (const ch of b.channels.values()) {
-        if (ch.state === ChannelState.Open && now >= ch.deadline) {
+        if (ch.state !== ChannelState.Open) continue;
+        if (now >= ch.deadline) {
           this.metrics.idleTimeouts.inc();
           this.end(ch, {
             code: ReasonCode.IdleTimeout,
             message: `no heartbeat within ${this.#idleMs} ms`,
           }, "idle_timeout");
+        } else if (ch.expiresAt !== 0 && now >= ch.expiresAt) {
+          this.metrics.limitCloses.inc({ limit: "token_expired" });
+          this.end(ch, { code: ReasonCode.AuthFailed, message: "token expired" }, "token_expired");
         }
       }
     }
@@ -472,6 +477,9 @@ export class Sessions implements ChannelHost {
     ch.state = ChannelState.Open;
     const now = performance.now();
     ch.deadline = now + this.#idleMs;
+    // A token's expiry is a second deadline, checked by the same sweep.
+    const ttl = reply.token_expires_in_ms ?? 0;
+    ch.expiresAt = ttl > 0 ? now + ttl : 0;
     ch.routeAt = now + this.#routeDelay();
     const old = this.bucket(key).put(ch, reply.roomID ?? "");
     this.connections++;

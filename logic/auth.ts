@@ -43,6 +43,13 @@
  * it); an empty requested key still gets a generated UUID. Mode `none`
  * trusts the client's key as goim does.
  *
+ * ## Expiry of a connection
+ *
+ * With `logic.auth.jwt.close_on_expiry`, {@linkcode Identity.expiresAt}
+ * carries the token's `exp`; Connect passes the time left to the comet
+ * (ConnectReply field 104), which closes the connection then with op 6,
+ * reason 4001. Off (the default), a connection outlives its token, as in goim.
+ *
  * `room` and `accepts` also bound the connection after Connect: they are
  * returned as {@linkcode Identity.allowedRooms} / {@linkcode Identity.allowedOps},
  * which Connect sends to the comet in ConnectReply's scope fields (100–103),
@@ -149,6 +156,11 @@ export interface Identity {
   allowedRooms: string[] | null;
   /** Business ops the connection may later subscribe to (the `accepts` claim); null = unrestricted. */
   allowedOps: number[] | null;
+  /**
+   * When the connection must be closed: the token's `exp` in ms since the
+   * epoch when `logic.auth.jwt.close_on_expiry` is on; null = never.
+   */
+  expiresAt: number | null;
 }
 
 /** Verifies op 7 tokens according to `logic.auth.mode`. */
@@ -193,7 +205,7 @@ export function createAuthenticator(cfg: AuthConfig): Authenticator {
     return {
       mode: "none",
       ready: () => Promise.resolve(),
-      authenticate: (t) => Promise.resolve(identity(t, t.mid, t.key, null, null)),
+      authenticate: (t) => Promise.resolve(identity(t, t.mid, t.key, null, null, null)),
     };
   }
   const alg = cfg.jwt.algorithm;
@@ -209,6 +221,7 @@ export function createAuthenticator(cfg: AuthConfig): Authenticator {
     issuer: cfg.jwt.issuer === "" ? undefined : cfg.jwt.issuer,
   };
   const maxLifetimeMs = cfg.jwt.max_lifetime;
+  const closeOnExpiry = cfg.jwt.close_on_expiry;
   return {
     mode: "jwt",
     ready: async () => void await keyPromise,
@@ -226,7 +239,7 @@ export function createAuthenticator(cfg: AuthConfig): Authenticator {
       // jose checked exp is a number (required) and iat one when present.
       const expMs = (claims.exp as number) * 1000;
       if (maxLifetimeMs > 0) checkLifetime(claims, expMs, maxLifetimeMs);
-      return checkClaims(t, claims);
+      return checkClaims(t, claims, closeOnExpiry ? expMs : null);
     },
   };
 }
@@ -326,7 +339,7 @@ export function scopedKey(mid: number, key: string): string {
   return key === "" ? "" : `${mid}:${key}`;
 }
 
-function checkClaims(t: AuthToken, c: ConnectClaims): Identity {
+function checkClaims(t: AuthToken, c: ConnectClaims, expiresAt: number | null): Identity {
   const sub = c.sub;
   const mid = typeof sub === "string" && /^(0|[1-9]\d*)$/.test(sub) ? Number(sub) : NaN;
   if (!Number.isSafeInteger(mid)) {
@@ -376,16 +389,17 @@ function checkClaims(t: AuthToken, c: ConnectClaims): Identity {
     }
     key = c.key;
   }
-  return identity(t, mid, key, allowedRooms, allowedOps);
+  return identity(t, mid, key, allowedRooms, allowedOps, expiresAt);
 }
 
-/** The {@linkcode Identity} of token `t` once its mid, key and scope are settled. */
+/** The {@linkcode Identity} of token `t` once its mid, key, scope and expiry are settled. */
 function identity(
   t: AuthToken,
   mid: number,
   key: string,
   allowedRooms: string[] | null,
   allowedOps: number[] | null,
+  expiresAt: number | null,
 ): Identity {
   return {
     mid,
@@ -395,6 +409,7 @@ function identity(
     accepts: t.accepts,
     allowedRooms,
     allowedOps,
+    expiresAt,
   };
 }
 

@@ -4,7 +4,7 @@
  *
  * | method | goim | here |
  * |--------|------|------|
- * | Connect | trusts the token JSON, generates a UUID key when empty, writes the route, replies heartbeat = Node.Heartbeat × HeartbeatMax in ns | the same, after {@linkcode Authenticator} (mode `none` or `jwt`; in `jwt` a requested key without a `key` claim becomes `<mid>:<key>`, so no mid can take over another's key); refused → UNAUTHENTICATED; a route that cannot be written → UNAVAILABLE (goim only logs it and lets an unroutable connection in); the reply also carries the JWT's `room`/`accepts` claims as the auth scope (fields 100–103) the comet enforces on ops 12 and 14 |
+ * | Connect | trusts the token JSON, generates a UUID key when empty, writes the route, replies heartbeat = Node.Heartbeat × HeartbeatMax in ns | the same, after {@linkcode Authenticator} (mode `none` or `jwt`; in `jwt` a requested key without a `key` claim becomes `<mid>:<key>`, so no mid can take over another's key); refused → UNAUTHENTICATED; a route that cannot be written → UNAVAILABLE (goim only logs it and lets an unroutable connection in); the reply also carries the JWT's `room`/`accepts` claims as the auth scope (fields 100–103) the comet enforces on ops 12 and 14, and with `logic.auth.jwt.close_on_expiry` the time left until the token's `exp` (field 104), when the comet closes the connection |
  * | Disconnect | DelMapping only if the route points at the caller → has | the same |
  * | Heartbeat | ExpireMapping; AddMapping when it was missing | the same (routes come back after a store restart) |
  * | RenewOnline | stores the report, replies the last aggregate | the same, aggregate in {@linkcode OnlineCounts} |
@@ -140,6 +140,14 @@ export function createLogicService(deps: LogicServiceDeps): LogicApi {
       if (id.allowedOps !== null) {
         reply.allowed_ops = id.allowedOps;
         reply.ops_restricted = true;
+      }
+      if (id.expiresAt !== null) {
+        // At least 1 (0 means never): a token accepted within the clock
+        // tolerance past its exp is closed at the comet's next sweep.
+        reply.token_expires_in_ms = Math.min(
+          Number.MAX_SAFE_INTEGER,
+          Math.max(1, Math.ceil(id.expiresAt - Date.now())),
+        );
       }
       return reply;
     },

@@ -109,7 +109,8 @@ export interface ConnectReq {
 
 /**
  * `goim.logic.ConnectReply`: who the connection is, what it listens to, and
- * (fields 100–103, this project's) what it may change later.
+ * (fields 100–104, this project's) what it may change later and when its
+ * token expires.
  *
  * The scope fields are optional in this type: a decoded gRPC reply always
  * has them (defaults), but an in-process {@linkcode ConnectReply} written
@@ -138,6 +139,12 @@ export interface ConnectReply {
   allowed_ops?: number[];
   /** (103) Whether `allowed_ops` applies. */
   ops_restricted?: boolean;
+  /**
+   * (104) Milliseconds from this reply until the connection's token expires
+   * and the comet closes it (op 6, reason 4001); 0 or absent = never. Leave
+   * it out rather than 0 when unset, as the scope fields.
+   */
+  token_expires_in_ms?: number;
 }
 
 /** `goim.logic.DisconnectReq`. */

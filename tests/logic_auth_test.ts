@@ -233,6 +233,7 @@ Deno.test("auth mode none trusts the token JSON as goim does", async () => {
       accepts: [1],
       allowedRooms: null,
       allowedOps: null,
+      expiresAt: null,
     },
   );
 });

@@ -289,11 +289,13 @@ Deno.test("gRPC: every Logic method through the typed client", async () => {
       roomID: "live://1000",
       accepts: [1000, 1001],
       heartbeat: 480e9,
-      // The auth scope fields (100–103) arrive with their defaults: unrestricted.
+      // The auth scope fields (100–103) arrive with their defaults: unrestricted;
+      // and the token expiry (104): never.
       allowed_rooms: [],
       rooms_restricted: false,
       allowed_ops: [],
       ops_restricted: false,
+      token_expires_in_ms: 0,
     });
     // Requests reach handlers complete: omitted fields carry their defaults.
     const connectReq = srv.seen.get("Connect") as Record<string, unknown>;
@@ -389,6 +391,7 @@ Deno.test("gRPC: replies that leave fields out arrive with defaults", async () =
       rooms_restricted: false,
       allowed_ops: [],
       ops_restricted: false,
+      token_expires_in_ms: 0,
     });
     assert.deepEqual(await logic.Disconnect({}), { has: false });
     const nodes = await logic.Nodes({});
