@@ -35,6 +35,7 @@ import { createMetrics, type Metrics } from "../infra/metrics.ts";
 import type { Registry } from "../infra/registry.ts";
 import type { CometApi, LogicApi } from "../proto/api.ts";
 import { type CometHandlers, cometServiceDefinition, serveUnary } from "../proto/grpc.ts";
+import { bindInternal, createInternalServer } from "../proto/security.ts";
 import { ReasonCode } from "../protocol/mod.ts";
 import { serveAdmin } from "./admin.ts";
 import { resetCoalesceMemo } from "./channel.ts";
@@ -370,7 +371,7 @@ export class Comet {
   }
 
   async #startGrpc(bind: string): Promise<void> {
-    const server = new grpc.Server();
+    const server = createInternalServer(this.#cfg.grpc, { log: this.#log, metrics: this.metrics });
     const svc = this.#svc;
     const handlers: CometHandlers = {
       PushMsg: svc.PushMsg,
@@ -385,13 +386,10 @@ export class Comet {
       }),
     );
     this.#grpc = server;
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(
-        bind,
-        grpc.ServerCredentials.createInsecure(),
-        (err, p) => (err ? reject(err) : resolve(p)),
-      )
-    );
+    const port = await bindInternal(server, bind, this.#cfg.grpc, {
+      key: "comet.grpc.bind",
+      log: this.#log,
+    });
     this.#grpcAddr = joinHostPort(hostForDialing(splitHostPort(bind).hostname), port);
   }
 

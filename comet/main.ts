@@ -1,7 +1,7 @@
 /**
  * Distributed entry of the comet role (`deno task comet`): loads the
  * configuration, dials logic over gRPC (round-robin over
- * comet.logic_addrs), opens the configured registry, starts the comet and
+ * comet.logic_addrs, with the grpc.token / grpc.tls.* credentials), opens the configured registry, starts the comet and
  * shuts it down gracefully on SIGTERM/SIGINT (exit code 0).
  *
  * @example
@@ -17,7 +17,8 @@ import { roleLogger } from "../infra/process.ts";
 import { MemoryRegistry } from "../infra/memory/registry.ts";
 import type { Registry } from "../infra/registry.ts";
 import type { LogicApi } from "../proto/api.ts";
-import { createLogicClient, type LogicRpcClient } from "../proto/grpc.ts";
+import { type ClientOptions, createLogicClient, type LogicRpcClient } from "../proto/grpc.ts";
+import { internalClientOptions } from "../proto/security.ts";
 import { Comet } from "./comet.ts";
 
 /**
@@ -56,10 +57,21 @@ export async function openRegistry(cfg: Config): Promise<Registry> {
   return new MemoryRegistry();
 }
 
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
 async function main(): Promise<void> {
   const cfg = loadConfigOrExit();
   const log = roleLogger(cfg, "comet");
-  const clients = cfg.comet.logic_addrs.map((a) => createLogicClient(a));
+  let dial: ClientOptions;
+  try {
+    dial = await internalClientOptions(cfg.grpc);
+  } catch (e) {
+    log.error("cannot set up gRPC to logic", { error: messageOf(e) });
+    Deno.exit(1);
+  }
+  const clients = cfg.comet.logic_addrs.map((a) => createLogicClient(a, dial));
   const registry = await openRegistry(cfg);
   const comet = new Comet({ config: cfg, logic: roundRobinLogic(clients), registry, log });
   let stopping = false;

@@ -3,7 +3,8 @@
  *
  * Reads the configuration (`--config FILE`, `GOIM_*`, `--set K=V`), opens
  * the Kafka consumer (`queue.kafka.*`) and the Redis registry
- * (`registry.engine = "redis"`), dials comets over gRPC as they register,
+ * (`registry.engine = "redis"`), dials comets over gRPC as they register
+ * (with the grpc.token / grpc.tls.* credentials),
  * serves `/metrics` and `/healthz` on `job.admin.bind`, and on SIGINT or
  * SIGTERM stops consuming, lets consumed messages reach the comets, and
  * exits. Exit codes: 0 after a clean stop, 1 when startup fails, 2 for a
@@ -22,7 +23,8 @@ import type { Logger } from "../infra/log.ts";
 import { createMetrics, type Metrics } from "../infra/metrics.ts";
 import type { PushConsumer } from "../infra/queue.ts";
 import type { Registry } from "../infra/registry.ts";
-import { createCometClient } from "../proto/grpc.ts";
+import { type ClientOptions, createCometClient } from "../proto/grpc.ts";
+import { internalClientOptions } from "../proto/security.ts";
 import { roleLogger, shutdownSignal, splitBind } from "../infra/process.ts";
 import { createJobAdminHandler } from "./admin.ts";
 import { Job } from "./job.ts";
@@ -85,7 +87,13 @@ if (import.meta.main) {
   const config = loadConfigOrExit();
   const log = roleLogger(config, "job");
   const metrics = createMetrics("job");
-  let consumer: PushConsumer, registry: Registry;
+  let consumer: PushConsumer, registry: Registry, dial: ClientOptions;
+  try {
+    dial = await internalClientOptions(config.grpc);
+  } catch (e) {
+    log.error("cannot set up gRPC to comets", { error: e instanceof Error ? e.message : e });
+    Deno.exit(2);
+  }
   try {
     // openRegistry() checks the configuration before it opens anything.
     registry = await openRegistry(config);
@@ -105,7 +113,7 @@ if (import.meta.main) {
     config,
     consumer,
     registry,
-    connect: (rec) => createCometClient(rec.grpcAddr),
+    connect: (rec) => createCometClient(rec.grpcAddr, dial),
     log,
     metrics,
   });

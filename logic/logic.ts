@@ -30,6 +30,7 @@
 import * as grpc from "@grpc/grpc-js";
 import type { LogicApi } from "../proto/api.ts";
 import { type LogicMethods, logicServiceDefinition, RpcError, serveUnary } from "../proto/grpc.ts";
+import { bindInternal, createInternalServer } from "../proto/security.ts";
 import type { Config } from "../infra/config.ts";
 import { createLogger, type Logger } from "../infra/log.ts";
 import type { Metrics } from "../infra/metrics.ts";
@@ -277,8 +278,11 @@ export class Logic {
     return await promise;
   }
 
-  #serveGrpc(bind: string): Promise<Deno.NetAddr> {
-    const server = new grpc.Server();
+  async #serveGrpc(bind: string): Promise<Deno.NetAddr> {
+    const server = createInternalServer(this.#deps.config.grpc, {
+      log: this.#log,
+      metrics: this.metrics.registry,
+    });
     this.#grpc = server;
     server.addService(
       logicServiceDefinition,
@@ -290,12 +294,11 @@ export class Logic {
       }),
     );
     const { hostname } = splitHostPort(bind);
-    return new Promise((resolve, reject) => {
-      server.bindAsync(bind, grpc.ServerCredentials.createInsecure(), (err, port) => {
-        if (err) reject(new Error(`logic.grpc.bind ${bind}: ${err.message}`));
-        else resolve({ transport: "tcp", hostname, port });
-      });
+    const port = await bindInternal(server, bind, this.#deps.config.grpc, {
+      key: "logic.grpc.bind",
+      log: this.#log,
     });
+    return { transport: "tcp", hostname, port };
   }
 
   async #stopGrpc(): Promise<void> {

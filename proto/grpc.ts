@@ -14,6 +14,9 @@
  * JavaScript as on the wire (never `allowedRooms`), so the object logic's
  * service returns works unchanged in-process and through gRPC.
  *
+ * Who may call these services (the `grpc.token` check, TLS and mTLS) is
+ * ./security.ts: the roles build their servers and client options there.
+ *
  * @module
  */
 
@@ -246,6 +249,11 @@ export interface ClientOptions {
   channelOptions?: grpc.ChannelOptions;
   /** Deadline of a call that sets none, in milliseconds. Default 5000. */
   deadlineMs?: number;
+  /**
+   * Shared secret sent on every call as metadata `authorization: Bearer
+   * <token>` (config `grpc.token`, see ./security.ts); "" or absent sends none.
+   */
+  token?: string;
 }
 
 /** Per-call options of the promise-based clients. */
@@ -346,6 +354,10 @@ function createRpcClient<M extends MethodTable>(
     opts.channelOptions,
   );
   const defaultDeadlineMs = opts.deadlineMs ?? 5000;
+  // Plain metadata rather than grpc-js call credentials: those are refused on
+  // plaintext channels, and the token must work there too (loopback, private
+  // networks).
+  const authorization = opts.token ? `Bearer ${opts.token}` : "";
   const wrapper: Record<string, unknown> = {
     waitForReady(deadlineMs = defaultDeadlineMs): Promise<void> {
       return new Promise((resolve, reject) => {
@@ -365,6 +377,7 @@ function createRpcClient<M extends MethodTable>(
         const metadata = callOpts.waitForReady
           ? new grpc.Metadata({ waitForReady: true })
           : new grpc.Metadata();
+        if (authorization !== "") metadata.set("authorization", authorization);
         const deadline = Date.now() + (callOpts.deadlineMs ?? defaultDeadlineMs);
         unary(req ?? {}, metadata, { deadline }, (error, reply) => {
           if (error) {

@@ -23,6 +23,8 @@ export class RoleProcess {
   readonly name: string;
   readonly args: string[];
   readonly adminPort: number;
+  /** Environment added to the inherited one. */
+  readonly env: Record<string, string> = {};
   #child: Deno.ChildProcess | null = null;
   #log: string[] = [];
 
@@ -49,7 +51,7 @@ export class RoleProcess {
       stdin: "null",
       stdout: "null",
       stderr: "piped",
-      env: { NO_COLOR: "1", KAFKAJS_NO_PARTITIONER_WARNING: "1" },
+      env: { NO_COLOR: "1", KAFKAJS_NO_PARTITIONER_WARNING: "1", ...this.env },
     }).spawn();
     this.#child = child;
     const log = this.#log;
@@ -115,6 +117,11 @@ export interface DistributedOptions {
   redisUrl: string;
   /** Extra `--set` pairs for every role. */
   set?: string[];
+  /**
+   * The internal gRPC token every role gets as GOIM_GRPC__TOKEN (the way
+   * config/distributed.toml asks for it); default a random one, "" = none.
+   */
+  grpcToken?: string;
 }
 
 /** A running distributed cluster with handles on each process. */
@@ -123,6 +130,8 @@ export interface DistributedCluster extends Cluster {
   job: RoleProcess;
   cometProcs: RoleProcess[];
   topic: string;
+  /** The internal gRPC token of the roles ("" = none). */
+  grpcToken: string;
 }
 
 /** Starts logic, job and `comets` comets as processes; stops them all on failure. */
@@ -186,6 +195,8 @@ export async function startDistributed(opts: DistributedOptions): Promise<Distri
   ], jobAdmin);
 
   const all = [logic, ...cometProcs, job];
+  const grpcToken = opts.grpcToken ?? crypto.randomUUID();
+  for (const p of all) p.env.GOIM_GRPC__TOKEN = grpcToken;
   const stop = async () => {
     await Promise.all(all.map((p) => p.stop("SIGTERM")));
   };
@@ -205,5 +216,6 @@ export async function startDistributed(opts: DistributedOptions): Promise<Distri
     job,
     cometProcs,
     topic,
+    grpcToken,
   };
 }
