@@ -8,10 +8,21 @@
  * already a batch of inner frames (goim's job concatenates room messages
  * that way) and is wrapped as is.
  *
+ * Only business ops are pushed, by the rule logic's HTTP API applies to
+ * `operation` ({@linkcode isBusinessOp}: 18 to 2^31-1). Ops 0–17 are the
+ * protocol's own — a pushed op 8 reads as an auth reply, op 3 as a heartbeat
+ * reply, op 6 as a disconnect — so whoever calls, a proto whose op is neither
+ * 9 nor a business op, or an op 9 batch with any inner frame that is not, is
+ * refused INVALID_ARGUMENT and counted in
+ * `pushes_refused_total{reason="reserved_op"}`. goim's job builds inner frames
+ * from the pushes' own operations, so it is refused only what no API should
+ * have accepted.
+ *
  * @module
  */
 
 import type { Logger } from "../infra/log.ts";
+import type { Counter } from "../infra/metrics.ts";
 import type { CometApi } from "../proto/api.ts";
 import { grpcStatus, RpcError } from "../proto/grpc.ts";
 import type {
@@ -24,7 +35,14 @@ import type {
   PushMsgReq,
   RoomsReply,
 } from "../proto/messages.ts";
-import { type Batch, batchFromFrames, encodePush, Op } from "../protocol/mod.ts";
+import {
+  type Batch,
+  batchFromFrames,
+  encodePush,
+  isBusinessOp,
+  Op,
+  readU32,
+} from "../protocol/mod.ts";
 import type { Channel } from "./channel.ts";
 import type { CometMetrics } from "./metrics.ts";
 import type { Sessions } from "./session.ts";
@@ -36,6 +54,29 @@ const EMPTY = new Uint8Array(0);
 
 function invalid(message: string): RpcError {
   return new RpcError(grpcStatus.INVALID_ARGUMENT, message);
+}
+
+/** A push refused for a protocol op (0–17): told apart for the metric. */
+class ReservedOp extends RpcError {
+  constructor(message: string) {
+    super(grpcStatus.INVALID_ARGUMENT, message);
+  }
+}
+
+const BUSINESS_OPS = "a business op: 18 to 2147483647; 0-17 are protocol ops";
+
+// Offset of `op` in a frame header: packLen u32, headerLen u16, ver u16, op u32.
+const OP_OFFSET = 8;
+
+/** Throws unless every inner frame of a validated op 9 body carries a business op. */
+function checkInnerOps(frames: Uint8Array): void {
+  for (let o = 0, i = 0; o < frames.length; i++) {
+    const op = readU32(frames, o + OP_OFFSET) | 0;
+    if (!isBusinessOp(op)) {
+      throw new ReservedOp(`op 9 inner frame ${i} has op ${op}, not ${BUSINESS_OPS}`);
+    }
+    o += readU32(frames, o);
+  }
 }
 
 /**
@@ -50,12 +91,16 @@ export function batchOf(proto: Proto | null | undefined): Batch {
   if (!proto) throw invalid("proto is required");
   const body = proto.body ?? EMPTY;
   if (proto.op === Op.Raw) {
+    let batch: Batch;
     try {
-      return batchFromFrames(body);
+      batch = batchFromFrames(body);
     } catch (e) {
       throw invalid(`op 9 body is not whole frames: ${(e as Error).message}`);
     }
+    checkInnerOps(body);
+    return batch;
   }
+  if (!isBusinessOp(proto.op)) throw new ReservedOp(`op ${proto.op} is not ${BUSINESS_OPS}`);
   return encodePush(proto.op, body);
 }
 
@@ -80,6 +125,7 @@ export class CometService implements CometApi {
   readonly #sessions: Sessions;
   readonly #metrics: CometMetrics;
   readonly #log: Logger;
+  readonly #refused: Counter<"kind" | "reason">;
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   #stopped = false;
 
@@ -88,6 +134,11 @@ export class CometService implements CometApi {
     this.#sessions = sessions;
     this.#metrics = metrics;
     this.#log = log;
+    this.#refused = metrics.m.counter(
+      "pushes_refused_total",
+      "Push requests refused INVALID_ARGUMENT, by kind and reason (reserved_op: a protocol op 0-17 as the op or an op 9 inner op; invalid: any other malformed request).",
+      ["kind", "reason"],
+    );
   }
 
   /** Paced broadcasts still running. */
@@ -174,6 +225,9 @@ export class CometService implements CometApi {
       if (batch.count > 0) deliver(batch);
       return Promise.resolve({});
     } catch (e) {
+      if (e instanceof RpcError && e.code === grpcStatus.INVALID_ARGUMENT) {
+        this.#refused.inc({ kind, reason: e instanceof ReservedOp ? "reserved_op" : "invalid" });
+      }
       return Promise.reject(e);
     }
   }
