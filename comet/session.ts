@@ -23,6 +23,10 @@
  * connection. Unrestricted connections (goim's logic, auth mode none)
  * behave exactly as in goim: replies echo the request.
  *
+ * Per-connection bounds (comet.limits.*): at most max_ops accepted
+ * operations, whether from the Connect reply or op 14. Past it, op 6
+ * reason 4007 and close, see {@linkcode Sessions.limitExceeded}.
+ *
  * @module
  */
 
@@ -51,7 +55,7 @@ import {
   type QueuePolicy,
 } from "./channel.ts";
 import type { Flusher } from "./flusher.ts";
-import { type CometMetrics, TRANSPORT_INDEX } from "./metrics.ts";
+import { type CometMetrics, type LimitName, TRANSPORT_INDEX } from "./metrics.ts";
 import { OnlineCounts } from "./online.ts";
 
 /** Time a channel closed by the server gets to flush its op 6 before it is cut. */
@@ -167,6 +171,8 @@ export class Sessions implements ChannelHost {
 
   /** Largest client frame body (protocol.max_body). */
   readonly maxBody: number;
+  /** Distinct operations one channel may accept (comet.limits.max_ops). */
+  readonly maxOps: number;
   /** {@linkcode ChannelHost}: the send queue bound in bytes. */
   readonly maxQueueBytes: number;
   /** {@linkcode ChannelHost}: the overflow policy. */
@@ -201,6 +207,7 @@ export class Sessions implements ChannelHost {
     this.metrics = opts.metrics;
     this.#flusher = opts.flusher;
     this.maxBody = opts.config.protocol.max_body;
+    this.maxOps = c.limits.max_ops;
     this.maxQueueBytes = c.send_queue.max_bytes;
     this.policy = c.send_queue.policy;
     this.handshakeMs = c.handshake_timeout;
@@ -296,11 +303,17 @@ export class Sessions implements ChannelHost {
           // (the request's bytes whenever nothing was refused).
           const applied = ops.filter((op) => allowed.has(op));
           this.#denied(ch, Op.Sub, { ops: ops.filter((op) => !allowed.has(op)) });
-          ch.watch(applied);
+          if (!ch.watch(applied, this.maxOps)) {
+            this.#tooManyOps(ch);
+            return undefined;
+          }
           ch.replyFrame(f.ver, Op.SubReply, f.seq, formatOps(applied));
           return undefined;
         }
-        ch.watch(ops);
+        if (!ch.watch(ops, this.maxOps)) {
+          this.#tooManyOps(ch);
+          return undefined;
+        }
         ch.replyFrame(f.ver, Op.SubReply, f.seq, body);
         return undefined;
       }
@@ -309,6 +322,25 @@ export class Sessions implements ChannelHost {
         // unknown ops to logic; PROTOCOL.md defines op 4 for that).
         return undefined;
     }
+  }
+
+  /**
+   * A channel hit a per-connection bound: op 6 with reason 4007 and
+   * `message`, then close; counted in limit_closes_total{limit}.
+   */
+  limitExceeded(ch: Channel, limit: LimitName, message: string): void {
+    if (ch.state >= ChannelState.Closing) return;
+    this.metrics.limitCloses.inc({ limit });
+    this.#log.debug("connection over a limit", { ip: ch.ip, key: ch.key, limit, message });
+    this.end(ch, { code: ReasonCode.LimitExceeded, message }, "limit_exceeded");
+  }
+
+  #tooManyOps(ch: Channel): void {
+    this.limitExceeded(
+      ch,
+      "max_ops",
+      `more than ${this.maxOps} operations (comet.limits.max_ops)`,
+    );
   }
 
   /**
@@ -473,7 +505,14 @@ export class Sessions implements ChannelHost {
     ch.mid = mid;
     ch.key = key;
     ch.scope = scopeOf(reply);
-    ch.watch(reply.accepts ?? []);
+    if (!ch.watch(reply.accepts ?? [], this.maxOps)) {
+      // Refused rather than truncated: which ops to drop is not ours to
+      // pick, and a client told 4007 at once beats one that silently
+      // misses pushes.
+      this.#tooManyOps(ch);
+      this.#disconnect(mid, key);
+      return;
+    }
     ch.state = ChannelState.Open;
     const now = performance.now();
     ch.deadline = now + this.#idleMs;

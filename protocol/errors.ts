@@ -61,7 +61,11 @@ export const ReasonCode = {
   SlowConsumer: 4005,
   /** The server is shutting down. */
   ShuttingDown: 4006,
-  /** Reserved for a server-side connection limit (per-IP, total); not sent yet. */
+  /**
+   * The connection hit a server-side bound (comet.limits.*: too many
+   * accepted operations, frames too fast, too many input bytes waiting),
+   * or the server refused it for lack of capacity; the message names it.
+   */
   LimitExceeded: 4007,
   /** An internal error on the server's side (logic unreachable, ...). */
   ServerError: 4500,
