@@ -164,6 +164,12 @@ export abstract class Channel {
   closeReason = "";
   /** The op 6 reason code of a server-decided close (WebSocket close code); 1000 otherwise. */
   closeCode = 1000;
+  /**
+   * Client-frame rate state (comet.limits.frame_rate, see Sessions.admit):
+   * the time the token bucket would be full again, one number instead of
+   * tokens plus last refill (ms, performance clock; 0 = full).
+   */
+  rateAt = 0;
   #ops: OpSet = NO_OPS;
 
   /** Creates a channel in the handshake state. */

@@ -24,8 +24,10 @@
  * behave exactly as in goim: replies echo the request.
  *
  * Per-connection bounds (comet.limits.*): at most max_ops accepted
- * operations, whether from the Connect reply or op 14. Past it, op 6
- * reason 4007 and close, see {@linkcode Sessions.limitExceeded}.
+ * operations, whether from the Connect reply or op 14, and client frames
+ * at most frame_rate per second after a burst of frame_burst (counted by
+ * the transport on arrival, see {@linkcode Sessions.admit}). Past either,
+ * op 6 reason 4007 and close, see {@linkcode Sessions.limitExceeded}.
  *
  * @module
  */
@@ -173,6 +175,14 @@ export class Sessions implements ChannelHost {
   readonly maxBody: number;
   /** Distinct operations one channel may accept (comet.limits.max_ops). */
   readonly maxOps: number;
+  /** Bytes of frames a channel may hold back while logic answers (comet.limits.input_buffer). */
+  readonly inputBufferBytes: number;
+  // Frame-rate bound as GCRA: ms one frame costs (0 = unlimited), and how
+  // far ahead of now a channel's rateAt may run (the burst, with half a
+  // frame of slack so float sums never refuse the last frame of a burst).
+  readonly #frameCostMs: number;
+  readonly #frameSlackMs: number;
+  readonly #frameRateText: string;
   /** {@linkcode ChannelHost}: the send queue bound in bytes. */
   readonly maxQueueBytes: number;
   /** {@linkcode ChannelHost}: the overflow policy. */
@@ -208,6 +218,11 @@ export class Sessions implements ChannelHost {
     this.#flusher = opts.flusher;
     this.maxBody = opts.config.protocol.max_body;
     this.maxOps = c.limits.max_ops;
+    this.inputBufferBytes = c.limits.input_buffer;
+    this.#frameCostMs = c.limits.frame_rate > 0 ? 1000 / c.limits.frame_rate : 0;
+    this.#frameSlackMs = (c.limits.frame_burst - 0.5) * this.#frameCostMs;
+    this.#frameRateText = `more than ${c.limits.frame_burst} frames at once or ` +
+      `${c.limits.frame_rate} per second (comet.limits.frame_rate)`;
     this.maxQueueBytes = c.send_queue.max_bytes;
     this.policy = c.send_queue.policy;
     this.handshakeMs = c.handshake_timeout;
@@ -322,6 +337,29 @@ export class Sessions implements ChannelHost {
         // unknown ops to logic; PROTOCOL.md defines op 4 for that).
         return undefined;
     }
+  }
+
+  /**
+   * Counts one client frame against comet.limits.frame_rate / frame_burst,
+   * on arrival (`now`: when its bytes were read), whatever its op or the
+   * channel's state. Returns false once the channel is over the limit: it
+   * is then closing with op 6 4007 and the frame must be dropped.
+   *
+   * A token bucket kept as one number per channel (GCRA): `rateAt` is when
+   * the bucket would be full again; each frame pushes it one frame's cost
+   * further, and a frame that would push it more than the burst ahead of
+   * now is refused. No timer, and a fresh channel (0) starts full.
+   */
+  admit(ch: Channel, now: number): boolean {
+    const cost = this.#frameCostMs;
+    if (cost === 0) return true;
+    const at = ch.rateAt > now ? ch.rateAt : now;
+    if (at - now > this.#frameSlackMs) {
+      this.limitExceeded(ch, "frame_rate", this.#frameRateText);
+      return false;
+    }
+    ch.rateAt = at + cost;
+    return true;
   }
 
   /**

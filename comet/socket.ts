@@ -14,7 +14,8 @@
  * Input ordering: frames are handed to {@linkcode Sessions.frame} in order;
  * while one waits on logic (auth, op 4), later frames are held back and the
  * socket is paused, so a client cannot outrun its own requests and the
- * kernel's receive window pushes back on it.
+ * kernel's receive window pushes back on it. What was read before the
+ * pause took effect is held at most comet.limits.input_buffer bytes.
  *
  * @module
  */
@@ -22,7 +23,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import type { Logger } from "../infra/log.ts";
-import type { Frame } from "../protocol/mod.ts";
+import { type Frame, HEADER_LEN } from "../protocol/mod.ts";
 import { Channel, ChannelState, type QueueItem } from "./channel.ts";
 import type { Sessions } from "./session.ts";
 
@@ -32,6 +33,18 @@ export const CHANNEL: unique symbol = Symbol("goim.comet.channel");
 /** A node socket tagged with its channel. */
 export type TaggedSocket = net.Socket & { [CHANNEL]?: SocketChannel };
 
+// When the input chunk being parsed was read (performance clock): the
+// arrival time of every frame in it, for the frame-rate bound. One clock
+// read per chunk, not per frame (a flood packs hundreds of frames in a
+// read, and the clock costs several times the parse of a small frame).
+let inputAt = 0;
+
+/** Frames held back while one waits on logic, and their wire bytes (comet.limits.input_buffer). */
+class Backlog {
+  readonly frames: Frame[] = [];
+  bytes = 0;
+}
+
 /** A channel over a node socket: writes, close, ordered input. */
 export abstract class SocketChannel extends Channel {
   /** The socket. */
@@ -39,7 +52,7 @@ export abstract class SocketChannel extends Channel {
   #writing = 0;
   #closed = false;
   #busy = false;
-  #backlog: Frame[] | null = null;
+  #backlog: Backlog | null = null;
 
   /** Wraps an accepted socket and tags it. */
   constructor(sessions: Sessions, sock: net.Socket) {
@@ -89,15 +102,37 @@ export abstract class SocketChannel extends Channel {
   }
 
   /**
-   * Hands one frame to the session, in order. `f` may be a reused cursor:
-   * frames held back are copied.
+   * Hands one frame to the session, in order: the one way in for every
+   * transport. Each frame counts against the frame-rate bound as it
+   * arrives, held back or not; held-back frames count their bytes against
+   * comet.limits.input_buffer until they are handled. `f` may be a reused
+   * cursor: frames held back are copied. Called only while parsing a chunk
+   * from `onData` (which stamps its arrival time).
    */
   dispatch(f: Frame): void {
-    if (this.#busy) {
-      (this.#backlog ??= []).push({ ver: f.ver, op: f.op, seq: f.seq, body: f.body.slice() });
+    if (this.state >= ChannelState.Closing) return;
+    const sessions = this.sessions;
+    if (!sessions.admit(this, inputAt)) {
+      this.#backlog = null;
       return;
     }
-    const p = this.sessions.frame(this, f);
+    if (this.#busy) {
+      const b = this.#backlog ??= new Backlog();
+      const size = HEADER_LEN + f.body.length;
+      if (b.bytes + size > sessions.inputBufferBytes) {
+        this.#backlog = null;
+        sessions.limitExceeded(
+          this,
+          "input_buffer",
+          `more than ${sessions.inputBufferBytes} bytes of frames waiting (comet.limits.input_buffer)`,
+        );
+        return;
+      }
+      b.frames.push({ ver: f.ver, op: f.op, seq: f.seq, body: f.body.slice() });
+      b.bytes += size;
+      return;
+    }
+    const p = sessions.frame(this, f);
     if (p !== undefined) this.#wait(p);
   }
 
@@ -110,8 +145,11 @@ export abstract class SocketChannel extends Channel {
   #drain(): void {
     this.#busy = false;
     const b = this.#backlog;
-    while (b !== null && b.length > 0) {
-      const p = this.sessions.frame(this, b.shift()!);
+    // Bounded by input_buffer (and the frame burst), so shift() stays cheap.
+    while (b !== null && b.frames.length > 0 && this.state < ChannelState.Closing) {
+      const f = b.frames.shift()!;
+      b.bytes -= HEADER_LEN + f.body.length;
+      const p = this.sessions.frame(this, f);
       if (p !== undefined) {
         this.#wait(p);
         return;
@@ -157,6 +195,7 @@ function onData(this: TaggedSocket, chunk: Uint8Array): void {
   const ch = this[CHANNEL];
   // Input after the server decided to close is not acted upon.
   if (ch === undefined || ch.state >= ChannelState.Closing) return;
+  inputAt = performance.now();
   try {
     ch.input(chunk);
   } catch (e) {

@@ -1,15 +1,23 @@
 /**
  * Per-connection bounds of the comet (comet.limits.*), over real sockets
- * against a fake logic: accepted operations (max_ops). A connection past a
- * bound gets op 6 reason 4007 and is closed; every other connection
- * carries on.
+ * against a fake logic: accepted operations (max_ops), client frame rate
+ * (frame_rate / frame_burst) and frames held back while logic answers
+ * (input_buffer). A connection past a bound gets op 6 reason 4007 and is
+ * closed; every other connection carries on.
  */
 
 import assert from "node:assert/strict";
 import { Channel, type ChannelHost } from "../comet/channel.ts";
+import { Comet } from "../comet/comet.ts";
+import { createLogger } from "../infra/log.ts";
+import { MemoryRegistry } from "../infra/memory/registry.ts";
+import type { ReceiveReq } from "../proto/messages.ts";
 import { encodeFrame, Op, parseOps, ReasonCode } from "../protocol/mod.ts";
 import {
+  cometConfig,
   type CometHarness,
+  eventually,
+  FakeLogic,
   sample,
   scrape,
   startComet,
@@ -121,6 +129,36 @@ for (const [name, connect] of TRANSPORTS) {
       await h.close();
     }
   });
+
+  Deno.test(`limits (${name}): a frame flood past the burst gets op 6 4007, before and after auth`, async () => {
+    const BURST = 20;
+    const h = await startComet([
+      "comet.limits.frame_rate=5",
+      `comet.limits.frame_burst=${BURST}`,
+    ]);
+    try {
+      const authed = await connect(h);
+      await authed.auth({ key: "flood" });
+      await flood(authed, Op.Heartbeat, 200);
+      await authed.waitClosed();
+      assert.equal(authed.reason()?.code, ReasonCode.LimitExceeded);
+      assert.match(authed.reason()!.message, /comet\.limits\.frame_rate/);
+      // The auth frame took a token too: at most BURST - 1 heartbeats got in.
+      const replies = received(authed, Op.HeartbeatReply);
+      assert.ok(replies >= 1 && replies < BURST, `${replies} heartbeat replies`);
+
+      // Unknown ops before auth count the same.
+      const early = await connect(h);
+      await flood(early, 999, 200);
+      await early.waitClosed();
+      assert.deepEqual(early.frames.map((f) => f.op), [Op.DisconnectReply]);
+      assert.equal(early.reason()?.code, ReasonCode.LimitExceeded);
+      assert.equal(await limitCloses(h, "frame_rate"), 2);
+      await Promise.all([authed.done, early.done]);
+    } finally {
+      await h.close();
+    }
+  });
 }
 
 Deno.test("limits: max_ops counts distinct ops, Unsub frees room, a Sub past it closes", async () => {
@@ -174,6 +212,114 @@ Deno.test("limits: a Connect reply with more than max_ops accepts is refused (op
     assert.equal(received(s, Op.SubReply), 0);
     ok.close();
     await Promise.all([ok.done, s.done]);
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("limits: a client within frame_rate is never closed; a full burst at once is fine", async () => {
+  const BURST = 10;
+  const h = await startComet([
+    "comet.limits.frame_rate=50",
+    `comet.limits.frame_burst=${BURST}`,
+  ]);
+  try {
+    const c = await TcpTestClient.connect(h.addrs.tcp[0]);
+    await c.auth({ key: "polite" });
+    // The whole burst at once (the auth frame took the first token).
+    await c.sendRaw(frames(BURST - 1, Op.Heartbeat));
+    await c.until(() => received(c, Op.HeartbeatReply) === BURST - 1, "the burst's replies");
+    // Then ~25 frames/s, half the rate, for about a second (pacing, not a wait).
+    for (let i = 0; i < 25; i++) {
+      await new Promise((r) => setTimeout(r, 40));
+      await c.send(Op.Heartbeat);
+    }
+    await c.until(() => received(c, Op.HeartbeatReply) === BURST - 1 + 25, "every reply");
+    assert.equal(c.isClosed, false);
+    assert.equal(c.reason(), undefined);
+    assert.equal(await limitCloses(h, "frame_rate"), 0);
+    c.close();
+    await c.done;
+  } finally {
+    await h.close();
+  }
+});
+
+/** A logic whose Receive (op 4) waits until {@linkcode HeldLogic.release}. */
+class HeldLogic extends FakeLogic {
+  #gate: Promise<void> = Promise.resolve();
+  #open: () => void = () => {};
+
+  /** Makes later Receive calls wait. */
+  hold(): void {
+    this.#gate = new Promise((r) => (this.#open = r));
+  }
+
+  /** Lets every waiting Receive answer. */
+  release(): void {
+    this.#open();
+  }
+
+  override async Receive(req: ReceiveReq) {
+    this.receives.push(req);
+    await this.#gate;
+    return {};
+  }
+}
+
+async function startHeld(sets: string[]) {
+  const config = cometConfig(sets);
+  const logic = new HeldLogic();
+  const registry = new MemoryRegistry();
+  const comet = new Comet({ config, logic, registry, log: createLogger({ level: "error" }) });
+  const addrs = await comet.start({ grpc: false });
+  const h: CometHarness = {
+    comet,
+    addrs,
+    logic,
+    registry,
+    config,
+    async close() {
+      logic.release();
+      await comet.shutdown("test");
+      await registry.close();
+    },
+  };
+  return { h, logic };
+}
+
+Deno.test("limits: frames held back while logic answers op 4 are bounded by input_buffer", async () => {
+  const { h, logic } = await startHeld(["comet.limits.input_buffer=8KiB"]);
+  try {
+    const body = () => "x".repeat(1000);
+    // Under the cap: held back, then answered in order once logic replies.
+    const small = await TcpTestClient.connect(h.addrs.tcp[0]);
+    await small.auth({ key: "small" });
+    logic.hold();
+    await small.sendRaw(frames(5, Op.SendMsg, body));
+    await eventually(() => logic.receives.length === 1, "op 4 to reach logic");
+    logic.release();
+    await small.until(() => received(small, Op.SendMsgReply) === 5, "five op 5");
+    assert.deepEqual(
+      small.frames.filter((f) => f.op === Op.SendMsgReply).map((f) => f.seq),
+      [1, 2, 3, 4, 5],
+    );
+
+    // Past it: 20 frames of ~1 KB wait behind the first, more than 8 KiB.
+    const big = await TcpTestClient.connect(h.addrs.tcp[0]);
+    await big.auth({ key: "big" });
+    logic.hold();
+    await big.sendRaw(frames(20, Op.SendMsg, body)).catch(() => {});
+    await big.waitClosed();
+    assert.deepEqual(big.reason(), {
+      code: ReasonCode.LimitExceeded,
+      message: `more than ${8 * 1024} bytes of frames waiting (comet.limits.input_buffer)`,
+    });
+    assert.equal(await limitCloses(h, "input_buffer"), 1);
+    assert.equal(small.isClosed, false, "only the offender is closed");
+    logic.release();
+    small.close();
+    await Promise.all([small.done, big.done]);
   } finally {
     await h.close();
   }
