@@ -558,8 +558,9 @@ export class GoimClient {
   }
 
   /**
-   * Sends an upstream message (op 4), resolved by op 5. (goim itself echoes
-   * op 4 with an empty body; that is accepted as the reply too.)
+   * Sends an upstream message (op 4), resolved when the server echoes op 4
+   * with an empty body (goim's and this server's answer; op 5, which goim
+   * defines but never sends, is accepted too).
    *
    * @example
    * ```ts

@@ -278,8 +278,6 @@ export class Sessions implements ChannelHost {
       case Op.Heartbeat:
         this.#heartbeat(ch, f.ver, f.seq);
         return undefined;
-      case Op.SendMsg:
-        return this.#receive(ch, f.ver, f.op, f.seq, f.body.slice());
       case Op.ChangeRoom: {
         const body = f.body;
         const roomId = utf8Decoder.decode(body);
@@ -333,9 +331,16 @@ export class Sessions implements ChannelHost {
         return undefined;
       }
       default:
-        // op 7 again, reserved or unknown ops: nothing to do (goim forwards
-        // unknown ops to logic; PROTOCOL.md defines op 4 for that).
-        return undefined;
+        // op 4 and every op not handled above (op 7 again, reserved and
+        // unknown ops) go to logic, as goim's operation.go does; the echo
+        // tells the client the comet took it (docs/PROTOCOL.md).
+        if (f.op === Op.Auth) {
+          // Auth again: echoed like goim, but its body (a credential) is not
+          // handed on to logic and its webhook.
+          ch.replyFrame(f.ver, f.op, f.seq);
+          return undefined;
+        }
+        return this.#receive(ch, f.ver, f.op, f.seq, f.body.slice());
     }
   }
 
@@ -596,10 +601,13 @@ export class Sessions implements ChannelHost {
     try {
       await this.#logic.Receive({ mid: ch.mid, proto: { ver, op, seq, body } });
     } catch (e) {
-      // goim acknowledges anyway (its "TODO ack ok&failed"): op 5 means received by the comet.
+      // goim acknowledges anyway (its "TODO ack ok&failed"): the echo means
+      // received by the comet, not handled by logic.
       this.#log.warn("logic Receive failed", { key: ch.key, error: errorText(e) });
     }
-    ch.replyFrame(ver, Op.SendMsgReply, seq);
+    // goim's binary answers with the request's own op (4 for SendMsg, not
+    // the op 5 its constants suggest), an empty body, ver and seq kept.
+    ch.replyFrame(ver, op, seq);
   }
 
   // goim picks a random 10–30 min per connection so that refreshes of

@@ -186,7 +186,7 @@ Deno.test("comet: change room and sub/unsub reply with the body echoed", async (
   }
 });
 
-Deno.test("comet: op 4 goes to logic.Receive and is answered with op 5", async () => {
+Deno.test("comet: op 4 goes to logic.Receive and is echoed as op 4, as goim's binary does", async () => {
   const h = await startComet();
   try {
     for (
@@ -199,7 +199,7 @@ Deno.test("comet: op 4 goes to logic.Receive and is answered with op 5", async (
       await c.auth({ mid: 99, key: "up" });
       const n = h.logic.receives.length;
       const seq = await c.send(Op.SendMsg, "hello logic");
-      const f = await c.next((f) => f.op === Op.SendMsgReply);
+      const f = await c.next((f) => f.op === Op.SendMsg);
       assert.equal(f.seq, seq);
       assert.equal(f.body.length, 0);
       assert.equal(h.logic.receives.length, n + 1);
@@ -362,6 +362,58 @@ Deno.test("comet: admin serves /healthz and /metrics", async () => {
     await h.comet.shutdown();
     assert.deepEqual(await h.registry.list(), []);
   } finally {
+    await h.close();
+  }
+});
+
+/** Reads exactly `n` bytes from `conn`. */
+async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let o = 0;
+  while (o < n) {
+    const got = await conn.read(out.subarray(o));
+    if (got === null) throw new Error(`closed after ${o} of ${n} bytes`);
+    o += got;
+  }
+  return out;
+}
+
+const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+
+Deno.test("comet golden: op 4 and an unknown op (99) are echoed with an empty body, ver and seq kept", async () => {
+  const h = await startComet();
+  const { hostname, port } = h.addrs.tcp[0];
+  const conn = await Deno.connect({ hostname, port });
+  try {
+    const token = new TextEncoder().encode(JSON.stringify({ mid: 5, key: "golden" }));
+    const auth = new Uint8Array(16 + token.length);
+    const dv = new DataView(auth.buffer);
+    dv.setInt32(0, auth.length);
+    dv.setInt16(4, 16);
+    dv.setInt16(6, 1);
+    dv.setInt32(8, Op.Auth);
+    dv.setInt32(12, 1);
+    auth.set(token, 16);
+    await conn.write(auth);
+    // op 8 (AuthReply), ver 1, seq 1, no body.
+    assert.equal(hex(await readExactly(conn, 16)), "00000010001000010000000800000001");
+    const n = h.logic.receives.length;
+    // op 4, ver 1, seq 0x0102, body "hi"; then op 99, ver 2, seq 7, body "x".
+    await conn.write(
+      new Uint8Array([
+        ...[0, 0, 0, 18, 0, 16, 0, 1, 0, 0, 0, 4, 0, 0, 1, 2, 104, 105],
+        ...[0, 0, 0, 17, 0, 16, 0, 2, 0, 0, 0, 99, 0, 0, 0, 7, 120],
+      ]),
+    );
+    assert.equal(hex(await readExactly(conn, 16)), "00000010001000010000000400000102");
+    assert.equal(hex(await readExactly(conn, 16)), "00000010001000020000006300000007");
+    // Both went to logic's Receive first, with their bodies.
+    assert.deepEqual(
+      h.logic.receives.slice(n).map((r) => [r.proto!.op, text(r.proto!.body)]),
+      [[4, "hi"], [99, "x"]],
+    );
+  } finally {
+    conn.close();
     await h.close();
   }
 });

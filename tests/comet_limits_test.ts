@@ -299,9 +299,9 @@ Deno.test("limits: frames held back while logic answers op 4 are bounded by inpu
     await small.sendRaw(frames(5, Op.SendMsg, body));
     await eventually(() => logic.receives.length === 1, "op 4 to reach logic");
     logic.release();
-    await small.until(() => received(small, Op.SendMsgReply) === 5, "five op 5");
+    await small.until(() => received(small, Op.SendMsg) === 5, "five op 4 echoes");
     assert.deepEqual(
-      small.frames.filter((f) => f.op === Op.SendMsgReply).map((f) => f.seq),
+      small.frames.filter((f) => f.op === Op.SendMsg).map((f) => f.seq),
       [1, 2, 3, 4, 5],
     );
 
