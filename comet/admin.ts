@@ -10,12 +10,16 @@
  */
 
 import { type Metrics, metricsResponse, processMetrics } from "../infra/metrics.ts";
-import { splitHostPort } from "./socket.ts";
+import type { FdStats } from "../infra/fds.ts";
+import { type ListenerStatus, splitHostPort } from "./socket.ts";
 
 /** What `/healthz` reports. */
 export interface Health {
-  /** `ok`, or `shutting_down` (answered with 503). */
-  status: "ok" | "shutting_down";
+  /**
+   * `ok`; `degraded` when a client listener is not `listening` (see
+   * `listeners`), or `shutting_down`: both answered with 503.
+   */
+  status: "ok" | "degraded" | "shutting_down";
   /** This comet's id. */
   id: string;
   /** Authenticated connections. */
@@ -26,6 +30,10 @@ export interface Health {
   ips: number;
   /** Resident set size of the process in bytes. */
   rss: number;
+  /** Every client listener (`tcp`, `ws`, `wss`), its address and state (comet/socket.ts `ListenerState`). */
+  listeners: Array<ListenerStatus & { transport: string }>;
+  /** Open descriptors, the process limit (null: unknown) and comet.limits.fd_reserve. */
+  fds: FdStats;
 }
 
 /** Options of {@linkcode serveAdmin}. */

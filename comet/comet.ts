@@ -11,6 +11,8 @@
  *   replacement, timeouts) over ./bucket.ts and ./room.ts;
  * - ./service.ts encodes each push once and queues it on ./channel.ts
  *   send queues, which ./flusher.ts writes out, coalesced;
+ * - on the sweep, the descriptor budget (../infra/fds.ts) is re-counted
+ *   and every listener checked for a dead accept loop (./socket.ts);
  * - ./online.ts, ./registration.ts, ./admin.ts, ./metrics.ts do the rest.
  *
  * @example
@@ -29,15 +31,16 @@
 
 import * as grpc from "@grpc/grpc-js";
 import type { Config } from "../infra/config.ts";
+import { FdBudget } from "../infra/fds.ts";
 import type { Logger } from "../infra/log.ts";
 import { roleLogger } from "../infra/process.ts";
-import { createMetrics, type Metrics } from "../infra/metrics.ts";
+import { type Counter, createMetrics, type Metrics } from "../infra/metrics.ts";
 import type { Registry } from "../infra/registry.ts";
 import type { CometApi, LogicApi } from "../proto/api.ts";
 import { type CometHandlers, cometServiceDefinition, serveUnary } from "../proto/grpc.ts";
 import { bindInternal, createInternalServer } from "../proto/security.ts";
 import { ReasonCode } from "../protocol/mod.ts";
-import { serveAdmin } from "./admin.ts";
+import { type Health, serveAdmin } from "./admin.ts";
 import { resetCoalesceMemo } from "./channel.ts";
 import { Flusher } from "./flusher.ts";
 import { CometMetrics } from "./metrics.ts";
@@ -45,7 +48,13 @@ import { renewOnline } from "./online.ts";
 import { Registration } from "./registration.ts";
 import { CometService } from "./service.ts";
 import { Sessions } from "./session.ts";
-import { type SocketServer, splitHostPort } from "./socket.ts";
+import {
+  type AcceptGate,
+  ListenQueues,
+  type Refusal,
+  SocketServer,
+  splitHostPort,
+} from "./socket.ts";
 import { listenTcp } from "./tcp.ts";
 import { listenWebSocket } from "./websocket.ts";
 
@@ -93,6 +102,11 @@ function hostForDialing(host: string): string {
     return "127.0.0.1";
   }
 }
+
+// A refusal storm logs one line per this period, with the count.
+const REFUSAL_LOG_MS = 10_000;
+// Refusing on a sample older than this looks again first (one stat call).
+const FD_RESAMPLE_MS = 100;
 
 function messageOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
@@ -148,6 +162,11 @@ export class Comet {
   #grpc: grpc.Server | null = null;
   #grpcAddr = "";
   #admin: Deno.HttpServer<Deno.NetAddr> | null = null;
+  readonly #fds: FdBudget;
+  readonly #gate: AcceptGate;
+  readonly #relistens: Counter<"transport">;
+  #refusals = { count: 0, loggedAt: -Infinity };
+  #listenersCheckedAt = -Infinity;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #renewTimer: ReturnType<typeof setInterval> | undefined;
   #renewing: Promise<void> | null = null;
@@ -173,6 +192,20 @@ export class Comet {
       flusher: this.#flusher,
     });
     this.#svc = new CometService(this.#sessions, this.#m, this.#log);
+    const reserve = cfg.comet.limits.fd_reserve;
+    this.#fds = new FdBudget({ reserve });
+    this.#gate = {
+      refusing: 0,
+      // Refused sockets lingering for their goodbye live in the reserve.
+      maxRefusing: Math.max(1, Math.floor(reserve / 4)),
+      admit: () => this.#admit(),
+      refused: (transport) => this.#refused(transport),
+    };
+    this.#relistens = this.metrics.counter(
+      "listener_restarts_total",
+      "Client listeners closed and bound again because they stopped accepting (clients waited in the accept queue), by transport.",
+      ["transport"],
+    );
     this.service = this.#svc;
     this.#registration = new Registration(
       deps.registry,
@@ -232,6 +265,7 @@ export class Comet {
           log: this.#log,
         });
       }
+      this.#wireListeners();
       if (opts.grpc ?? true) await this.#startGrpc(c.grpc.bind);
       if (c.admin.bind !== "") {
         this.#admin = serveAdmin({
@@ -239,12 +273,7 @@ export class Comet {
           metricsEnabled: this.#cfg.metrics.enabled,
           metrics: this.metrics,
           beforeScrape: () => this.#syncMetrics(),
-          health: () => ({
-            status: s.shuttingDown ? "shutting_down" : "ok",
-            id: this.id,
-            ...this.stats(),
-            rss: Deno.memoryUsage().rss,
-          }),
+          health: () => this.#health(),
         });
       }
     } catch (e) {
@@ -253,6 +282,7 @@ export class Comet {
     }
     this.#sweepTimer = setInterval(() => {
       s.sweep();
+      this.#watch();
       this.#syncMetrics();
     }, s.sweepIntervalMs);
     this.#renewTimer = setInterval(() => void this.#renew(), c.renew_online_interval);
@@ -334,6 +364,107 @@ export class Comet {
     resetCoalesceMemo();
     this.#syncMetrics();
     this.#log.info("comet stopped", { reason });
+  }
+
+  // Descriptors the comet tracks itself: open client sockets, refused ones included.
+  #owned(): number {
+    return this.#sessions.sockets + this.#gate.refusing;
+  }
+
+  // At accept, before any channel: whether the new socket fits the budget.
+  #admit(): boolean {
+    const b = this.#fds;
+    const owned = this.#owned();
+    if (b.fits(owned)) return true;
+    if (b.sampleAge < FD_RESAMPLE_MS) return false;
+    // Others may have closed descriptors since the sweep; the socket being
+    // decided on is already open (the sample sees it), hence owned + 1.
+    b.sample(owned + 1);
+    return b.fits(owned);
+  }
+
+  #refused(transport: string): void {
+    this.#m.limitCloses.inc({ limit: "fd_budget" });
+    const r = this.#refusals;
+    r.count++;
+    const now = performance.now();
+    if (now - r.loggedAt < REFUSAL_LOG_MS) return;
+    this.#log.warn(
+      "refusing client connections: open descriptors reached the process limit minus comet.limits.fd_reserve",
+      { transport, refused: r.count, ...this.#fds.stats(this.#owned()) },
+    );
+    r.count = 0;
+    r.loggedAt = now;
+  }
+
+  // Puts every client listener behind the descriptor budget and names it.
+  #wireListeners(): void {
+    const all: [string, SocketServer | null, Refusal][] = [
+      ["tcp", this.#tcp, "op6"],
+      ["ws", this.#ws, "http503"],
+      ["wss", this.#wss, "http503"],
+    ];
+    for (const [transport, srv, refusal] of all) {
+      srv?.wire({
+        transport,
+        gate: this.#gate,
+        refusal,
+        onRelisten: () => this.#relistens.inc({ transport }),
+      });
+    }
+    const b = this.#fds;
+    b.sample(this.#owned());
+    const st = b.stats(this.#owned());
+    if (st.limit !== null && !b.fits(0, 1)) {
+      this.#log.warn(
+        "comet.limits.fd_reserve leaves no descriptor for clients: every one is refused",
+        { ...st },
+      );
+    } else {
+      this.#log.info("descriptor budget", { ...st });
+    }
+  }
+
+  // On the sweep: re-count descriptors; about once a second, check that
+  // every listener still accepts.
+  #watch(now = performance.now()): void {
+    this.#fds.sample(this.#owned());
+    // Checks must be about CHECK_INTERVAL_MS apart even when sweeps are faster.
+    if (now - this.#listenersCheckedAt < SocketServer.CHECK_INTERVAL_MS * 0.9) return;
+    this.#listenersCheckedAt = now;
+    const queues = new ListenQueues();
+    try {
+      this.#tcp?.check(queues);
+      this.#ws?.check(queues);
+      this.#wss?.check(queues);
+    } finally {
+      queues.close();
+    }
+  }
+
+  #health(): Health {
+    const s = this.#sessions;
+    const listeners: Health["listeners"] = [];
+    const all: [string, SocketServer | null][] = [
+      ["tcp", this.#tcp],
+      ["ws", this.#ws],
+      ["wss", this.#wss],
+    ];
+    for (const [transport, srv] of all) {
+      for (const l of srv?.listeners() ?? []) listeners.push({ transport, ...l });
+    }
+    return {
+      status: s.shuttingDown
+        ? "shutting_down"
+        : listeners.every((l) => l.state === "listening")
+        ? "ok"
+        : "degraded",
+      id: this.id,
+      ...this.stats(),
+      rss: Deno.memoryUsage().rss,
+      listeners,
+      fds: this.#fds.stats(this.#owned()),
+    };
   }
 
   #syncMetrics(): void {
