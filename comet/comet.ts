@@ -250,6 +250,8 @@ export class Comet {
           binds: c.websocket.bind,
           kind: "ws",
           log: this.#log,
+          maxFragments: c.websocket.max_fragments,
+          inputBuffer: c.limits.input_buffer,
         });
       }
       if (c.websocket.tls_bind.length > 0) {
@@ -263,6 +265,8 @@ export class Comet {
           cert,
           key,
           log: this.#log,
+          maxFragments: c.websocket.max_fragments,
+          inputBuffer: c.limits.input_buffer,
         });
       }
       this.#wireListeners();

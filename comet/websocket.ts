@@ -2,128 +2,66 @@
  * WebSocket and WSS transports (goim internal/comet/server_websocket.go):
  * RFC 6455 on the same `node:net` / `node:tls` sockets as raw TCP, path
  * `/sub` (a query string is accepted), one goim frame per client message.
+ * The codec itself (upgrade validation, the bounded frame reader, server
+ * frames) is ./ws_codec.ts; this file is the channel glue.
  *
  * Why not `Deno.serve` + `Deno.upgradeWebSocket`: measured here, an idle
  * upgraded socket costs ≈23 KB of RSS against ≈6 KB for this one (the
  * target is 14 KB), and the Web API sends one message per call, so
  * nothing can merge several messages into one write. Here the whole send
  * queue, several WebSocket messages included, leaves in one write like on
- * TCP. The server side of RFC 6455 is small: an HTTP/1.1 upgrade,
- * unmasking, fragments, ping/pong and the close handshake. No extensions
- * (permessage-deflate) and no subprotocols are negotiated, so every client
- * falls back to plain frames.
+ * TCP. No extensions (permessage-deflate) and no subprotocols are
+ * negotiated, so every client falls back to plain frames.
  *
  * Framing of pushes (PROTOCOL.md): consecutive queued pushes become one
  * binary message holding one op 9 envelope; replies are one message each.
  *
+ * Bounds: what a connection makes the server hold is bounded by the
+ * reader's limits (message size, frames per message, input bytes held).
+ *
+ * Close codes: after op 6 the close frame repeats the op 6 reason code
+ * (4000–4999), except for the reader's bounds, where op 6 says 4007 and the
+ * close frame says which RFC 6455 bound: 1009 (message too big, input
+ * held) or 1008 (too many fragments). A client's close is answered per
+ * {@linkcode closeAnswer}, without op 6.
+ *
  * @module
  */
 
-import { createHash } from "node:crypto";
 import type net from "node:net";
 import type { Logger } from "../infra/log.ts";
-import {
-  type Batch,
-  decodeFrame,
-  type DisconnectReason,
-  HEADER_LEN,
-  Op,
-  ProtocolError,
-  PUSH_VER,
-  ReasonCode,
-  writeHeader,
-} from "../protocol/mod.ts";
+import { type Batch, decodeFrame, HEADER_LEN, Op, PUSH_VER, writeHeader } from "../protocol/mod.ts";
 import { ChannelState, memoBytes, type QueueItem, RawFrame } from "./channel.ts";
 import { TRANSPORT_INDEX } from "./metrics.ts";
 import type { Sessions } from "./session.ts";
 import { SocketChannel, SocketServer } from "./socket.ts";
+import {
+  closeAnswer,
+  closeFrame,
+  findHeadEnd,
+  MAX_UPGRADE_REQUEST,
+  parseUpgrade,
+  refusalResponse,
+  upgradeResponse,
+  WebSocketError,
+  writeWsHeader,
+  wsFrame,
+  wsHeaderLen,
+  type WsLimits,
+  WsOp,
+  WsReader,
+  type WsSink,
+} from "./ws_codec.ts";
 
-/** The RFC 6455 handshake GUID. */
-const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-/** Largest HTTP upgrade request accepted (request line + headers). */
-export const MAX_UPGRADE_REQUEST = 8192;
-/** Largest WebSocket control frame payload (RFC 6455 §5.5). */
-const MAX_CONTROL = 125;
-const latin1 = new TextDecoder("latin1");
+export { MAX_UPGRADE_REQUEST, WebSocketError, wsFrame };
+
 const utf8 = new TextEncoder();
 // memoBytes kind of WebSocket-framed queues (TCP uses 0 and 1).
 const KIND_WS = 2;
-
-/**
- * A WebSocket-level violation (unmasked client frame, reserved bits, bad
- * opcode, bad upgrade...): answered like a {@linkcode ProtocolError}, with
- * op 6 (code 4000) once upgraded, and counted under code `websocket`.
- */
-export class WebSocketError extends Error {
-  /** Metric label. */
-  readonly code = "websocket";
-
-  /** Creates the error. */
-  constructor(message: string) {
-    super(message);
-    this.name = "WebSocketError";
-  }
-
-  /** The op 6 reason. */
-  get reason(): DisconnectReason {
-    return { code: ReasonCode.ProtocolError, message: `websocket: ${this.message}` };
-  }
-}
-
-/** Size of the header of a server (unmasked) frame with `len` payload bytes. */
-function wsHeaderLen(len: number): number {
-  return len < 126 ? 2 : len < 65536 ? 4 : 10;
-}
-
-/** Writes a FIN frame header with `opcode` at `o`; returns the offset after it. */
-function writeWsHeader(out: Uint8Array, o: number, opcode: number, len: number): number {
-  out[o] = 0x80 | opcode;
-  if (len < 126) {
-    out[o + 1] = len;
-    return o + 2;
-  }
-  if (len < 65536) {
-    out[o + 1] = 126;
-    out[o + 2] = len >>> 8;
-    out[o + 3] = len & 255;
-    return o + 4;
-  }
-  out[o + 1] = 127;
-  out[o + 2] =
-    out[o + 3] =
-    out[o + 4] =
-    out[o + 5] =
-      0;
-  out[o + 6] = len >>> 24;
-  out[o + 7] = (len >>> 16) & 255;
-  out[o + 8] = (len >>> 8) & 255;
-  out[o + 9] = len & 255;
-  return o + 10;
-}
-
-/**
- * One complete server frame.
- *
- * @example
- * ```ts
- * wsFrame(0xA, new Uint8Array([1, 2])); // a pong
- * ```
- */
-export function wsFrame(opcode: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(wsHeaderLen(payload.length) + payload.length);
-  out.set(payload, writeWsHeader(out, 0, opcode, payload.length));
-  return out;
-}
-
-/** A close frame with `code` and a reason trimmed to fit a control frame. */
-function closeFrame(code: number, reason: string): Uint8Array {
-  const text = utf8.encode(reason).subarray(0, MAX_CONTROL - 2);
-  const p = new Uint8Array(2 + text.length);
-  p[0] = code >>> 8;
-  p[1] = code & 255;
-  p.set(text, 2);
-  return wsFrame(0x8, p);
-}
+/** Default of comet.websocket.max_fragments. */
+const DEFAULT_MAX_FRAGMENTS = 16;
+/** Default of comet.limits.input_buffer. */
+const DEFAULT_INPUT_BUFFER = 64 * 1024;
 
 function isPush(it: QueueItem): it is Batch {
   return !(it instanceof Uint8Array) && !(it instanceof RawFrame);
@@ -182,14 +120,13 @@ export function encodeWebSocketQueue(q: readonly QueueItem[]): Uint8Array {
   });
 }
 
-const CRLFCRLF = [13, 10, 13, 10];
-
-function findHeadEnd(b: Uint8Array): number {
-  outer: for (let i = 0; i + 3 < b.length; i++) {
-    for (let k = 0; k < 4; k++) if (b[i + k] !== CRLFCRLF[k]) continue outer;
-    return i;
-  }
-  return -1;
+/** What every channel of one listener shares (one object, not per connection). */
+interface WsListener {
+  readonly kind: "ws" | "wss";
+  readonly limits: WsLimits;
+  // An idle reader for the next chunk of a channel that holds none, so
+  // that reading whole messages allocates no reader per chunk.
+  spare: WsReader | null;
 }
 
 function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
@@ -199,39 +136,40 @@ function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
-const STATUS_TEXT: Readonly<Record<number, string>> = {
-  400: "Bad Request",
-  404: "Not Found",
-  405: "Method Not Allowed",
-  426: "Upgrade Required",
-  431: "Request Header Fields Too Large",
-  503: "Service Unavailable",
+// The close code the next ended() uses instead of the op 6 code. Set and
+// cleared around one synchronous Sessions.end call, so no channel needs a
+// field for the rare close that differs.
+let closeOverride = 0;
+
+/** The reader's sink: one object for every channel, the channel as context. */
+const SINK: WsSink<WsChannel> = {
+  message: (ch, payload) => ch.onMessage(payload),
+  control: (ch, opcode, payload) => ch.onControl(opcode, payload),
 };
 
 /** A WebSocket (or WSS) connection's channel. */
 export class WsChannel extends SocketChannel {
-  readonly #kind: "ws" | "wss";
+  readonly #listener: WsListener;
   #upgraded = false;
-  // Bytes of the HTTP request before its end, then of a partial frame.
-  #part: Uint8Array | null = null;
-  // Fragments of a message in progress (rare: clients send small whole messages).
-  #frags: Uint8Array[] | null = null;
-  #fragLen = 0;
+  // Before the upgrade: the request bytes so far. After: the frame reader,
+  // only while it holds something (most connections, most of the time, hold
+  // nothing between reads).
+  #rx: Uint8Array | WsReader | null = null;
 
-  /** Wraps an accepted socket (plain or TLS). */
-  constructor(sessions: Sessions, sock: net.Socket, kind: "ws" | "wss") {
+  /** Wraps an accepted socket (plain or TLS) of a listener. */
+  constructor(sessions: Sessions, sock: net.Socket, listener: WsListener) {
     super(sessions, sock);
-    this.#kind = kind;
+    this.#listener = listener;
   }
 
   /** `"ws"` or `"wss"`. */
   get transport(): "ws" | "wss" {
-    return this.#kind;
+    return this.#listener.kind;
   }
 
   /** Metrics index of the transport. */
   protected get transportIndex(): number {
-    return TRANSPORT_INDEX[this.#kind];
+    return TRANSPORT_INDEX[this.#listener.kind];
   }
 
   /** A push costs at most its envelope plus a WebSocket header. */
@@ -245,12 +183,13 @@ export class WsChannel extends SocketChannel {
   }
 
   /**
-   * After op 6, the close frame repeats the reason code (4000–4999).
-   * Before the upgrade there is no way to say why: the socket just closes.
+   * After op 6, the close frame repeats the reason code (4000–4999), or
+   * carries the RFC code of a reader bound. Before the upgrade there is no
+   * way to say why: the socket just closes.
    */
   protected override ended(): void {
     if (this.#upgraded) {
-      this.appendRaw(closeFrame(this.closeCode, this.closeReason), true);
+      this.appendRaw(closeFrame(closeOverride || this.closeCode, this.closeReason), true);
     } else {
       this.clearQueue();
     }
@@ -263,148 +202,88 @@ export class WsChannel extends SocketChannel {
   }
 
   #handshake(chunk: Uint8Array): void {
-    const buf = this.#part === null ? chunk : concatBytes(this.#part, chunk);
-    this.#part = null;
+    const part = this.#rx as Uint8Array | null;
+    const buf = part === null ? chunk : concatBytes(part, chunk);
+    this.#rx = null;
     const end = findHeadEnd(buf);
+    if (end < 0 ? buf.length > MAX_UPGRADE_REQUEST : end > MAX_UPGRADE_REQUEST) {
+      return this.#refuse(431, "request too large");
+    }
     if (end < 0) {
-      if (buf.length > MAX_UPGRADE_REQUEST) return this.#refuse(431, "request too large");
-      this.#part = buf.slice();
+      this.#rx = buf.slice();
       return;
     }
-    const lines = latin1.decode(buf.subarray(0, end)).split("\r\n");
-    const [method, target = "", version = ""] = lines[0].split(" ");
-    if (!version.startsWith("HTTP/1.")) return this.#refuse(400, "not an HTTP/1.1 request");
-    if (method !== "GET") return this.#refuse(405, "use GET");
-    const q = target.indexOf("?");
-    // Path only: goim clients may add a query string.
-    if ((q < 0 ? target : target.slice(0, q)) !== "/sub") return this.#refuse(404, "not found");
-    const headers = new Map<string, string>();
-    for (let i = 1; i < lines.length; i++) {
-      const c = lines[i].indexOf(":");
-      if (c <= 0) continue;
-      const name = lines[i].slice(0, c).trim().toLowerCase();
-      const value = lines[i].slice(c + 1).trim();
-      headers.set(name, headers.has(name) ? `${headers.get(name)}, ${value}` : value);
-    }
-    const tokens = (h: string) =>
-      (headers.get(h) ?? "").toLowerCase().split(",").map((t) => t.trim());
-    if (!tokens("upgrade").includes("websocket") || !tokens("connection").includes("upgrade")) {
-      return this.#refuse(426, "expected a WebSocket upgrade");
-    }
-    if (headers.get("sec-websocket-version") !== "13") {
-      return this.#refuse(426, "unsupported WebSocket version", "Sec-WebSocket-Version: 13\r\n");
-    }
-    const key = headers.get("sec-websocket-key") ?? "";
-    if (key === "") return this.#refuse(400, "missing Sec-WebSocket-Key");
+    const up = parseUpgrade(buf.subarray(0, end), "/sub");
+    if (!up.ok) return this.#refuse(up.status, up.message, up.headers);
     if (this.sessions.shuttingDown) return this.#refuse(503, "shutting down");
-    const accept = createHash("sha1").update(key + WS_GUID).digest("base64");
     // Written directly: nothing can be queued before the upgrade.
-    this.sock.write(
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
-    );
+    this.sock.write(upgradeResponse(up.accept));
     this.#upgraded = true;
     const rest = buf.subarray(end + 4);
     if (rest.length > 0) this.#frames(rest);
   }
 
-  #refuse(status: number, message: string, extra = ""): void {
-    const body = `${message}\n`;
-    const res = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` +
-      `Content-Type: text/plain\r\nContent-Length: ${body.length}\r\nConnection: close\r\n` +
-      `${extra}\r\n${body}`;
-    this.sessions.endQuietly(this, `http_${status}`, utf8.encode(res));
+  #refuse(status: number, message: string, headers = ""): void {
+    this.sessions.endQuietly(
+      this,
+      `http_${status}`,
+      utf8.encode(refusalResponse(status, message, headers)),
+    );
   }
 
   #frames(chunk: Uint8Array): void {
-    const buf = this.#part === null ? chunk : concatBytes(this.#part, chunk);
-    this.#part = null;
-    const maxPayload = this.sessions.maxBody + HEADER_LEN;
-    let o = 0;
-    while (buf.length - o >= 2) {
-      const b0 = buf[o];
-      const b1 = buf[o + 1];
-      if ((b0 & 0x70) !== 0) throw new WebSocketError("reserved bits set without an extension");
-      if ((b1 & 0x80) === 0) throw new WebSocketError("client frames must be masked");
-      let len = b1 & 0x7f;
-      let h = 2;
-      if (len === 126) {
-        if (buf.length - o < 4) break;
-        len = (buf[o + 2] << 8) | buf[o + 3];
-        h = 4;
-      } else if (len === 127) {
-        if (buf.length - o < 10) break;
-        if (buf[o + 2] | buf[o + 3] | buf[o + 4] | buf[o + 5] || buf[o + 6] & 0x80) len = Infinity;
-        else {
-          len = ((buf[o + 6] << 24) | (buf[o + 7] << 16) | (buf[o + 8] << 8) | buf[o + 9]) >>> 0;
-        }
-        h = 10;
-      }
-      const opcode = b0 & 0x0f;
-      if (opcode >= 8 && (len > MAX_CONTROL || (b0 & 0x80) === 0)) {
-        throw new WebSocketError("bad control frame");
-      }
-      if (len + this.#fragLen > maxPayload) {
-        throw new ProtocolError(
-          "packlen_too_large",
-          `WebSocket message over ${maxPayload} bytes (protocol.max_body + 16)`,
-        );
-      }
-      if (buf.length - o < h + 4 + len) break;
-      const m = o + h;
-      const start = m + 4;
-      const payload = new Uint8Array(len);
-      for (let i = 0; i < len; i++) payload[i] = buf[start + i] ^ buf[m + (i & 3)];
-      o = start + len;
-      this.#message((b0 & 0x80) !== 0, opcode, payload);
-      if (this.isClosed || this.state >= ChannelState.Closing) return;
+    const l = this.#listener;
+    let rx = this.#rx as WsReader | null;
+    if (rx === null) {
+      rx = l.spare ?? new WsReader(l.limits);
+      l.spare = null;
     }
-    // A partial frame: keep it (bounded by the payload limit checked above).
-    if (o < buf.length) this.#part = buf.slice(o);
-  }
-
-  #message(fin: boolean, opcode: number, payload: Uint8Array): void {
-    switch (opcode) {
-      case 0x1: // text: the same binary layout (PROTOCOL.md)
-      case 0x2:
-        if (this.#frags !== null) throw new WebSocketError("new message inside a fragmented one");
-        if (fin) return this.#goim(payload);
-        this.#frags = [payload];
-        this.#fragLen = payload.length;
-        return;
-      case 0x0: {
-        if (this.#frags === null) throw new WebSocketError("continuation without a message");
-        this.#frags.push(payload);
-        this.#fragLen += payload.length;
-        if (!fin) return;
-        const whole = new Uint8Array(this.#fragLen);
-        let o = 0;
-        for (const f of this.#frags) {
-          whole.set(f, o);
-          o += f.length;
-        }
-        this.#frags = null;
-        this.#fragLen = 0;
-        return this.#goim(whole);
-      }
-      case 0x8: {
-        // The client closes: echo its code, then close the socket.
-        const code = payload.length >= 2 ? (payload[0] << 8) | payload[1] : 1000;
-        this.sessions.endQuietly(this, "client", closeFrame(code, ""));
-        return;
-      }
-      case 0x9:
-        this.appendRaw(wsFrame(0xA, payload));
-        return;
-      case 0xA:
-        return;
-      default:
-        throw new WebSocketError(`unknown opcode ${opcode}`);
+    this.#rx = null;
+    try {
+      const more = rx.push(chunk, SINK, this);
+      // An idle reader holds no state: it serves the next channel. One that
+      // failed (below) is dropped.
+      if (rx.idle) l.spare = rx;
+      else if (more) this.#rx = rx;
+    } catch (e) {
+      if (!(e instanceof WebSocketError) || e.limit === null) throw e;
+      this.#limit(e);
     }
   }
 
-  #goim(message: Uint8Array): void {
-    this.dispatch(decodeFrame(message, { maxBody: this.sessions.maxBody }));
+  /** A reader bound: counted, op 6 4007, then a close frame with the bound's RFC code. */
+  #limit(e: WebSocketError): void {
+    const s = this.sessions;
+    if (this.state >= ChannelState.Closing) return;
+    s.metrics.limitCloses.inc({ limit: e.limit! });
+    closeOverride = e.closeCode;
+    try {
+      s.end(this, e.reason, "limit_exceeded");
+    } finally {
+      closeOverride = 0;
+    }
+  }
+
+  /** A whole client message (the reader's sink): one goim frame. Returns whether to read on. */
+  onMessage(payload: Uint8Array): boolean {
+    this.dispatch(decodeFrame(payload, { maxBody: this.sessions.maxBody }));
+    return this.#open();
+  }
+
+  /** A client control frame (the reader's sink). Returns whether to read on. */
+  onControl(opcode: number, payload: Uint8Array): boolean {
+    if (opcode === WsOp.Close) {
+      const { code, ok } = closeAnswer(payload);
+      if (!ok) this.sessions.metrics.protocolErrors.inc({ code: "websocket" });
+      this.sessions.endQuietly(this, ok ? "client" : "protocol_error", closeFrame(code));
+      return false;
+    }
+    if (opcode === WsOp.Ping) this.appendRaw(wsFrame(WsOp.Pong, payload));
+    return this.#open();
+  }
+
+  #open(): boolean {
+    return !this.isClosed && this.state < ChannelState.Closing;
   }
 }
 
@@ -420,6 +299,10 @@ export interface WebSocketOptions {
   key?: string;
   /** Logger. */
   log: Logger;
+  /** Frames one message may span (comet.websocket.max_fragments; default 16). */
+  maxFragments?: number;
+  /** Input bytes one connection may hold (comet.limits.input_buffer; default 64 KiB). */
+  inputBuffer?: number;
 }
 
 /**
@@ -435,6 +318,15 @@ export interface WebSocketOptions {
  * ```
  */
 export function listenWebSocket(sessions: Sessions, opts: WebSocketOptions): Promise<SocketServer> {
+  const listener: WsListener = {
+    kind: opts.kind,
+    limits: {
+      maxMessage: sessions.maxBody + HEADER_LEN,
+      maxFragments: opts.maxFragments ?? DEFAULT_MAX_FRAGMENTS,
+      maxBuffered: opts.inputBuffer ?? DEFAULT_INPUT_BUFFER,
+    },
+    spare: null,
+  };
   return SocketServer.listen(
     {
       binds: opts.binds,
@@ -443,7 +335,7 @@ export function listenWebSocket(sessions: Sessions, opts: WebSocketOptions): Pro
         : undefined,
       log: opts.log,
     },
-    (sock) => new WsChannel(sessions, sock, opts.kind),
+    (sock) => new WsChannel(sessions, sock, listener),
     (ch) => sessions.accept(ch),
   );
 }
