@@ -17,7 +17,11 @@
  * binary message holding one op 9 envelope; replies are one message each.
  *
  * Bounds: what a connection makes the server hold is bounded by the
- * reader's limits (message size, frames per message, input bytes held).
+ * reader's limits (message size, frames per message, input bytes held) and
+ * a pong per connection: a ping that arrives while the previous pong is
+ * still queued replaces that pong's payload (RFC 6455 §5.5.3 lets a server
+ * answer only the latest ping), so a client that pings without reading
+ * holds one pong, not one per ping.
  *
  * Close codes: after op 6 the close frame repeats the op 6 reason code
  * (4000–4999), except for the reader's bounds, where op 6 says 4007 and the
@@ -155,6 +159,11 @@ export class WsChannel extends SocketChannel {
   // only while it holds something (most connections, most of the time, hold
   // nothing between reads).
   #rx: Uint8Array | WsReader | null = null;
+  // The queued pong and the queue it went into: while `q` is still that
+  // array the pong has not been taken by a flush (takeQueue swaps in a new
+  // array; drop_oldest only removes pushes).
+  #pong: RawFrame | null = null;
+  #pongQ: QueueItem[] | null = null;
 
   /** Wraps an accepted socket (plain or TLS) of a listener. */
   constructor(sessions: Sessions, sock: net.Socket, listener: WsListener) {
@@ -177,8 +186,12 @@ export class WsChannel extends SocketChannel {
     return batch.ws.length + 10;
   }
 
-  /** WebSocket framing of the whole queue. */
+  /** WebSocket framing of the whole queue (taken for a flush: a queued pong leaves with it). */
   protected encode(q: readonly QueueItem[]): Uint8Array {
+    if (q === this.#pongQ) {
+      this.#pong = null;
+      this.#pongQ = null;
+    }
     return encodeWebSocketQueue(q);
   }
 
@@ -278,7 +291,16 @@ export class WsChannel extends SocketChannel {
       this.sessions.endQuietly(this, ok ? "client" : "protocol_error", closeFrame(code));
       return false;
     }
-    if (opcode === WsOp.Ping) this.appendRaw(wsFrame(WsOp.Pong, payload));
+    if (opcode === WsOp.Ping) {
+      const pong = wsFrame(WsOp.Pong, payload);
+      const queued = this.#pong;
+      if (queued !== null && this.q === this.#pongQ) {
+        this.replaceRaw(queued, pong);
+      } else {
+        this.#pong = this.appendRaw(pong);
+        this.#pongQ = this.#pong === null ? null : this.q;
+      }
+    }
     return this.#open();
   }
 

@@ -1,13 +1,14 @@
 /**
  * Hostile WebSocket clients over real sockets: every frame counts against
  * the bounds (message size, frames per message, input held), before and
- * after auth.
+ * after auth, and a client that pings without reading holds one pong.
  */
 
 import assert from "node:assert/strict";
 import { encodeAuthToken, encodeFrame, Op, ReasonCode } from "../protocol/mod.ts";
 import {
   type CometHarness,
+  eventually,
   RawWsTestClient,
   sample,
   scrape,
@@ -216,6 +217,68 @@ Deno.test("comet ws abuse: input held counts wire bytes, headers included (1009)
       1009,
     );
     assert.equal(await limitCloses(h, "input_buffer"), 2);
+  } finally {
+    await h.close();
+  }
+});
+
+/** An upgraded socket that reads nothing after the 101 response. */
+async function deafClient(addr: Deno.NetAddr): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: addr.port });
+  await writeAll(
+    conn,
+    enc.encode(
+      `GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+    ),
+  );
+  let head = "";
+  const buf = new Uint8Array(1);
+  // Byte by byte, so that nothing after the response head is read.
+  while (!head.endsWith("\r\n\r\n")) {
+    if ((await conn.read(buf)) === null) throw new Error("closed during the upgrade");
+    head += String.fromCharCode(buf[0]);
+  }
+  assert.match(head, /^HTTP\/1\.1 101 /);
+  return conn;
+}
+
+Deno.test("comet ws abuse: a client that pings and never reads holds one pong, before and after auth", async () => {
+  const h = await startComet([...SETS, "comet.send_queue.max_bytes=128KiB"]);
+  try {
+    const conn = await deafClient(h.addrs.ws[0]);
+    // 125-byte pings in writes of 500: 5 MB of pongs if each were answered,
+    // far more than the socket buffers and the 128 KiB queue bound hold.
+    const burst = concat(
+      Array.from({ length: 500 }, (_, i) => frame(0x9, new Uint8Array(125).fill(i & 255))),
+    );
+    const pings = async (n: number) => {
+      for (let i = 0; i < n; i += 500) {
+        await writeAll(conn, burst).catch((e) => {
+          throw new Error("the comet closed the pinging client", { cause: e });
+        });
+      }
+    };
+    let maxQueued = 0;
+    const watch = setInterval(() => (maxQueued = Math.max(maxQueued, h.comet.queuedBytes)), 5);
+    try {
+      await pings(20_000);
+      // Input is handled in order: once logic saw the auth, every ping before it was handled.
+      await writeAll(conn, frame(0x2, authFrame("pinger")));
+      await eventually(() => h.logic.connects.length === 1, "the auth after the pings");
+      await pings(20_000);
+      await writeAll(conn, frame(0x2, encodeFrame({ ver: 1, op: Op.SendMsg, seq: 2 })));
+      await eventually(() => h.logic.receives.length === 1, "the op 4 after the pings");
+    } finally {
+      clearInterval(watch);
+    }
+    maxQueued = Math.max(maxQueued, h.comet.queuedBytes);
+    // One pong (127 bytes) and the replies (op 8, op 5) at most.
+    assert.ok(maxQueued <= 127 + 2 * 18, `queued ${maxQueued} bytes`);
+    assert.equal(h.comet.stats().connections, 1, "still connected: not a slow consumer");
+    const text = await scrape(h.addrs);
+    assert.equal(sample(text, "goim_comet_slow_consumer_disconnects_total"), 0);
+    conn.close();
   } finally {
     await h.close();
   }
