@@ -8,7 +8,9 @@
  */
 
 import { type Config, loadConfigOrExit } from "./infra/config.ts";
+import { checkExposureOrExit } from "./infra/http_server.ts";
 import { createLogger, type Logger } from "./infra/log.ts";
+import { installCrashGuard } from "./infra/process.ts";
 import { MemorySessionStore } from "./infra/memory/sessions.ts";
 import { MemoryRegistry } from "./infra/memory/registry.ts";
 import { createMemoryQueue } from "./infra/memory/queue.ts";
@@ -98,6 +100,8 @@ if (import.meta.main) {
     format: config.log.format,
     fields: { mode: "embedded" },
   });
+  installCrashGuard(log);
+  checkExposureOrExit(config, { api: true, admin: ["comet", "logic"] }, log);
   const server = await startEmbedded(config, log);
   const show = (a: Deno.NetAddr[]) => a.map((x) => `${x.hostname}:${x.port}`).join(",");
   log.info("embedded server up", {

@@ -4,14 +4,18 @@
  *
  * `/healthz` answers 200 with a small JSON status while the comet serves,
  * and 503 once it is shutting down, so a balancer stops sending clients
- * before the listeners close.
+ * before the listeners close. It runs on the bounded HTTP server with the
+ * `admin.token` check (infra/admin.ts `serveAdminHttp`).
  *
  * @module
  */
 
+import { serveAdminHttp } from "../infra/admin.ts";
+import { type Config, loadConfig } from "../infra/config.ts";
+import { createLogger, type Logger } from "../infra/log.ts";
 import { type Metrics, metricsResponse, processMetrics } from "../infra/metrics.ts";
 import type { FdStats } from "../infra/fds.ts";
-import { type ListenerStatus, splitHostPort } from "./socket.ts";
+import type { ListenerStatus } from "./socket.ts";
 
 /** What `/healthz` reports. */
 export interface Health {
@@ -48,6 +52,10 @@ export interface AdminOptions {
   beforeScrape(): void;
   /** The current health. */
   health(): Health;
+  /** `http.*` bounds and `admin.token`; absent = the defaults (no token). */
+  config?: Pick<Config, "http" | "admin">;
+  /** Accept failures and handler errors; absent = a default logger. */
+  log?: Logger;
 }
 
 /**
@@ -61,8 +69,9 @@ export interface AdminOptions {
  * ```
  */
 export function serveAdmin(opts: AdminOptions): Deno.HttpServer<Deno.NetAddr> {
-  const { hostname, port } = splitHostPort(opts.bind);
-  return Deno.serve({ hostname, port, onListen: () => {} }, async (req) => {
+  const config = opts.config ?? loadConfig({ args: [], env: {} });
+  const log = opts.log ?? createLogger({ fields: { role: "comet" } });
+  return serveAdminHttp({ bind: opts.bind, config, log, metrics: opts.metrics }, async (req) => {
     const path = new URL(req.url).pathname;
     if (path === "/healthz") {
       const h = opts.health();

@@ -2,7 +2,9 @@
  * Distributed entry of the comet role (`deno task comet`): loads the
  * configuration, dials logic over gRPC (round-robin over
  * comet.logic_addrs, with the grpc.token / grpc.tls.* credentials), opens the configured registry, starts the comet and
- * shuts it down gracefully on SIGTERM/SIGINT (exit code 0).
+ * shuts it down gracefully on SIGTERM/SIGINT (exit code 0). An admin
+ * endpoint open to the network without admin.token is a configuration
+ * error (exit code 2).
  *
  * @example
  * ```sh
@@ -13,7 +15,8 @@
  */
 
 import { type Config, loadConfigOrExit } from "../infra/config.ts";
-import { roleLogger } from "../infra/process.ts";
+import { checkExposureOrExit } from "../infra/http_server.ts";
+import { installCrashGuard, roleLogger } from "../infra/process.ts";
 import { MemoryRegistry } from "../infra/memory/registry.ts";
 import type { Registry } from "../infra/registry.ts";
 import type { LogicApi } from "../proto/api.ts";
@@ -64,6 +67,8 @@ function messageOf(e: unknown): string {
 async function main(): Promise<void> {
   const cfg = loadConfigOrExit();
   const log = roleLogger(cfg, "comet");
+  installCrashGuard(log);
+  checkExposureOrExit(cfg, { admin: ["comet"] }, log);
   let dial: ClientOptions;
   try {
     dial = await internalClientOptions(cfg.grpc);

@@ -4,9 +4,18 @@
  * metrics plus process metrics; 404 when disabled). Other methods get 405,
  * other paths 404.
  *
+ * Every role's admin listener is started by {@linkcode serveAdminHttp}: the
+ * `http.*` bounds of ./http_server.ts, and with `admin.token` set, every
+ * path but `/healthz` answers 401 unless the request carries
+ * `Authorization: Bearer <admin.token>` (compared in constant time).
+ *
  * @module
  */
 
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { Config } from "./config.ts";
+import { httpLimits, type HttpServer, type ServeHandler, serveHttp } from "./http_server.ts";
+import type { Logger } from "./log.ts";
 import { type Metrics, metricsResponse, processMetrics } from "./metrics.ts";
 
 /** What an admin handler serves. */
@@ -43,4 +52,67 @@ export function createAdminHandler(routes: AdminRoutes): (req: Request) => Promi
     }
     return new Response("not found\n", { status: 404 });
   };
+}
+
+function digest(text: string): Uint8Array {
+  return createHash("sha256").update(text).digest();
+}
+
+/**
+ * Wraps an admin handler so that, when `token` is not empty, every path
+ * but `/healthz` (which probes need without secrets) requires
+ * `Authorization: Bearer <token>`; others get 401. Digests are compared, so
+ * the time taken says nothing about the token or its length.
+ *
+ * @example
+ * ```ts ignore
+ * const guarded = requireAdminToken(config.admin.token, createAdminHandler(routes));
+ * ```
+ */
+export function requireAdminToken<H extends ServeHandler>(token: string, handler: H): H {
+  if (token === "") return handler;
+  const want = digest(token);
+  return ((req, info) => {
+    if (new URL(req.url).pathname === "/healthz") return handler(req, info);
+    const m = /^Bearer +(\S+) *$/i.exec(req.headers.get("authorization") ?? "");
+    if (m !== null && timingSafeEqual(digest(m[1]), want)) return handler(req, info);
+    return new Response("unauthorized: send Authorization: Bearer <admin.token>\n", {
+      status: 401,
+      headers: { "www-authenticate": 'Bearer realm="admin"', "content-type": "text/plain" },
+    });
+  }) as H;
+}
+
+/** Options of {@linkcode serveAdminHttp}. */
+export interface AdminHttpOptions {
+  /** `host:port` (`<role>.admin.bind`, non-empty). */
+  bind: string;
+  /** `http.*` bounds and `admin.token`. */
+  config: Pick<Config, "http" | "admin">;
+  /** Accept failures and handler errors. */
+  log: Logger;
+  /** The role's registry, for the `http_*` listener metrics. */
+  metrics?: Metrics;
+}
+
+/**
+ * Starts an admin listener: `handler` behind {@linkcode requireAdminToken},
+ * on the bounded HTTP server. Throws when `bind` cannot be bound.
+ *
+ * @example
+ * ```ts ignore
+ * const server = serveAdminHttp({ bind: config.job.admin.bind, config, log, metrics }, handler);
+ * ```
+ */
+export function serveAdminHttp(opts: AdminHttpOptions, handler: ServeHandler): HttpServer {
+  return serveHttp(
+    {
+      bind: opts.bind,
+      listener: "admin",
+      limits: httpLimits(opts.config),
+      log: opts.log,
+      metrics: opts.metrics,
+    },
+    requireAdminToken(opts.config.admin.token, handler),
+  );
 }

@@ -25,7 +25,9 @@ import type { PushConsumer } from "../infra/queue.ts";
 import type { Registry } from "../infra/registry.ts";
 import { type ClientOptions, createCometClient } from "../proto/grpc.ts";
 import { internalClientOptions } from "../proto/security.ts";
-import { roleLogger, shutdownSignal, splitBind } from "../infra/process.ts";
+import { serveAdminHttp } from "../infra/admin.ts";
+import { checkExposureOrExit, type HttpServer } from "../infra/http_server.ts";
+import { installCrashGuard, roleLogger, shutdownSignal } from "../infra/process.ts";
 import { createJobAdminHandler } from "./admin.ts";
 import { Job } from "./job.ts";
 
@@ -86,6 +88,8 @@ export async function openRegistry(config: Config): Promise<Registry> {
 if (import.meta.main) {
   const config = loadConfigOrExit();
   const log = roleLogger(config, "job");
+  installCrashGuard(log);
+  checkExposureOrExit(config, { admin: ["job"] }, log);
   const metrics = createMetrics("job");
   let consumer: PushConsumer, registry: Registry, dial: ClientOptions;
   try {
@@ -117,18 +121,14 @@ if (import.meta.main) {
     log,
     metrics,
   });
-  let admin: Deno.HttpServer | undefined;
+  let admin: HttpServer | undefined;
   try {
     if (config.job.admin.bind !== "") {
-      const { hostname, port } = splitBind(config.job.admin.bind);
-      admin = Deno.serve(
-        {
-          hostname,
-          port,
-          onListen: (a) => log.info("admin listening", { addr: `${a.hostname}:${a.port}` }),
-        },
+      admin = serveAdminHttp(
+        { bind: config.job.admin.bind, config, log, metrics },
         createJobAdminHandler(job, config.metrics.enabled),
       );
+      log.info("admin listening", { addr: `${admin.addr.hostname}:${admin.addr.port}` });
     }
     await job.start();
   } catch (e) {

@@ -20,7 +20,7 @@
  *   registry: new MemoryRegistry(),
  *   producer, // a PushProducer
  * });
- * const addrs = await logic.start(); // { http: { hostname: "0.0.0.0", port: 3111, ... }, grpc, admin }
+ * const addrs = await logic.start(); // { http: { hostname: "127.0.0.1", port: 3111, ... }, grpc, admin }
  * await logic.stop();
  * ```
  *
@@ -32,6 +32,8 @@ import type { LogicApi } from "../proto/api.ts";
 import { type LogicMethods, logicServiceDefinition, RpcError, serveUnary } from "../proto/grpc.ts";
 import { bindInternal, createInternalServer } from "../proto/security.ts";
 import type { Config } from "../infra/config.ts";
+import { requireAdminToken } from "../infra/admin.ts";
+import { checkExposure, httpLimits, serveHttp } from "../infra/http_server.ts";
 import { createLogger, type Logger } from "../infra/log.ts";
 import type { Metrics } from "../infra/metrics.ts";
 import type { PushProducer } from "../infra/queue.ts";
@@ -223,14 +225,18 @@ export class Logic {
           'logic.auth.mode is "none": connections are trusted as they claim to be (any mid, any room); set logic.auth.mode = "jwt" in production',
         );
       }
-      if (cfg.auth.api_keys.length === 0) {
-        this.#log.info(
-          "logic.auth.api_keys is empty: the HTTP API is open to anyone who reaches it",
+      // The role entries log the warnings; whoever starts Logic gets the refusal.
+      const exposure = checkExposure(this.#deps.config, { api: true, admin: ["logic"] });
+      if (exposure.errors.length > 0) throw new Error(exposure.errors.join("\n"));
+      const addrs: LogicAddrs = { http: this.#serve("logic.http.bind", "api", this.handler) };
+      if (opts.grpc !== false) addrs.grpc = await this.#serveGrpc(cfg.grpc.bind);
+      if (cfg.admin.bind !== "") {
+        addrs.admin = this.#serve(
+          "logic.admin.bind",
+          "admin",
+          requireAdminToken(this.#deps.config.admin.token, this.adminHandler),
         );
       }
-      const addrs: LogicAddrs = { http: await this.#serve(cfg.http.bind, this.handler) };
-      if (opts.grpc !== false) addrs.grpc = await this.#serveGrpc(cfg.grpc.bind);
-      if (cfg.admin.bind !== "") addrs.admin = await this.#serve(cfg.admin.bind, this.adminHandler);
       this.#timer = setInterval(() => void this.online.refresh(), ONLINE_REFRESH_MS);
       void this.online.refresh();
       this.#log.info("logic started", {
@@ -270,12 +276,21 @@ export class Logic {
     if (this.#started) this.#log.info("logic stopped");
   }
 
-  async #serve(bind: string, handler: HttpHandler): Promise<Deno.NetAddr> {
-    const { hostname, port } = splitHostPort(bind);
-    const { promise, resolve } = Promise.withResolvers<Deno.NetAddr>();
-    const server = Deno.serve({ hostname, port, onListen: resolve }, handler);
+  // Every HTTP listener runs on the bounded server (infra/http_server.ts).
+  #serve(key: "logic.http.bind" | "logic.admin.bind", listener: string, handler: HttpHandler) {
+    const cfg = this.#deps.config;
+    const bind = key === "logic.http.bind" ? cfg.logic.http.bind : cfg.logic.admin.bind;
+    let server;
+    try {
+      server = serveHttp(
+        { bind, listener, limits: httpLimits(cfg), log: this.#log, metrics: this.metrics.registry },
+        handler,
+      );
+    } catch (e) {
+      throw new Error(`${key} ${bind}: ${e instanceof Error ? e.message : e}`);
+    }
     this.#servers.push(server);
-    return await promise;
+    return server.addr;
   }
 
   async #serveGrpc(bind: string): Promise<Deno.NetAddr> {

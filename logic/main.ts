@@ -15,13 +15,17 @@
  */
 
 import { loadConfigOrExit } from "../infra/config.ts";
-import { roleLogger, shutdownSignal } from "../infra/process.ts";
+import { checkExposureOrExit } from "../infra/http_server.ts";
+import { installCrashGuard, roleLogger, shutdownSignal } from "../infra/process.ts";
 import { EngineConfigError, openLogicEngines } from "./engines.ts";
 import { Logic } from "./logic.ts";
 
 if (import.meta.main) {
   const config = loadConfigOrExit();
   const log = roleLogger(config, "logic");
+  installCrashGuard(log);
+  // Before the engines: an exposed push API is a configuration error (exit 2).
+  checkExposureOrExit(config, { api: true, admin: ["logic"] }, log);
   let engines;
   try {
     engines = await openLogicEngines(config, log);

@@ -1,5 +1,5 @@
 // The logic HTTP API through `logic.handler` (no sockets), plus one test
-// through a real Deno.serve on port 0.
+// through the real HTTP server (infra/http_server.ts) on port 0.
 import assert from "node:assert/strict";
 import { joinHostPort } from "../logic/logic.ts";
 import { call, comet, logicHarness, token } from "./fixtures/logic_fixtures.ts";
@@ -386,7 +386,7 @@ Deno.test("metrics count requests by route and code", async () => {
   }
 });
 
-Deno.test("through a real Deno.serve on port 0: push, admin /healthz and /metrics", async () => {
+Deno.test("through the real HTTP server on port 0: push, admin /healthz and /metrics", async () => {
   const h = logicHarness();
   try {
     const addrs = await h.logic.start({ grpc: false });
