@@ -278,6 +278,9 @@ export class Comet {
           metrics: this.metrics,
           beforeScrape: () => this.#syncMetrics(),
           health: () => this.#health(),
+          // Its HTTP bounds and admin.token come from the same config as the rest.
+          config: this.#cfg,
+          log: this.#log,
         });
       }
     } catch (e) {

@@ -464,3 +464,30 @@ Deno.test("an admin endpoint on a non-loopback address without admin.token refus
     await role.stop();
   }
 });
+
+Deno.test("admin.token: the comet's admin endpoint needs it too, /healthz aside", async () => {
+  const { startComet } = await import("./fixtures/comet_fixtures.ts");
+  const h = await startComet([
+    "comet.admin.bind=127.0.0.1:0",
+    "admin.token=comet-admin-token-0123456789",
+  ]);
+  try {
+    const base = `http://127.0.0.1:${h.addrs.admin!.port}`;
+    const bare = await fetch(`${base}/metrics`);
+    assert.equal(bare.status, 401);
+    await bare.body?.cancel();
+    const wrong = await fetch(`${base}/metrics`, { headers: { authorization: "Bearer nope" } });
+    assert.equal(wrong.status, 401);
+    await wrong.body?.cancel();
+    const ok = await fetch(`${base}/metrics`, {
+      headers: { authorization: "Bearer comet-admin-token-0123456789" },
+    });
+    assert.equal(ok.status, 200);
+    assert.match(await ok.text(), /goim_comet_/);
+    const health = await fetch(`${base}/healthz`);
+    assert.equal(health.status, 200);
+    await health.body?.cancel();
+  } finally {
+    await h.close();
+  }
+});
