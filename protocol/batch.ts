@@ -1,11 +1,11 @@
 /**
  * Push payloads: inner frames concatenated once, shared by every connection.
  *
- * goim's asymmetry (PROTOCOL.md, "How pushes are framed"): TCP clients get
- * the inner frames back to back; WebSocket clients get one op 9 envelope per
- * message. A {@linkcode Batch} is built with 16 bytes reserved in front, so
- * both forms are views of one buffer: `tcp` is `ws.subarray(16)`. Nothing is
- * copied per connection or per transport.
+ * goim's asymmetry (docs/PROTOCOL.md, "Pushes: how they are framed"): TCP
+ * clients get the inner frames back to back; WebSocket clients get one op 9
+ * envelope per message. A {@linkcode Batch} is built with 16 bytes reserved
+ * in front, so both forms are views of one buffer: `tcp` is
+ * `ws.subarray(16)`. Nothing is copied per connection or per transport.
  *
  * @module
  */

@@ -11,7 +11,7 @@ import { ProtocolError } from "./errors.ts";
 
 /** Size of every goim v2 header; the only headerLen this server accepts. */
 export const HEADER_LEN = 16;
-/** Default cap on a client→server body (PROTOCOL.md). */
+/** Default cap on a client→server body (docs/PROTOCOL.md, "Frames"). */
 export const DEFAULT_MAX_BODY = 4096;
 /** Version the server writes into pushed inner frames and envelopes. */
 export const PUSH_VER = 1;

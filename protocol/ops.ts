@@ -1,5 +1,5 @@
 /**
- * The goim v2 operation table (PROTOCOL.md, "Operations").
+ * The goim v2 operation table (docs/PROTOCOL.md, "Operations").
  *
  * Numbers are the wire contract with every goim client; never renumber.
  *

@@ -64,7 +64,7 @@ export class FrameCursor implements Frame {
 
 /** Options for {@linkcode FrameReader}. */
 export interface FrameReaderOptions {
-  /** Largest accepted body in bytes (default 4096, PROTOCOL.md). */
+  /** Largest accepted body in bytes (default 4096, docs/PROTOCOL.md, "Frames"). */
   maxBody?: number;
 }
 

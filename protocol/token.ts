@@ -8,7 +8,8 @@ import { ProtocolError } from "./errors.ts";
 import { isInt32 } from "./ops.ts";
 
 /**
- * What a goim client sends in its op 7 body (PROTOCOL.md, lifecycle step 1).
+ * What a goim client sends in its op 7 body (docs/PROTOCOL.md, "Connection
+ * lifecycle", step 2).
  * Field names are goim's JSON names.
  */
 export interface AuthToken {

@@ -1,5 +1,6 @@
 /**
- * Golden wire bytes for every operation in PROTOCOL.md, written out by hand.
+ * Golden wire bytes for every operation in docs/PROTOCOL.md, written out by
+ * hand.
  *
  * Every byte array below is a literal, not the output of the encoder under
  * test: the header fields are spelled out big-endian field by field, and the

@@ -44,7 +44,7 @@ function assertCode(fn: () => unknown, code: string): void {
 
 // ------------------------------------------------------------------ ops
 
-Deno.test("ops: numbers match PROTOCOL.md exactly", () => {
+Deno.test("ops: numbers match docs/PROTOCOL.md exactly", () => {
   assert.deepEqual({ ...Op }, {
     Handshake: 0,
     HandshakeReply: 1,
