@@ -1,6 +1,6 @@
 /**
- * The transport-independent connection lifecycle (PROTOCOL.md, "Connection
- * lifecycle"; goim internal/comet/operation.go and the shared half of
+ * The transport-independent connection lifecycle (docs/PROTOCOL.md,
+ * "Connection lifecycle"; goim internal/comet/operation.go and the shared half of
  * server_tcp.go / server_websocket.go): handshake, auth through logic, the
  * client's operations, replacement of a key's older connection, timeouts
  * and the clean-up when a socket goes away.
@@ -269,7 +269,7 @@ export class Sessions implements ChannelHost {
   frame(ch: Channel, f: Frame): Promise<void> | undefined {
     const state = ch.state;
     if (state === ChannelState.Handshake) {
-      // PROTOCOL.md: frames other than op 7 before auth are ignored.
+      // docs/PROTOCOL.md, "Operations": frames other than op 7 before auth are ignored.
       if (f.op === Op.Auth) return this.#auth(ch, f.ver, f.seq, f.body.slice());
       return undefined;
     }

@@ -13,8 +13,9 @@
  * TCP. No extensions (permessage-deflate) and no subprotocols are
  * negotiated, so every client falls back to plain frames.
  *
- * Framing of pushes (PROTOCOL.md): consecutive queued pushes become one
- * binary message holding one op 9 envelope; replies are one message each.
+ * Framing of pushes (docs/PROTOCOL.md, "Pushes: how they are framed"):
+ * consecutive queued pushes become one binary message holding one op 9
+ * envelope; replies are one message each.
  *
  * Bounds: what a connection makes the server hold is bounded by the
  * reader's limits (message size, frames per message, input bytes held) and

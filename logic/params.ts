@@ -92,10 +92,11 @@ function int(q: URLSearchParams, name: string, min: number, max: number, def?: n
 /**
  * The `operation` of a push: an int32 business op, 18 to 2^31-1.
  *
- * Ops 0–17 are the protocol's own (PROTOCOL.md): a push with op 8 would
- * reach clients as an auth reply, op 3 as a heartbeat reply. goim accepts
- * them and lets clients misread the frame; here they are refused. Business
- * ops are 1000 and up by convention, but 18–999 are not forbidden.
+ * Ops 0–17 are the protocol's own (docs/PROTOCOL.md, "Operations"): a push
+ * with op 8 would reach clients as an auth reply, op 3 as a heartbeat reply.
+ * goim accepts them and lets clients misread the frame; here they are
+ * refused. Business ops are 1000 and up by convention, but 18–999 are not
+ * forbidden.
  */
 export function operation(q: URLSearchParams): number {
   const v = optionalString(q, "operation");

@@ -3,9 +3,10 @@
  * and its error codes.
  *
  * goim answers every outcome with HTTP 200 and puts the outcome in `code`
- * only. Here the HTTP status matches the outcome as well (DESIGN.md), and
- * `code` is the status negated, so a goim client that only looks at `code`
- * keeps working and a plain HTTP client sees a proper status.
+ * only. Here the HTTP status matches the outcome as well (docs/LOGIC.md,
+ * "Status codes"), and `code` is the status negated, so a goim client that
+ * only looks at `code` keeps working and a plain HTTP client sees a proper
+ * status.
  *
  * | code | HTTP | meaning |
  * |-----:|-----:|---------|
