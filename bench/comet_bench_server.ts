@@ -27,7 +27,7 @@
  */
 
 import { setImmediate } from "node:timers";
-import { coalesceStats } from "../comet/channel.ts";
+import { coalesceStats } from "../comet/coalesce.ts";
 import { Comet } from "../comet/comet.ts";
 import { loadConfig } from "../infra/config.ts";
 import { createLogger } from "../infra/log.ts";

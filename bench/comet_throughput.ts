@@ -11,7 +11,7 @@
  * Everything shares the box's 2 cores. With `--heartbeat=MS` every client
  * connection also sends op 2 every MS ms, all at once (a heartbeat storm);
  * `buildsPerSecond` / `copiedMBPerSecond` count the coalesced buffers the
- * comet built (memo misses, comet/channel.ts).
+ * comet built (memo misses, comet/coalesce.ts).
  *
  * ```sh
  * ./scripts/deno run -A bench/comet_throughput.ts                       # 10,000 conns, batches 1,10,20,100, 10 s each

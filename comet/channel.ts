@@ -7,7 +7,7 @@
  * {@linkcode Batch} every recipient gets, a reply is its own small frame.
  * When the flusher (./flusher.ts) gives the channel its turn, the
  * transport subclass (./tcp.ts, ./websocket.ts) turns everything queued
- * into one socket write: TCP concatenates inner frames and replies;
+ * into one socket write (built once per flush pass, ./coalesce.ts): TCP concatenates inner frames and replies;
  * WebSocket frames each run of pushes as one op 9 envelope message and
  * each reply as its own message, all in the same write. The bytes bound
  * covers what is queued plus the write in flight, so a client that stops
@@ -26,10 +26,7 @@ import {
   type DisconnectReason,
   encodeFrame,
   encodeReason,
-  HEADER_LEN,
   Op,
-  PUSH_VER,
-  writeHeader,
 } from "../protocol/mod.ts";
 import type { CometMetrics, TransportName } from "./metrics.ts";
 import type { Room } from "./room.ts";
@@ -449,112 +446,4 @@ export abstract class Channel {
     if (q !== null) this.host.metrics.droppedDisconnect += Channel.frameCount(q);
     this.host.slowConsumer(this);
   }
-}
-
-// The last coalesced buffer and the items it was built from. A room
-// broadcast leaves the very same sequence of batches in every member's
-// queue, so consecutive channels of a flush pass usually need identical
-// bytes: building them once per pass instead of once per channel saves a
-// copy per connection. Holding one buffer is the whole cost.
-let memoItems: readonly QueueItem[] | null = null;
-let memoFrom = 0;
-let memoTo = 0;
-let memoKind = 0;
-let memoBuf: Uint8Array = new Uint8Array(0);
-
-/**
- * Coalescing work since start: buffers built (memo misses) and bytes copied
- * into them. Read by bench/comet_throughput.ts; two additions per build.
- */
-export const coalesceStats = { builds: 0, bytes: 0 };
-
-function bytesOf(it: QueueItem): Uint8Array {
-  return it instanceof Uint8Array ? it : it instanceof RawFrame ? it.bytes : it.tcp;
-}
-
-/**
- * Returns the bytes `build()` makes for `items[from, to)`, reusing the
- * previous result when the same items (by identity) in the same `kind` of
- * framing were built last. Items are immutable once queued, so identity
- * means identical bytes.
- *
- * @example
- * ```ts ignore
- * const bytes = memoBytes(q, 0, q.length, KIND_WS, () => frameForWebSocket(q));
- * ```
- */
-export function memoBytes(
-  items: readonly QueueItem[],
-  from: number,
-  to: number,
-  kind: number,
-  build: () => Uint8Array,
-): Uint8Array {
-  const m = memoItems;
-  if (m !== null && memoKind === kind && memoTo - memoFrom === to - from) {
-    let same = true;
-    for (let i = from, j = memoFrom; i < to; i++, j++) {
-      if (items[i] !== m[j]) {
-        same = false;
-        break;
-      }
-    }
-    if (same) return memoBuf;
-  }
-  const out = build();
-  coalesceStats.builds++;
-  coalesceStats.bytes += out.length;
-  memoItems = items;
-  memoFrom = from;
-  memoTo = to;
-  memoKind = kind;
-  memoBuf = out;
-  return out;
-}
-
-/**
- * The bytes of `items[from, to)` as one buffer: TCP form (inner frames and
- * replies back to back) or, with `envelope`, one op 9 envelope around the
- * inner frames of a run of pushes. A single item is returned as is (a view
- * of the shared batch, no copy).
- *
- * @example
- * ```ts ignore
- * const bytes = coalesce(ch.q!, 0, ch.q!.length, false);
- * ```
- */
-export function coalesce(
-  items: readonly QueueItem[],
-  from: number,
-  to: number,
-  envelope: boolean,
-): Uint8Array {
-  if (to - from === 1) {
-    const it = items[from];
-    if (it instanceof Uint8Array) return it;
-    if (it instanceof RawFrame) return it.bytes;
-    return envelope ? it.ws : it.tcp;
-  }
-  return memoBytes(items, from, to, envelope ? 1 : 0, () => {
-    let size = envelope ? HEADER_LEN : 0;
-    for (let i = from; i < to; i++) size += bytesOf(items[i]).length;
-    const out = new Uint8Array(size);
-    let o = 0;
-    if (envelope) {
-      writeHeader(out, 0, size - HEADER_LEN, PUSH_VER, Op.Raw, 0);
-      o = HEADER_LEN;
-    }
-    for (let i = from; i < to; i++) {
-      const b = bytesOf(items[i]);
-      out.set(b, o);
-      o += b.length;
-    }
-    return out;
-  });
-}
-
-/** Forgets the coalescing memo (lets its buffer be collected; used at shutdown). */
-export function resetCoalesceMemo(): void {
-  memoItems = null;
-  memoBuf = new Uint8Array(0);
 }

@@ -41,7 +41,7 @@ import { type CometHandlers, cometServiceDefinition, serveUnary } from "../proto
 import { bindInternal, createInternalServer } from "../proto/security.ts";
 import { ReasonCode } from "../protocol/mod.ts";
 import { type Health, serveAdmin } from "./admin.ts";
-import { resetCoalesceMemo } from "./channel.ts";
+import { resetCoalesceMemo } from "./coalesce.ts";
 import { Flusher } from "./flusher.ts";
 import { CometMetrics } from "./metrics.ts";
 import { renewOnline } from "./online.ts";

@@ -10,7 +10,8 @@
 import type net from "node:net";
 import type { Logger } from "../infra/log.ts";
 import { type Batch, FrameReader } from "../protocol/mod.ts";
-import { coalesce, type QueueItem } from "./channel.ts";
+import type { QueueItem } from "./channel.ts";
+import { coalesce, Framing } from "./coalesce.ts";
 import type { Sessions } from "./session.ts";
 import { SocketChannel, SocketServer } from "./socket.ts";
 
@@ -41,7 +42,7 @@ export class TcpChannel extends SocketChannel {
 
   /** Everything queued, back to back. */
   protected encode(q: readonly QueueItem[]): Uint8Array {
-    return coalesce(q, 0, q.length, false);
+    return coalesce(q, 0, q.length, Framing.Plain);
   }
 
   /** Frames the byte stream (a read may hold half a frame or many). */

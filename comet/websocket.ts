@@ -36,7 +36,8 @@
 import type net from "node:net";
 import type { Logger } from "../infra/log.ts";
 import { type Batch, decodeFrame, HEADER_LEN, Op, PUSH_VER, writeHeader } from "../protocol/mod.ts";
-import { ChannelState, memoBytes, type QueueItem, RawFrame } from "./channel.ts";
+import { ChannelState, type QueueItem, RawFrame } from "./channel.ts";
+import { Framing, memoBytes } from "./coalesce.ts";
 import { TRANSPORT_INDEX } from "./metrics.ts";
 import type { Sessions } from "./session.ts";
 import { SocketChannel, SocketServer } from "./socket.ts";
@@ -61,8 +62,6 @@ import {
 export { MAX_UPGRADE_REQUEST, WebSocketError, wsFrame };
 
 const utf8 = new TextEncoder();
-// memoBytes kind of WebSocket-framed queues (TCP uses 0 and 1).
-const KIND_WS = 2;
 /** Default of comet.websocket.max_fragments. */
 const DEFAULT_MAX_FRAGMENTS = 16;
 /** Default of comet.limits.input_buffer. */
@@ -78,7 +77,7 @@ function isPush(it: QueueItem): it is Batch {
  * items (control frames) as they are. One buffer for all of it.
  */
 export function encodeWebSocketQueue(q: readonly QueueItem[]): Uint8Array {
-  return memoBytes(q, 0, q.length, KIND_WS, () => {
+  return memoBytes(q, 0, q.length, Framing.WsQueue, () => {
     let size = 0;
     for (let i = 0; i < q.length;) {
       const it = q[i];
