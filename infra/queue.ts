@@ -22,11 +22,21 @@ export class QueueUnavailableError extends Error {
 }
 
 /**
+ * What a queue engine knows about a message besides its content, passed as
+ * the optional second argument of a {@linkcode PushHandler}.
+ */
+export interface PushMeta {
+  /** When the message was published, in ms since the epoch (Kafka: the record timestamp). */
+  publishedAt?: number;
+}
+
+/**
  * Handles one consumed message. Resolve once the message has been handed to
  * every comet that should get it; only then does the queue consider it done
- * (the Kafka engine commits its offset). Reject to have it retried.
+ * (the Kafka engine commits its offset). Reject to have it retried. Every
+ * engine passes `meta`; a handler that ignores it may take one parameter.
  */
-export type PushHandler = (msg: PushMsg) => Promise<void>;
+export type PushHandler = (msg: PushMsg, meta?: PushMeta) => Promise<void>;
 
 /** Producer side, used by logic. */
 export interface PushProducer {
@@ -51,6 +61,13 @@ export interface PushConsumer {
   start(handler: PushHandler): Promise<void>;
   /** Stops consuming (after in-flight handlers finish) and releases resources. */
   close(): Promise<void>;
+  /**
+   * Messages not yet acknowledged, if the engine can tell (memory: the
+   * depth; Kafka: uncommitted records). Rejects while that is unknown.
+   */
+  lag?(): Promise<number>;
+  /** Whether consuming works right now, if the engine can tell (Kafka: joined its group). */
+  healthy?(): boolean;
 }
 
 /**

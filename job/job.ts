@@ -51,7 +51,7 @@
 import type { Config } from "../infra/config.ts";
 import type { Logger } from "../infra/log.ts";
 import { createMetrics, type Metrics } from "../infra/metrics.ts";
-import type { PushConsumer, PushHandler } from "../infra/queue.ts";
+import type { PushConsumer, PushHandler, PushMeta } from "../infra/queue.ts";
 import type { CometRecord, Registry } from "../infra/registry.ts";
 import type { CometApi } from "../proto/api.ts";
 import type { Proto, PushMsg } from "../proto/messages.ts";
@@ -96,11 +96,6 @@ export class JobStoppingError extends Error {
     super("job is stopping; message left in the queue");
     this.name = "JobStoppingError";
   }
-}
-
-/** Extra information engines pass along with a message (see infra/memory/queue.ts). */
-interface PushMeta {
-  publishedAt?: number;
 }
 
 type Outcome = { ok: true } | { ok: false; reason: SkipReason | "stopping"; error?: unknown };
@@ -174,12 +169,11 @@ export class Job {
     this.#log = deps.log ?? NOOP_LOG;
     this.#now = deps.now ?? Date.now;
     this.#metrics = deps.metrics ?? createMetrics("job");
-    const consumer = deps.consumer as PushConsumer & { lag?: () => Promise<number> };
     this.#m = jobMetrics(this.#metrics, {
       laneDepth: () => [...this.#comets.values()].map((c) => [c.id, c.depth]),
       comets: () => this.#comets.size,
       rooms: () => this.#rooms.size,
-      lag: typeof consumer.lag === "function" ? () => consumer.lag!() : undefined,
+      lag: deps.consumer.lag?.bind(deps.consumer),
     });
     this.handle = (msg: PushMsg, meta?: PushMeta) => this.#handle(msg, meta);
   }
@@ -191,8 +185,7 @@ export class Job {
 
   /** Whether job runs and its consumer (if it can tell) is healthy. */
   healthy(): boolean {
-    const c = this.#deps.consumer as PushConsumer & { healthy?: () => boolean };
-    return this.#state === "running" && (typeof c.healthy !== "function" || c.healthy());
+    return this.#state === "running" && (this.#deps.consumer.healthy?.() ?? true);
   }
 
   /** A snapshot for the admin endpoint. */

@@ -54,8 +54,12 @@ import { decodePushMsg } from "../../proto/push_msg.ts";
 import type { PushMsg } from "../../proto/messages.ts";
 import type { Logger } from "../log.ts";
 import type { Counter, Metrics } from "../metrics.ts";
-import type { PushHandlerWithMeta } from "../memory/queue.ts";
-import { type PushConsumer, type PushHandler, QueueUnavailableError } from "../queue.ts";
+import {
+  type PushConsumer,
+  type PushHandler,
+  type PushMeta,
+  QueueUnavailableError,
+} from "../queue.ts";
 import {
   brokerList,
   createKafkaClient,
@@ -137,7 +141,7 @@ export class KafkaConsumer implements PushConsumer {
   readonly #baseDelay: number;
   readonly #maxDelay: number;
 
-  #handler?: PushHandlerWithMeta;
+  #handler?: PushHandler;
   #consumer?: Consumer;
   #admin?: Promise<Admin>;
   #closing = false;
@@ -185,7 +189,7 @@ export class KafkaConsumer implements PushConsumer {
   async start(handler: PushHandler): Promise<void> {
     if (this.#handler) throw new Error("kafka consumer already started");
     if (this.#closing) throw new Error("kafka consumer closed");
-    this.#handler = handler as PushHandlerWithMeta;
+    this.#handler = handler;
     const o = this.#opts;
     try {
       if (o.ensureTopic ?? true) {
@@ -558,7 +562,7 @@ export class KafkaConsumer implements PushConsumer {
 
   async #deliver(
     msg: PushMsg,
-    meta: { publishedAt?: number },
+    meta: PushMeta,
     t: Track,
     offset: string,
   ): Promise<boolean> {

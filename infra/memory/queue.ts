@@ -53,22 +53,10 @@ import { doublingDelay } from "../backoff.ts";
 import {
   type PushConsumer,
   type PushHandler,
+  type PushMeta,
   type PushProducer,
   QueueUnavailableError,
 } from "../queue.ts";
-
-/**
- * What a queue engine knows about a message besides its content, passed as
- * the optional second argument of the handler. (A {@linkcode PushHandler}
- * that ignores it is still a valid handler.)
- */
-export interface PushMeta {
-  /** When the message was published, in ms since the epoch (Kafka: the record timestamp). */
-  publishedAt?: number;
-}
-
-/** A {@linkcode PushHandler} that also reads {@linkcode PushMeta}. */
-export type PushHandlerWithMeta = (msg: PushMsg, meta?: PushMeta) => Promise<void>;
 
 /** Options of {@linkcode createMemoryQueue}. */
 export interface MemoryQueueOptions {
@@ -93,7 +81,7 @@ export interface MemoryQueue {
   /** Publishing end (logic). */
   producer: PushProducer;
   /** Consuming end (job). `lag()` is the depth. */
-  consumer: PushConsumer & { lag(): Promise<number> };
+  consumer: PushConsumer & Required<Pick<PushConsumer, "lag">>;
   /** Messages published and not yet acknowledged by the handler (queued + in flight). */
   depth(): number;
   /** Messages dropped because `consumer.close()` gave up on them. */
@@ -146,7 +134,7 @@ class MemoryPushQueue {
   /** Failed entries waiting for their retry; while any exist nothing new is dispatched. */
   readonly #retrying = new Set<Entry>();
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
-  #handler?: PushHandlerWithMeta;
+  #handler?: PushHandler;
   #pumpScheduled = false;
   #producerClosed = false;
   #consumerClosing = false;
@@ -195,7 +183,7 @@ class MemoryPushQueue {
   start(handler: PushHandler): Promise<void> {
     if (this.#handler) return Promise.reject(new Error("memory queue consumer already started"));
     if (this.#consumerClosing) return Promise.reject(new Error("memory queue consumer closed"));
-    this.#handler = handler as PushHandlerWithMeta;
+    this.#handler = handler;
     this.#schedulePump();
     return Promise.resolve();
   }
@@ -281,7 +269,7 @@ class MemoryPushQueue {
     this.#inFlight++;
     let p: Promise<void>;
     try {
-      p = this.#handler!(e.msg, { publishedAt: e.publishedAt });
+      p = this.#handler!(e.msg, { publishedAt: e.publishedAt } satisfies PushMeta);
     } catch (err) {
       p = Promise.reject(err);
     }

@@ -21,10 +21,10 @@ import type { PushMsg } from "../../proto/messages.ts";
 import {
   partitionKey,
   type PushConsumer,
+  type PushMeta,
   type PushProducer,
   QueueUnavailableError,
 } from "../../infra/queue.ts";
-import type { PushMeta } from "../../infra/memory/queue.ts";
 import { waitFor } from "./harness.ts";
 import type { SuiteOptions } from "./sessions_suite.ts";
 
