@@ -368,7 +368,7 @@ export const CONFIG_SCHEMA = defineSchema({
 
   "http.header_timeout": duration(
     "10s",
-    "Every HTTP listener (push API, admin): a connection must send a request's whole header within this time after its first byte (or after the previous response on keep-alive), or it is closed.",
+    "Every HTTP listener (push API, admin): a new connection must send a whole request header within this time after accept; on keep-alive the next request's header within this time after its first byte (before that, http.idle_timeout applies), or it is closed.",
     { min: "1ms" },
   ),
   "http.body_timeout": duration(
@@ -461,7 +461,7 @@ export const SECTION_DOCS: Readonly<Record<string, string>> = {
   node: "Identity of this process; usually set per process through the environment.",
   log: "Structured logs (infra/log.ts).",
   metrics: "Prometheus metrics (infra/metrics.ts).",
-  protocol: "The client wire protocol (PROTOCOL.md).",
+  protocol: "The client wire protocol (docs/PROTOCOL.md).",
   comet: "The comet role: client connections over TCP, WebSocket and WSS.",
   logic: "The logic role: HTTP push API, gRPC for comets, sessions, auth.",
   job: "The job role: consumes the queue and fans pushes out to comets.",
