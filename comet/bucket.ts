@@ -8,9 +8,14 @@
  * thread, so buckets are not about locks as in goim; they bound map sizes
  * and keep the layout goim operators know.
  *
+ * The walks over a bucket's channels live here (pushes, broadcasts, the
+ * comet's sweeps): they are the fan-out's hot path, plain loops over the
+ * map or a room's list, with nothing allocated per channel.
+ *
  * @module
  */
 
+import type { Batch } from "../protocol/mod.ts";
 import type { Channel } from "./channel.ts";
 import type { OnlineCounts } from "./online.ts";
 import { Room } from "./room.ts";
@@ -23,6 +28,7 @@ import { Room } from "./room.ts";
  * const b = new Bucket(online);
  * const old = b.put(ch, "live://1000"); // a replaced channel with the same key, if any
  * b.changeRoom(ch, "live://2000");
+ * b.pushRoom("live://2000", batch);
  * b.del(ch);
  * ```
  */
@@ -63,6 +69,38 @@ export class Bucket {
     if (ch.room !== null && ch.room.id === roomId) return;
     this.#leave(ch);
     if (roomId !== "") this.#join(ch, roomId);
+  }
+
+  /** Queues `batch` for every member of room `roomId` in this bucket (no accepts filter). */
+  pushRoom(roomId: string, batch: Batch): void {
+    const room = this.rooms.get(roomId);
+    if (room !== undefined) room.pushAll(batch);
+  }
+
+  /** Queues `batch` for the channel under `key` if it accepts `op`; an unknown key is skipped. */
+  pushKey(key: string, op: number, batch: Batch): void {
+    const ch = this.channels.get(key);
+    if (ch !== undefined && ch.accepts(op)) ch.push(batch);
+  }
+
+  /** Queues `batch` for every channel of the bucket that accepts `op`. */
+  broadcast(batch: Batch, op: number): void {
+    for (const ch of this.channels.values()) if (ch.accepts(op)) ch.push(batch);
+  }
+
+  /** Appends to `out` every channel that accepts `op` (the snapshot a paced broadcast walks). */
+  collectAccepting(op: number, out: Channel[]): void {
+    for (const ch of this.channels.values()) if (ch.accepts(op)) out.push(ch);
+  }
+
+  /**
+   * Calls `fn` with every channel, for the comet's sweeps (deadlines,
+   * shutdown). `fn` may end, abort or remove the channel it is given: the
+   * walk goes on with the next one.
+   */
+  each(fn: (ch: Channel) => void): void {
+    if (this.channels.size === 0) return;
+    for (const ch of this.channels.values()) fn(ch);
   }
 
   #join(ch: Channel, roomId: string): void {

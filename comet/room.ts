@@ -10,6 +10,7 @@
  * @module
  */
 
+import type { Batch } from "../protocol/mod.ts";
 import type { Channel } from "./channel.ts";
 
 /**
@@ -19,7 +20,7 @@ import type { Channel } from "./channel.ts";
  * ```ts ignore
  * const room = new Room("live://1000");
  * room.put(ch);
- * for (let c = room.head; c !== null; c = c.roomNext) c.push(batch);
+ * room.pushAll(batch);
  * if (room.del(ch)) bucket.rooms.delete(room.id); // now empty
  * ```
  */
@@ -44,6 +45,14 @@ export class Room {
     this.head = ch;
     ch.room = this;
     this.online++;
+  }
+
+  /**
+   * Queues `batch` for every member: room pushes have no accepts filter.
+   * The fan-out's inner loop, a plain walk of the list.
+   */
+  pushAll(batch: Batch): void {
+    for (let ch = this.head; ch !== null; ch = ch.roomNext) ch.push(batch);
   }
 
   /** Removes a member; returns true when the room is now empty. */

@@ -155,8 +155,8 @@ export class CometService implements CometApi {
         const op = req.protoOp ?? 0;
         const s = this.#sessions;
         for (let i = 0; i < keys.length; i++) {
-          const ch = s.bucket(keys[i]).channels.get(keys[i]);
-          if (ch !== undefined && ch.accepts(op)) ch.push(batch);
+          const key = keys[i];
+          s.bucket(key).pushKey(key, op, batch);
         }
       };
     });
@@ -168,11 +168,7 @@ export class CometService implements CometApi {
       if (roomID === "") throw invalid("roomID is required");
       return (batch) => {
         const buckets = this.#sessions.buckets;
-        for (let i = 0; i < buckets.length; i++) {
-          const room = buckets[i].rooms.get(roomID);
-          if (room === undefined) continue;
-          for (let ch = room.head; ch !== null; ch = ch.roomNext) ch.push(batch);
-        }
+        for (let i = 0; i < buckets.length; i++) buckets[i].pushRoom(roomID, batch);
       };
     });
 
@@ -185,9 +181,8 @@ export class CometService implements CometApi {
         this.#paced(batch, op, speed);
         return;
       }
-      for (const b of this.#sessions.buckets) {
-        for (const ch of b.channels.values()) if (ch.accepts(op)) ch.push(batch);
-      }
+      const buckets = this.#sessions.buckets;
+      for (let i = 0; i < buckets.length; i++) buckets[i].broadcast(batch, op);
     });
 
   /** Rooms with members on this comet. */
@@ -235,9 +230,7 @@ export class CometService implements CometApi {
   #paced(batch: Batch, op: number, speed: number): void {
     if (this.#stopped) throw new RpcError(grpcStatus.UNAVAILABLE, "comet is shutting down");
     const targets: Channel[] = [];
-    for (const b of this.#sessions.buckets) {
-      for (const ch of b.channels.values()) if (ch.accepts(op)) targets.push(ch);
-    }
+    for (const b of this.#sessions.buckets) b.collectAccepting(op, targets);
     const step = Math.max(1, Math.ceil(speed / BROADCAST_STEPS_PER_SECOND));
     const delayMs = (step / speed) * 1000;
     let i = 0;

@@ -47,7 +47,7 @@ import {
   ProtocolError,
   ReasonCode,
 } from "../protocol/mod.ts";
-import { fnv1a32 } from "../infra/hash.ts";
+import { fnv1a32Utf16 } from "../infra/hash.ts";
 import { Bucket } from "./bucket.ts";
 import {
   type Channel,
@@ -131,6 +131,10 @@ export function roomAllowed(patterns: readonly string[], room: string): boolean 
 function isWireError(e: unknown): e is { code: string; reason: DisconnectReason } {
   return e instanceof Error && typeof (e as { code?: unknown }).code === "string" &&
     typeof (e as { reason?: unknown }).reason === "object";
+}
+
+function abort(ch: Channel): void {
+  ch.abort();
 }
 
 function errorText(e: unknown): string {
@@ -241,7 +245,7 @@ export class Sessions implements ChannelHost {
 
   /** The bucket of `key`. */
   bucket(key: string): Bucket {
-    return this.buckets[fnv1a32(key) % this.buckets.length];
+    return this.buckets[fnv1a32Utf16(key) % this.buckets.length];
   }
 
   /** {@linkcode ChannelHost}: queues a channel for the flusher. */
@@ -472,38 +476,38 @@ export class Sessions implements ChannelHost {
         }, "handshake_timeout");
       }
     }
-    for (const b of this.buckets) {
-      if (b.channels.size === 0) continue;
-      for (const ch of b.channels.values()) {
-        if (ch.state !== ChannelState.Open) continue;
-        if (now >= ch.deadline) {
-          this.metrics.idleTimeouts.inc();
-          this.end(ch, {
-            code: ReasonCode.IdleTimeout,
-            message: `no heartbeat within ${this.#idleMs} ms`,
-          }, "idle_timeout");
-        } else if (ch.expiresAt !== 0 && now >= ch.expiresAt) {
-          this.metrics.limitCloses.inc({ limit: "token_expired" });
-          this.end(ch, { code: ReasonCode.AuthFailed, message: "token expired" }, "token_expired");
-        }
-      }
-    }
+    const expire = (ch: Channel) => this.#expire(ch, now);
+    for (const b of this.buckets) b.each(expire);
     for (const ch of this.closing) if (ch.overdue(now)) ch.abort();
+  }
+
+  // An open channel past its idle deadline or its token's expiry starts closing.
+  #expire(ch: Channel, now: number): void {
+    if (ch.state !== ChannelState.Open) return;
+    if (now >= ch.deadline) {
+      this.metrics.idleTimeouts.inc();
+      this.end(ch, {
+        code: ReasonCode.IdleTimeout,
+        message: `no heartbeat within ${this.#idleMs} ms`,
+      }, "idle_timeout");
+    } else if (ch.expiresAt !== 0 && now >= ch.expiresAt) {
+      this.metrics.limitCloses.inc({ limit: "token_expired" });
+      this.end(ch, { code: ReasonCode.AuthFailed, message: "token expired" }, "token_expired");
+    }
   }
 
   /** Ends every open channel with `reason` (shutdown). */
   endAll(reason: DisconnectReason, label: string, graceMs: number): void {
     for (const ch of [...this.pending]) this.end(ch, reason, label, graceMs);
-    for (const b of this.buckets) {
-      for (const ch of [...b.channels.values()]) this.end(ch, reason, label, graceMs);
-    }
+    const end = (ch: Channel) => this.end(ch, reason, label, graceMs);
+    for (const b of this.buckets) b.each(end);
   }
 
   /** Closes every socket now, flushed or not. */
   abortAll(): void {
     for (const ch of [...this.pending]) ch.abort();
     for (const ch of [...this.closing]) ch.abort();
-    for (const b of this.buckets) for (const ch of [...b.channels.values()]) ch.abort();
+    for (const b of this.buckets) b.each(abort);
   }
 
   /** Resolves when no socket is open. */
