@@ -15,10 +15,10 @@ const PRIME = 0x01000193;
  *
  * @example
  * ```ts
- * fnv1a32("") === 0x811c9dc5; // true: the offset basis
+ * fnv1a32Utf16("") === 0x811c9dc5; // true: the offset basis
  * ```
  */
-export function fnv1a32(s: string): number {
+export function fnv1a32Utf16(s: string): number {
   let h = OFFSET_BASIS;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { fnv1a32 } from "../infra/hash.ts";
+import { fnv1a32Utf16 } from "../infra/hash.ts";
 
 /**
  * The lane of `s` among `lanes`: FNV-1a over its UTF-16 code units (no
@@ -18,5 +18,5 @@ import { fnv1a32 } from "../infra/hash.ts";
  * ```
  */
 export function laneOf(s: string, lanes: number): number {
-  return fnv1a32(s) % lanes;
+  return fnv1a32Utf16(s) % lanes;
 }

@@ -118,17 +118,6 @@ export async function ensureTopic(kafka: Kafka, topic: string): Promise<boolean>
 }
 
 /**
- * FNV-1a, 32 bits, over the UTF-8 bytes of `key`, as an unsigned integer
- * (Go's `hash/fnv` New32a); the same function as infra/hash.ts `fnv1a32Utf8`.
- *
- * @example
- * ```ts
- * fnv1a32(""); // 2166136261 (0x811c9dc5)
- * ```
- */
-export const fnv1a32: (key: string) => number = fnv1a32Utf8;
-
-/**
  * The partition goim's logic picks for `key`: sarama's default hash
  * partitioner (FNV-1a 32 of the key, as a signed int32, modulo the
  * partition count, negated if negative). Publishing with the same

@@ -40,7 +40,6 @@ export { KafkaProducer, type KafkaProducerOptions } from "./producer.ts";
 export {
   createKafkaClient,
   ensureTopic,
-  fnv1a32,
   type KafkaConnectOptions,
   saramaPartition,
 } from "./client.ts";
