@@ -96,6 +96,11 @@ export const CONFIG_SCHEMA = defineSchema({
     "gRPC goim.comet.Comet listen address; job pushes through it. Loopback by default: anyone who reaches it can push to every client (see grpc.token, grpc.tls.*).",
     { bind: true },
   ),
+  "comet.grpc.advertise": addr(
+    "",
+    "host:port job (and goim's job, through discovery) dials for this comet's gRPC; \"\" = derived from comet.grpc.bind (a wildcard bind advertises the host name). Set it when the bind address cannot be dialled.",
+    { optional: true },
+  ),
   "comet.admin.bind": addr(
     "127.0.0.1:3190",
     'HTTP admin endpoint of the comet role (/metrics, /healthz); "" disables. Loopback by default because metrics reveal internals.',
@@ -216,6 +221,11 @@ export const CONFIG_SCHEMA = defineSchema({
     "127.0.0.1:3119",
     "gRPC goim.logic.Logic listen address; comets connect here. Loopback by default: it can create and delete routes (see grpc.token, grpc.tls.*).",
     { bind: true },
+  ),
+  "logic.grpc.advertise": addr(
+    "",
+    'host:port comets (goim\'s too, through discovery) dial for this logic; "" = derived from logic.grpc.bind (a wildcard bind advertises the host name).',
+    { optional: true },
   ),
   "logic.admin.bind": addr(
     "127.0.0.1:3191",
@@ -428,9 +438,21 @@ export const CONFIG_SCHEMA = defineSchema({
     "Where session routes (mid/key → comet) live: memory (one logic) or redis (shared by all logics).",
   ),
   "registry.engine": oneOf(
-    ["memory", "redis"],
+    ["memory", "redis", "discovery"],
     "memory",
-    "Where comets register for logic and job to find: memory (one process) or redis.",
+    "Where comets register for logic and job to find: memory (one process), redis, or discovery (bilibili discovery, goim's registry: discovery.nodes).",
+  ),
+  "discovery.nodes": addrs(
+    [],
+    'bilibili discovery servers (host:port of their HTTP API). With registry.engine = "discovery" comets and logics are registered and found there; with another engine and discovery.register = true they are also registered there, so goim\'s own job and comet find them.',
+  ),
+  "discovery.register": bool(
+    false,
+    "Also register comets as goim.comet and logics as goim.logic in discovery.nodes while registry.engine is memory or redis (mixed clusters during a migration from goim).",
+  ),
+  "discovery.env": str(
+    "dev",
+    "Deploy environment of discovery instances (goim DEPLOY_ENV; discovery's env).",
   ),
 
   "redis.url": str(
@@ -468,6 +490,7 @@ export const SECTION_DOCS: Readonly<Record<string, string>> = {
   queue: "The queue between logic and job.",
   sessions: "The session route store.",
   registry: "The comet registry.",
+  discovery: "bilibili discovery, goim's service registry (migration from a running goim cluster).",
   grpc: "Internal gRPC between the roles (comet ↔ logic, job → comet): credentials and TLS.",
   http: "Limits of every HTTP listener (logic's push API and each role's admin endpoint).",
   admin: "Access to the admin endpoints (/metrics, /healthz) of every role.",
@@ -507,10 +530,19 @@ export const CROSS_CHECKS: readonly CrossCheck[] = [
   {
     key: "registry.engine",
     doc:
-      `\`mode = "distributed"\` needs \`registry.engine = "redis"\`, or job and logic never see the comets.`,
+      `\`mode = "distributed"\` needs \`registry.engine = "redis"\` or \`"discovery"\`, or job and logic never see the comets.`,
     test: (c) =>
       c.mode === "distributed" && c.registry.engine === "memory"
-        ? `mode "distributed" needs registry.engine = "redis" (job and logic processes cannot see comets in another process's memory)`
+        ? `mode "distributed" needs registry.engine = "redis" or "discovery" (job and logic processes cannot see comets in another process's memory)`
+        : undefined,
+  },
+  {
+    key: "discovery.nodes",
+    doc:
+      '`registry.engine = "discovery"` and `discovery.register = true` need at least one `discovery.nodes` address.',
+    test: (c) =>
+      (c.registry.engine === "discovery" || c.discovery.register) && c.discovery.nodes.length === 0
+        ? "discovery is used (registry.engine or discovery.register) but discovery.nodes is empty"
         : undefined,
   },
   {
