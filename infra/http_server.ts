@@ -53,7 +53,7 @@
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import type { Counter, Gauge, Metrics } from "./metrics.ts";
-import { splitBind } from "./process.ts";
+import { splitHostPort } from "./addr.ts";
 
 /** Largest request line plus header block accepted (bigger: 431). */
 export const MAX_HEADER_BYTES = 16 * 1024;
@@ -472,7 +472,7 @@ export class HttpServer implements Deno.HttpServer<Deno.NetAddr> {
     this.#opts = opts;
     this.#handler = handler;
     this.#limits = opts.limits;
-    const { hostname, port } = splitBind(opts.bind);
+    const { hostname, port } = splitHostPort(opts.bind);
     this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
     this.addr = this.#listener.addr;
     this.#authority = this.addr.hostname.includes(":")
@@ -1132,7 +1132,7 @@ export function checkExposure(
   if (which.api) {
     const bind = config.logic.http.bind;
     const keyed = config.logic.auth.api_keys.length > 0;
-    if (!keyed && !isLoopbackHost(splitBind(bind).hostname)) {
+    if (!keyed && !isLoopbackHost(splitHostPort(bind).hostname)) {
       if (config.logic.http.insecure) {
         report.warnings.push(
           `logic.http.bind ${bind} is reachable from the network with no logic.auth.api_keys ` +
@@ -1156,7 +1156,7 @@ export function checkExposure(
     const bind = config[role].admin.bind;
     if (bind === "" || token) continue;
     const key = `${role}.admin.bind`;
-    if (!isLoopbackHost(splitBind(bind).hostname)) {
+    if (!isLoopbackHost(splitHostPort(bind).hostname)) {
       if (config.admin.insecure) {
         report.warnings.push(
           `${key} ${bind} is reachable from the network with no admin.token (admin.insecure = true): ` +

@@ -40,23 +40,6 @@ export function shutdownSignal(): Promise<Deno.Signal> {
   return promise;
 }
 
-/**
- * Splits a `host:port` bind address (IPv6 in brackets); an empty host
- * means all interfaces. Expects an address the configuration already
- * validated (infra/config.ts `addr`).
- *
- * @example
- * ```ts
- * splitBind("[::1]:3192"); // { hostname: "::1", port: 3192 }
- * ```
- */
-export function splitBind(addr: string): { hostname: string; port: number } {
-  const i = addr.lastIndexOf(":");
-  let host = addr.slice(0, i);
-  if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
-  return { hostname: host === "" ? "0.0.0.0" : host, port: Number(addr.slice(i + 1)) };
-}
-
 /** Reports of {@linkcode installCrashGuard} logged per window before the rest are only counted. */
 const CRASH_REPORTS_PER_WINDOW = 10;
 const CRASH_WINDOW_MS = 10_000;
