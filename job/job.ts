@@ -11,7 +11,7 @@
  *   comet in queue order. (goim picks lanes round robin and so may reorder.)
  * - PUSH goes to the comet named by `server`, as one PushMsg call. An
  *   unknown server triggers one registry refresh; still unknown → skipped.
- * - ROOM messages are batched per room (./room.ts) and the batch — built
+ * - ROOM messages are batched per room (./batcher.ts) and the batch — built
  *   once — is sent as BroadcastRoom with op 9 (Raw) to the comets that have
  *   members in the room (./membership.ts: never misses a member).
  * - BROADCAST with `speed` 0 is batched per operation by the same batcher
@@ -59,7 +59,7 @@ import type { Batch } from "../protocol/batch.ts";
 import { Op } from "../protocol/ops.ts";
 import { type CallOutcome, CometConn } from "./comet.ts";
 import { type JobMetrics, jobMetrics, type SkipReason } from "./metrics.ts";
-import { type FlushRoom, RoomBatcher } from "./room.ts";
+import { type FlushBatch, PushBatcher } from "./batcher.ts";
 import { RoomSnapshot, Stamps } from "./membership.ts";
 
 /** What job needs from its surroundings. */
@@ -149,9 +149,9 @@ export class Job {
   // Tail of each room's chain of flushes, so batches of a room stay in order.
   readonly #roomOrder = new Map<string, Promise<unknown>>();
   readonly #comets = new Map<string, CometConn>();
-  readonly #rooms = new Map<string, RoomBatcher<Outcome>>();
+  readonly #rooms = new Map<string, PushBatcher<Outcome>>();
   // Unpaced broadcasts, batched per operation (key `op:<operation>`).
-  readonly #broadcasts = new Map<number, RoomBatcher<Outcome>>();
+  readonly #broadcasts = new Map<number, PushBatcher<Outcome>>();
   // Servers some PUSH is waiting to learn about; later pushes to them queue behind.
   readonly #awaitingServer = new Map<string, Promise<void>>();
   #state: JobStatus["state"] = "new";
@@ -429,10 +429,10 @@ export class Job {
       .then((o) => this.#finish(msg, meta, o));
   }
 
-  /** A room batcher (config `job.room.*`) for a room or, as `op:<operation>`, a broadcast operation. */
-  #batcher(key: string, flush: FlushRoom<Outcome>): RoomBatcher<Outcome> {
+  /** A batcher (config `job.room.*`) for a room or, as `op:<operation>`, a broadcast operation. */
+  #batcher(key: string, flush: FlushBatch<Outcome>): PushBatcher<Outcome> {
     const r = this.#deps.config.job.room;
-    return new RoomBatcher<Outcome>(key, { batch: r.batch, windowMs: r.window }, flush);
+    return new PushBatcher<Outcome>(key, { batch: r.batch, windowMs: r.window }, flush);
   }
 
   #flushBroadcast(op: number, batch: Batch): Promise<Outcome> {

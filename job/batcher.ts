@@ -1,19 +1,20 @@
 /**
- * Room batching (goim's job/room.go): messages for one room are merged into
- * one op 9 envelope body, encoded once, and broadcast to the room's comets
- * in a single BroadcastRoom call per comet.
+ * Push batching (goim's job/room.go): messages for one key — a room, or a
+ * broadcast operation — are merged into one op 9 envelope body, encoded
+ * once, and sent to the comets in a single call per comet (BroadcastRoom
+ * for a room, Broadcast for an operation).
  *
  * A batch is flushed when it holds `job.room.batch` frames, when its bytes
- * reach {@linkcode RoomBatcherOptions.maxBytes}, or `job.room.window` after
+ * reach {@linkcode PushBatcherOptions.maxBytes}, or `job.room.window` after
  * its first frame — whichever comes first. So a quiet room pays at most the
  * window in latency and a busy room sends one call per `batch` messages.
  * goim waits up to a second (Room.Signal); 20 ms keeps pushes interactive.
  *
- * Job also batches unpaced broadcasts with it, one batcher per operation
- * (key `op:<operation>`), with the same settings.
+ * Job keeps one batcher per room and one per unpaced broadcast operation
+ * (key `op:<operation>`), all with the same settings.
  *
- * Each {@linkcode RoomBatcher.add} resolves with the outcome of the flush
- * that carried its frame, so the queue acknowledges a room message only once
+ * Each {@linkcode PushBatcher.add} resolves with the outcome of the flush
+ * that carried its frame, so the queue acknowledges a message only once
  * its batch was handed to the comets.
  *
  * @module
@@ -21,8 +22,8 @@
 
 import { type Batch, BatchBuilder } from "../protocol/batch.ts";
 
-/** Options of {@linkcode RoomBatcher}. */
-export interface RoomBatcherOptions {
+/** Options of {@linkcode PushBatcher}. */
+export interface PushBatcherOptions {
   /** Frames per batch (config `job.room.batch`). */
   batch: number;
   /** Longest a frame waits for its batch to fill, ms (config `job.room.window`). */
@@ -35,32 +36,32 @@ export interface RoomBatcherOptions {
 }
 
 /**
- * Sends one sealed batch of a room; resolves with an outcome for all its
+ * Sends one sealed batch of a key; resolves with an outcome for all its
  * frames. `since` is the stamp given with the batch's first frame.
  */
-export type FlushRoom<R> = (room: string, batch: Batch, since: number) => Promise<R>;
+export type FlushBatch<R> = (key: string, batch: Batch, since: number) => Promise<R>;
 
-/** Default of {@linkcode RoomBatcherOptions.maxBytes}. */
-export const ROOM_BATCH_MAX_BYTES = 256 * 1024;
+/** Default of {@linkcode PushBatcherOptions.maxBytes}. */
+export const BATCH_MAX_BYTES = 256 * 1024;
 
-/** The batcher of one room. */
-export class RoomBatcher<R> {
-  /** The room key, e.g. `live://1000`. */
-  readonly room: string;
+/** The batcher of one key: a room, or `op:<operation>` for broadcasts. */
+export class PushBatcher<R> {
+  /** The key, e.g. `live://1000` or `op:1000`. */
+  readonly key: string;
   /** Last time a frame was added (ms, from the clock given to add()). */
   lastUsed = 0;
-  readonly #o: Required<RoomBatcherOptions>;
-  readonly #flush: FlushRoom<R>;
+  readonly #o: Required<PushBatcherOptions>;
+  readonly #flush: FlushBatch<R>;
   readonly #builder = new BatchBuilder(1024);
   #timer?: ReturnType<typeof setTimeout>;
   #waiters: ((r: R) => void)[] = [];
   #inFlight = 0;
   #since = 0;
 
-  /** A batcher for `room` that hands sealed batches to `flush`. */
-  constructor(room: string, o: RoomBatcherOptions, flush: FlushRoom<R>) {
-    this.room = room;
-    this.#o = { maxBytes: ROOM_BATCH_MAX_BYTES, ...o };
+  /** A batcher for `key` that hands sealed batches to `flush`. */
+  constructor(key: string, o: PushBatcherOptions, flush: FlushBatch<R>) {
+    this.key = key;
+    this.#o = { maxBytes: BATCH_MAX_BYTES, ...o };
     this.#flush = flush;
   }
 
@@ -103,7 +104,7 @@ export class RoomBatcher<R> {
     this.#inFlight++;
     // flush() starts the sends synchronously (lane slots taken in order);
     // only their completion is awaited.
-    this.#flush(this.room, batch, this.#since).then((r) => {
+    this.#flush(this.key, batch, this.#since).then((r) => {
       this.#inFlight--;
       for (const w of waiters) w(r);
     });
