@@ -155,14 +155,14 @@ export abstract class Channel {
   /** Whether the channel is in the flusher's list. */
   scheduled = false;
   /** Queued items, oldest first; null when empty (most channels, most of the time). */
-  q: QueueItem[] | null = null;
+  queue: QueueItem[] | null = null;
   #queued = 0;
   /** Why the server closed this channel (metric label); "" while open. */
   closeReason = "";
   /** The op 6 reason code of a server-decided close (WebSocket close code); 1000 otherwise. */
   closeCode = 1000;
   /**
-   * Client-frame rate state (comet.limits.frame_rate, see Sessions.admit):
+   * Client-frame rate state (comet.limits.frame_rate, see ConnectionHub.admit):
    * the time the token bucket would be full again, one number instead of
    * tokens plus last refill (ms, performance clock; 0 = full).
    */
@@ -191,15 +191,15 @@ export abstract class Channel {
   /** Closes the socket now, without flushing; the transport then reports the close. */
   abstract abort(): void;
 
-  /** Bytes in {@linkcode Channel.q}. */
+  /** Bytes in {@linkcode Channel.queue}. */
   get queued(): number {
     return this.#queued;
   }
 
   /** Takes the whole queue (for a flush), leaving it empty. */
   takeQueue(): QueueItem[] | null {
-    const q = this.q;
-    this.q = null;
+    const q = this.queue;
+    this.queue = null;
     this.host.queuedBytes -= this.#queued;
     this.#queued = 0;
     return q;
@@ -210,7 +210,7 @@ export abstract class Channel {
     this.takeQueue();
   }
 
-  #add(n: number): void {
+  #addQueued(n: number): void {
     this.#queued += n;
     this.host.queuedBytes += n;
   }
@@ -282,9 +282,9 @@ export abstract class Channel {
     if (this.queued + this.inflight + size > host.maxQueueBytes && !this.#makeRoom(size, batch)) {
       return false;
     }
-    if (this.q === null) this.q = [batch];
-    else this.q.push(batch);
-    this.#add(size);
+    if (this.queue === null) this.queue = [batch];
+    else this.queue.push(batch);
+    this.#addQueued(size);
     if (!this.scheduled) host.schedule(this);
     return true;
   }
@@ -361,9 +361,9 @@ export abstract class Channel {
       }
     }
     const item = new RawFrame(bytes);
-    if (this.q === null) this.q = [item];
-    else this.q.push(item);
-    this.#add(bytes.length);
+    if (this.queue === null) this.queue = [item];
+    else this.queue.push(item);
+    this.#addQueued(bytes.length);
     if (!this.scheduled) this.host.schedule(this);
     return item;
   }
@@ -381,7 +381,7 @@ export abstract class Channel {
       return false;
     }
     item.bytes = bytes;
-    this.#add(delta);
+    this.#addQueued(delta);
     return true;
   }
 
@@ -401,9 +401,9 @@ export abstract class Channel {
   }
 
   #append(frame: Uint8Array): void {
-    if (this.q === null) this.q = [frame];
-    else this.q.push(frame);
-    this.#add(frame.length);
+    if (this.queue === null) this.queue = [frame];
+    else this.queue.push(frame);
+    this.#addQueued(frame.length);
     if (!this.scheduled) this.host.schedule(this);
   }
 
@@ -415,7 +415,7 @@ export abstract class Channel {
       return false;
     }
     if (host.policy === "drop_oldest") {
-      const q = this.q;
+      const q = this.queue;
       if (q !== null) {
         // Only pushes are dropped: replies answer the client's own requests.
         let i = 0;
@@ -426,7 +426,7 @@ export abstract class Channel {
             continue;
           }
           q.splice(i, 1);
-          this.#add(-this.pushSize(it));
+          this.#addQueued(-this.pushSize(it));
           host.metrics.droppedOldest += it.count;
         }
         if (q.length === 0) this.clearQueue();

@@ -7,7 +7,7 @@
  *
  * How the pieces fit (docs/COMET.md has the long version):
  * - ./tcp.ts and ./websocket.ts accept sockets and turn bytes into frames;
- * - ./session.ts runs each connection's lifecycle (auth via logic, ops,
+ * - ./hub.ts runs each connection's lifecycle (auth via logic, ops,
  *   replacement, timeouts) over ./bucket.ts and ./room.ts;
  * - ./service.ts encodes each push once and queues it on ./channel.ts
  *   send queues, which ./flusher.ts writes out, coalesced;
@@ -47,7 +47,7 @@ import { CometMetrics } from "./metrics.ts";
 import { renewOnline } from "./online.ts";
 import { Registration } from "./registration.ts";
 import { CometService } from "./service.ts";
-import { Sessions } from "./session.ts";
+import { ConnectionHub } from "./hub.ts";
 import {
   type AcceptGate,
   ListenQueues,
@@ -151,10 +151,10 @@ export class Comet {
   readonly #cfg: Config;
   readonly #logic: LogicApi;
   readonly #log: Logger;
-  readonly #m: CometMetrics;
+  readonly #cometMetrics: CometMetrics;
   readonly #flusher: Flusher;
-  readonly #sessions: Sessions;
-  readonly #svc: CometService;
+  readonly #hub: ConnectionHub;
+  readonly #cometService: CometService;
   readonly #registration: Registration;
   #tcp: SocketServer | null = null;
   #ws: SocketServer | null = null;
@@ -181,17 +181,17 @@ export class Comet {
     this.#logic = deps.logic;
     this.#log = deps.log ?? roleLogger(cfg, "comet");
     this.metrics = deps.metrics ?? createMetrics("comet");
-    this.#m = new CometMetrics(this.metrics);
+    this.#cometMetrics = new CometMetrics(this.metrics);
     this.#flusher = new Flusher();
-    this.#sessions = new Sessions({
+    this.#hub = new ConnectionHub({
       id: this.id,
       config: cfg,
       logic: deps.logic,
       log: this.#log,
-      metrics: this.#m,
+      metrics: this.#cometMetrics,
       flusher: this.#flusher,
     });
-    this.#svc = new CometService(this.#sessions, this.#m, this.#log);
+    this.#cometService = new CometService(this.#hub, this.#cometMetrics, this.#log);
     const reserve = cfg.comet.limits.fd_reserve;
     this.#fds = new FdBudget({ reserve });
     this.#gate = {
@@ -206,7 +206,7 @@ export class Comet {
       "Client listeners closed and bound again because they stopped accepting (clients waited in the accept queue), by transport.",
       ["transport"],
     );
-    this.service = this.#svc;
+    this.service = this.#cometService;
     this.#registration = new Registration(
       deps.registry,
       cfg.comet.renew_online_interval,
@@ -218,8 +218,8 @@ export class Comet {
         wsPort: this.#ws?.addrs[0]?.port ?? 0,
         wssPort: this.#wss?.addrs[0]?.port ?? 0,
         weight: cfg.comet.weight,
-        connections: this.#sessions.connections,
-        ips: this.#sessions.ips.size,
+        connections: this.#hub.connections,
+        ips: this.#hub.ips.size,
       }),
     );
   }
@@ -233,20 +233,20 @@ export class Comet {
     if (this.#shutdown) throw new Error("comet is shut down");
     this.#started = true;
     const c = this.#cfg.comet;
-    const s = this.#sessions;
+    const hub = this.#hub;
     try {
       if (c.tcp.sndbuf > 0 || c.tcp.rcvbuf > 0) {
         this.#log.warn("comet.tcp.sndbuf/rcvbuf are not settable under Deno; using OS defaults");
       }
       if (c.tcp.bind.length > 0) {
-        this.#tcp = await listenTcp(s, {
+        this.#tcp = await listenTcp(hub, {
           binds: c.tcp.bind,
           keepalive: c.tcp.keepalive,
           log: this.#log,
         });
       }
       if (c.websocket.bind.length > 0) {
-        this.#ws = await listenWebSocket(s, {
+        this.#ws = await listenWebSocket(hub, {
           binds: c.websocket.bind,
           kind: "ws",
           log: this.#log,
@@ -259,7 +259,7 @@ export class Comet {
           Deno.readTextFile(c.websocket.cert_file),
           Deno.readTextFile(c.websocket.key_file),
         ]);
-        this.#wss = await listenWebSocket(s, {
+        this.#wss = await listenWebSocket(hub, {
           binds: c.websocket.tls_bind,
           kind: "wss",
           cert,
@@ -288,10 +288,10 @@ export class Comet {
       throw e;
     }
     this.#sweepTimer = setInterval(() => {
-      s.sweep();
+      hub.sweep();
       this.#watch();
       this.#syncMetrics();
-    }, s.sweepIntervalMs);
+    }, hub.sweepIntervalMs);
     this.#renewTimer = setInterval(() => void this.#renew(), c.renew_online_interval);
     await this.#renew();
     const addrs: CometAddrs = {
@@ -317,13 +317,13 @@ export class Comet {
    * faster than the sockets take them.
    */
   get queuedBytes(): number {
-    return this.#sessions.queuedBytes;
+    return this.#hub.queuedBytes;
   }
 
   /** Connections, rooms and distinct client IPs right now. */
   stats(): { connections: number; rooms: number; ips: number } {
-    const s = this.#sessions;
-    return { connections: s.connections, rooms: s.online.rooms, ips: s.ips.size };
+    const hub = this.#hub;
+    return { connections: hub.connections, rooms: hub.online.rooms, ips: hub.ips.size };
   }
 
   /**
@@ -337,13 +337,13 @@ export class Comet {
   }
 
   async #doShutdown(reason: string): Promise<void> {
-    const s = this.#sessions;
+    const hub = this.#hub;
     const deadline = performance.now() + this.#cfg.comet.shutdown_deadline;
     const left = () => deadline - performance.now();
-    s.shuttingDown = true;
-    this.#log.info("comet shutting down", { reason, connections: s.connections });
+    hub.shuttingDown = true;
+    this.#log.info("comet shutting down", { reason, connections: hub.connections });
     clearInterval(this.#renewTimer);
-    this.#svc.stop();
+    this.#cometService.stop();
     const listeners = this.#stopAccepting(deadline);
     if (this.#started) {
       try {
@@ -352,19 +352,19 @@ export class Comet {
         this.#log.warn("registry deregister failed", { error: e });
       }
     }
-    s.endAll(
+    hub.endAll(
       { code: ReasonCode.ShuttingDown, message: "server shutting down" },
       "shutdown",
       Math.max(0, left()),
     );
-    await within(s.allClosed(), left());
-    if (s.sockets > 0) {
+    await within(hub.allClosed(), left());
+    if (hub.sockets > 0) {
       this.#log.warn("shutdown deadline reached; closing remaining connections", {
-        open: s.sockets,
+        open: hub.sockets,
       });
-      s.abortAll();
+      hub.abortAll();
     }
-    await within(s.disconnectsDrained(), left());
+    await within(hub.disconnectsDrained(), left());
     clearInterval(this.#sweepTimer);
     await this.#flusher.stop();
     await listeners.finish();
@@ -375,7 +375,7 @@ export class Comet {
 
   // Descriptors the comet tracks itself: open client sockets, refused ones included.
   #owned(): number {
-    return this.#sessions.sockets + this.#gate.refusing;
+    return this.#hub.sockets + this.#gate.refusing;
   }
 
   // At accept, before any channel: whether the new socket fits the budget.
@@ -391,7 +391,7 @@ export class Comet {
   }
 
   #refused(transport: string): void {
-    this.#m.limitCloses.inc({ limit: "fd_budget" });
+    this.#cometMetrics.limitCloses.inc({ limit: "fd_budget" });
     const r = this.#refusals;
     r.count++;
     const now = performance.now();
@@ -450,7 +450,7 @@ export class Comet {
   }
 
   #health(): Health {
-    const s = this.#sessions;
+    const hub = this.#hub;
     const listeners: Health["listeners"] = [];
     const all: [string, SocketServer | null][] = [
       ["tcp", this.#tcp],
@@ -461,7 +461,7 @@ export class Comet {
       for (const l of srv?.listeners() ?? []) listeners.push({ transport, ...l });
     }
     return {
-      status: s.shuttingDown
+      status: hub.shuttingDown
         ? "shutting_down"
         : listeners.every((l) => l.state === "listening")
         ? "ok"
@@ -475,22 +475,22 @@ export class Comet {
   }
 
   #syncMetrics(): void {
-    const s = this.#sessions;
-    const m = this.#m;
-    m.connections.set({ transport: "tcp" }, s.byTransport[0]);
-    m.connections.set({ transport: "ws" }, s.byTransport[1]);
-    m.connections.set({ transport: "wss" }, s.byTransport[2]);
-    m.rooms.set(s.online.rooms);
-    m.queuedBytes.set(s.queuedBytes);
+    const hub = this.#hub;
+    const m = this.#cometMetrics;
+    m.connections.set({ transport: "tcp" }, hub.byTransport[0]);
+    m.connections.set({ transport: "ws" }, hub.byTransport[1]);
+    m.connections.set({ transport: "wss" }, hub.byTransport[2]);
+    m.rooms.set(hub.online.rooms);
+    m.queuedBytes.set(hub.queuedBytes);
     m.sync();
   }
 
   async #renew(): Promise<void> {
     if (this.#renewing) return;
-    const s = this.#sessions;
+    const hub = this.#hub;
     this.#renewing = (async () => {
       const [online, reg] = await Promise.allSettled([
-        renewOnline(this.#logic, this.id, s.online),
+        renewOnline(this.#logic, this.id, hub.online),
         this.#registration.register(),
       ]);
       // Messages only: these repeat every interval while logic or the registry is down.
@@ -510,7 +510,7 @@ export class Comet {
 
   async #startGrpc(bind: string): Promise<void> {
     const server = createInternalServer(this.#cfg.grpc, { log: this.#log, metrics: this.metrics });
-    const svc = this.#svc;
+    const svc = this.#cometService;
     const handlers: CometHandlers = {
       PushMsg: svc.PushMsg,
       Broadcast: svc.Broadcast,

@@ -115,11 +115,11 @@ export class Flusher {
       let sliceStart = performance.now();
       let n = 0;
       while (this.#dirty.length > 0 && !this.#stopped) {
-        const batch = this.#dirty;
+        const pass = this.#dirty;
         this.#dirty = this.#spare;
-        for (let i = 0; i < batch.length; i++) {
-          const ch = batch[i];
-          batch[i] = undefined as unknown as Channel;
+        for (let i = 0; i < pass.length; i++) {
+          const ch = pass[i];
+          pass[i] = undefined as unknown as Channel;
           ch.scheduled = false;
           const p = ch.flush();
           if (p !== undefined) {
@@ -134,8 +134,8 @@ export class Flusher {
           }
           if (this.#stopped) break;
         }
-        batch.length = 0;
-        this.#spare = batch;
+        pass.length = 0;
+        this.#spare = pass;
       }
     } finally {
       this.#running = false;

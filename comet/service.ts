@@ -45,7 +45,7 @@ import {
 } from "../protocol/mod.ts";
 import type { Channel } from "./channel.ts";
 import type { CometMetrics } from "./metrics.ts";
-import type { Sessions } from "./session.ts";
+import type { ConnectionHub } from "./hub.ts";
 
 /** A paced broadcast pushes to this many connections per step at most (10 steps a second). */
 export const BROADCAST_STEPS_PER_SECOND = 10;
@@ -116,22 +116,22 @@ export function batchOf(proto: Proto | null | undefined): Batch {
  *
  * @example
  * ```ts ignore
- * const service = new CometService(sessions, metrics, log);
+ * const service = new CometService(hub, metrics, log);
  * await service.BroadcastRoom({ roomID: "live://1000", proto: { ver: 1, op: 1000, seq: 0, body } });
  * service.stop(); // cancels paced broadcasts still running
  * ```
  */
 export class CometService implements CometApi {
-  readonly #sessions: Sessions;
+  readonly #hub: ConnectionHub;
   readonly #metrics: CometMetrics;
   readonly #log: Logger;
   readonly #refused: Counter<"kind" | "reason">;
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   #stopped = false;
 
-  /** Serves pushes into `sessions`. */
-  constructor(sessions: Sessions, metrics: CometMetrics, log: Logger) {
-    this.#sessions = sessions;
+  /** Serves pushes into `hub`. */
+  constructor(hub: ConnectionHub, metrics: CometMetrics, log: Logger) {
+    this.#hub = hub;
     this.#metrics = metrics;
     this.#log = log;
     this.#refused = metrics.m.counter(
@@ -153,10 +153,10 @@ export class CometService implements CometApi {
       if (keys.length === 0) throw invalid("keys are required");
       return (batch) => {
         const op = req.protoOp ?? 0;
-        const s = this.#sessions;
+        const hub = this.#hub;
         for (let i = 0; i < keys.length; i++) {
           const key = keys[i];
-          s.bucket(key).pushKey(key, op, batch);
+          hub.bucket(key).pushKey(key, op, batch);
         }
       };
     });
@@ -167,7 +167,7 @@ export class CometService implements CometApi {
       const roomID = req.roomID ?? "";
       if (roomID === "") throw invalid("roomID is required");
       return (batch) => {
-        const buckets = this.#sessions.buckets;
+        const buckets = this.#hub.buckets;
         for (let i = 0; i < buckets.length; i++) buckets[i].pushRoom(roomID, batch);
       };
     });
@@ -181,7 +181,7 @@ export class CometService implements CometApi {
         this.#paced(batch, op, speed);
         return;
       }
-      const buckets = this.#sessions.buckets;
+      const buckets = this.#hub.buckets;
       for (let i = 0; i < buckets.length; i++) buckets[i].broadcast(batch, op);
     });
 
@@ -189,7 +189,7 @@ export class CometService implements CometApi {
   Rooms = (): Promise<RoomsReply> => {
     this.#metrics.grpcCalls.inc({ method: "Rooms" });
     const rooms: Record<string, boolean> = {};
-    for (const id of this.#sessions.online.roomIds()) rooms[id] = true;
+    for (const id of this.#hub.online.roomIds()) rooms[id] = true;
     return Promise.resolve({ rooms });
   };
 
@@ -230,7 +230,7 @@ export class CometService implements CometApi {
   #paced(batch: Batch, op: number, speed: number): void {
     if (this.#stopped) throw new RpcError(grpcStatus.UNAVAILABLE, "comet is shutting down");
     const targets: Channel[] = [];
-    for (const b of this.#sessions.buckets) b.collectAccepting(op, targets);
+    for (const b of this.#hub.buckets) b.collectAccepting(op, targets);
     const step = Math.max(1, Math.ceil(speed / BROADCAST_STEPS_PER_SECOND));
     const delayMs = (step / speed) * 1000;
     let i = 0;

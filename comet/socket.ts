@@ -1,7 +1,7 @@
 /**
  * What the TCP and WebSocket channels share: a `node:net` (or `node:tls`)
  * socket with one coalesced write in flight, input dispatched to the
- * session in order, and the listeners.
+ * connection hub in order, and the listeners.
  *
  * Why `node:net` rather than `Deno.listen` (measured on this box, see
  * docs/COMET.md): an idle `Deno.listen` connection costs ≈7.6 KB of RSS
@@ -11,7 +11,7 @@
  * margin that lets a whole connection (channel, frame reader, maps) fit the
  * 8 KB target. WebSocket runs on the same sockets (./websocket.ts).
  *
- * Input ordering: frames are handed to {@linkcode Sessions.frame} in order;
+ * Input ordering: frames are handed to {@linkcode ConnectionHub.frame} in order;
  * while one waits on logic (auth, op 4), later frames are held back and the
  * socket is paused, so a client cannot outrun its own requests and the
  * kernel's receive window pushes back on it. What was read before the
@@ -37,7 +37,7 @@ import {
   ReasonCode,
 } from "../protocol/mod.ts";
 import { Channel, ChannelState, type QueueItem } from "./channel.ts";
-import type { Sessions } from "./session.ts";
+import type { ConnectionHub } from "./hub.ts";
 
 /** Property of a node socket holding its channel (shared handlers, no closures per socket). */
 export const CHANNEL: unique symbol = Symbol("goim.comet.channel");
@@ -67,15 +67,15 @@ export abstract class SocketChannel extends Channel {
   #backlog: Backlog | null = null;
 
   /** Wraps an accepted socket and tags it. */
-  constructor(sessions: Sessions, sock: net.Socket) {
-    super(sessions, sock.remoteAddress ?? "");
+  constructor(hub: ConnectionHub, sock: net.Socket) {
+    super(hub, sock.remoteAddress ?? "");
     this.sock = sock;
     (sock as TaggedSocket)[CHANNEL] = this;
   }
 
   /** Where frames go: the host this channel was created with (no second field per connection). */
-  get sessions(): Sessions {
-    return this.host as Sessions;
+  get hub(): ConnectionHub {
+    return this.host as ConnectionHub;
   }
 
   /** Bytes of the write in flight. */
@@ -114,7 +114,7 @@ export abstract class SocketChannel extends Channel {
   }
 
   /**
-   * Hands one frame to the session, in order: the one way in for every
+   * Hands one frame to the hub, in order: the one way in for every
    * transport. Each frame counts against the frame-rate bound as it
    * arrives, held back or not; held-back frames count their bytes against
    * comet.limits.input_buffer until they are handled. `f` may be a reused
@@ -123,20 +123,20 @@ export abstract class SocketChannel extends Channel {
    */
   dispatch(f: Frame): void {
     if (this.state >= ChannelState.Closing) return;
-    const sessions = this.sessions;
-    if (!sessions.admit(this, inputAt)) {
+    const hub = this.hub;
+    if (!hub.admit(this, inputAt)) {
       this.#backlog = null;
       return;
     }
     if (this.#busy) {
       const b = this.#backlog ??= new Backlog();
       const size = HEADER_LEN + f.body.length;
-      if (b.bytes + size > sessions.inputBufferBytes) {
+      if (b.bytes + size > hub.inputBufferBytes) {
         this.#backlog = null;
-        sessions.limitExceeded(
+        hub.limitExceeded(
           this,
           "input_buffer",
-          `more than ${sessions.inputBufferBytes} bytes of frames waiting (comet.limits.input_buffer)`,
+          `more than ${hub.inputBufferBytes} bytes of frames waiting (comet.limits.input_buffer)`,
         );
         return;
       }
@@ -144,7 +144,7 @@ export abstract class SocketChannel extends Channel {
       b.bytes += size;
       return;
     }
-    const p = sessions.frame(this, f);
+    const p = hub.frame(this, f);
     if (p !== undefined) this.#wait(p);
   }
 
@@ -161,7 +161,7 @@ export abstract class SocketChannel extends Channel {
     while (b !== null && b.frames.length > 0 && this.state < ChannelState.Closing) {
       const f = b.frames.shift()!;
       b.bytes -= HEADER_LEN + f.body.length;
-      const p = this.sessions.frame(this, f);
+      const p = this.hub.frame(this, f);
       if (p !== undefined) {
         this.#wait(p);
         return;
@@ -187,7 +187,7 @@ export abstract class SocketChannel extends Channel {
           m.bytesOut[t] += buf.length;
           m.writes[t]++;
           if (!this.#closed) {
-            if (this.q !== null) {
+            if (this.queue !== null) {
               if (!this.scheduled) this.host.schedule(this);
             } else if (this.state === ChannelState.Closing) {
               this.abort();
@@ -211,7 +211,7 @@ function onData(this: TaggedSocket, chunk: Uint8Array): void {
   try {
     ch.input(chunk);
   } catch (e) {
-    ch.sessions.protocolError(ch, e);
+    ch.hub.protocolError(ch, e);
   }
 }
 
@@ -609,7 +609,7 @@ export interface SocketServerWiring {
  *
  * @example
  * ```ts ignore
- * const srv = await SocketServer.listen({ binds: ["127.0.0.1:0"], log }, (sock) => new TcpChannel(sessions, sock), (ch) => sessions.accept(ch));
+ * const srv = await SocketServer.listen({ binds: ["127.0.0.1:0"], log }, (sock) => new TcpChannel(hub, sock), (ch) => hub.accept(ch));
  * srv.wire({ transport: "tcp", gate, refusal: "op6" });
  * setInterval(() => {
  *   const q = new ListenQueues();

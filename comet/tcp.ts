@@ -12,7 +12,7 @@ import type { Logger } from "../infra/log.ts";
 import { type Batch, FrameReader } from "../protocol/mod.ts";
 import type { QueueItem } from "./channel.ts";
 import { coalesce, Framing } from "./coalesce.ts";
-import type { Sessions } from "./session.ts";
+import type { ConnectionHub } from "./hub.ts";
 import { SocketChannel, SocketServer } from "./socket.ts";
 
 /** A raw TCP connection's channel. */
@@ -20,9 +20,9 @@ export class TcpChannel extends SocketChannel {
   readonly #reader: FrameReader;
 
   /** Wraps an accepted socket. */
-  constructor(sessions: Sessions, sock: net.Socket) {
-    super(sessions, sock);
-    this.#reader = new FrameReader({ maxBody: sessions.maxBody });
+  constructor(hub: ConnectionHub, sock: net.Socket) {
+    super(hub, sock);
+    this.#reader = new FrameReader({ maxBody: hub.maxBody });
   }
 
   /** Always `"tcp"`. */
@@ -66,15 +66,15 @@ export interface TcpOptions {
  *
  * @example
  * ```ts ignore
- * const tcp = await listenTcp(sessions, { binds: ["127.0.0.1:0"], keepalive: false, log });
+ * const tcp = await listenTcp(hub, { binds: ["127.0.0.1:0"], keepalive: false, log });
  * console.log(tcp.addrs[0].port);
  * await tcp.close();
  * ```
  */
-export function listenTcp(sessions: Sessions, opts: TcpOptions): Promise<SocketServer> {
+export function listenTcp(hub: ConnectionHub, opts: TcpOptions): Promise<SocketServer> {
   return SocketServer.listen(
     { binds: opts.binds, keepalive: opts.keepalive, log: opts.log },
-    (sock) => new TcpChannel(sessions, sock),
-    (ch) => sessions.accept(ch),
+    (sock) => new TcpChannel(hub, sock),
+    (ch) => hub.accept(ch),
   );
 }

@@ -39,7 +39,7 @@ import { type Batch, decodeFrame, HEADER_LEN, Op, PUSH_VER, writeHeader } from "
 import { ChannelState, type QueueItem, RawFrame } from "./channel.ts";
 import { Framing, memoBytes } from "./coalesce.ts";
 import { TRANSPORT_INDEX } from "./metrics.ts";
-import type { Sessions } from "./session.ts";
+import type { ConnectionHub } from "./hub.ts";
 import { SocketChannel, SocketServer } from "./socket.ts";
 import {
   closeAnswer,
@@ -141,7 +141,7 @@ function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
 }
 
 // The close code the next ended() uses instead of the op 6 code. Set and
-// cleared around one synchronous Sessions.end call, so no channel needs a
+// cleared around one synchronous ConnectionHub.end call, so no channel needs a
 // field for the rare close that differs.
 let closeOverride = 0;
 
@@ -158,16 +158,16 @@ export class WsChannel extends SocketChannel {
   // Before the upgrade: the request bytes so far. After: the frame reader,
   // only while it holds something (most connections, most of the time, hold
   // nothing between reads).
-  #rx: Uint8Array | WsReader | null = null;
-  // The queued pong and the queue it went into: while `q` is still that
+  #pendingInput: Uint8Array | WsReader | null = null;
+  // The queued pong and the queue it went into: while `queue` is still that
   // array the pong has not been taken by a flush (takeQueue swaps in a new
   // array; drop_oldest only removes pushes).
   #pong: RawFrame | null = null;
-  #pongQ: QueueItem[] | null = null;
+  #pongQueue: QueueItem[] | null = null;
 
   /** Wraps an accepted socket (plain or TLS) of a listener. */
-  constructor(sessions: Sessions, sock: net.Socket, listener: WsListener) {
-    super(sessions, sock);
+  constructor(hub: ConnectionHub, sock: net.Socket, listener: WsListener) {
+    super(hub, sock);
     this.#listener = listener;
   }
 
@@ -188,9 +188,9 @@ export class WsChannel extends SocketChannel {
 
   /** WebSocket framing of the whole queue (taken for a flush: a queued pong leaves with it). */
   protected encode(q: readonly QueueItem[]): Uint8Array {
-    if (q === this.#pongQ) {
+    if (q === this.#pongQueue) {
       this.#pong = null;
-      this.#pongQ = null;
+      this.#pongQueue = null;
     }
     return encodeWebSocketQueue(q);
   }
@@ -215,20 +215,20 @@ export class WsChannel extends SocketChannel {
   }
 
   #handshake(chunk: Uint8Array): void {
-    const part = this.#rx as Uint8Array | null;
+    const part = this.#pendingInput as Uint8Array | null;
     const buf = part === null ? chunk : concatBytes(part, chunk);
-    this.#rx = null;
+    this.#pendingInput = null;
     const end = findHeadEnd(buf);
     if (end < 0 ? buf.length > MAX_UPGRADE_REQUEST : end > MAX_UPGRADE_REQUEST) {
       return this.#refuse(431, "request too large");
     }
     if (end < 0) {
-      this.#rx = buf.slice();
+      this.#pendingInput = buf.slice();
       return;
     }
     const up = parseUpgrade(buf.subarray(0, end), "/sub");
     if (!up.ok) return this.#refuse(up.status, up.message, up.headers);
-    if (this.sessions.shuttingDown) return this.#refuse(503, "shutting down");
+    if (this.hub.shuttingDown) return this.#refuse(503, "shutting down");
     // Written directly: nothing can be queued before the upgrade.
     this.sock.write(upgradeResponse(up.accept));
     this.#upgraded = true;
@@ -237,7 +237,7 @@ export class WsChannel extends SocketChannel {
   }
 
   #refuse(status: number, message: string, headers = ""): void {
-    this.sessions.endQuietly(
+    this.hub.endQuietly(
       this,
       `http_${status}`,
       utf8.encode(refusalResponse(status, message, headers)),
@@ -246,18 +246,18 @@ export class WsChannel extends SocketChannel {
 
   #frames(chunk: Uint8Array): void {
     const l = this.#listener;
-    let rx = this.#rx as WsReader | null;
+    let rx = this.#pendingInput as WsReader | null;
     if (rx === null) {
       rx = l.spare ?? new WsReader(l.limits);
       l.spare = null;
     }
-    this.#rx = null;
+    this.#pendingInput = null;
     try {
       const more = rx.push(chunk, SINK, this);
       // An idle reader holds no state: it serves the next channel. One that
       // failed (below) is dropped.
       if (rx.idle) l.spare = rx;
-      else if (more) this.#rx = rx;
+      else if (more) this.#pendingInput = rx;
     } catch (e) {
       if (!(e instanceof WebSocketError) || e.limit === null) throw e;
       this.#limit(e);
@@ -266,12 +266,12 @@ export class WsChannel extends SocketChannel {
 
   /** A reader bound: counted, op 6 4007, then a close frame with the bound's RFC code. */
   #limit(e: WebSocketError): void {
-    const s = this.sessions;
+    const hub = this.hub;
     if (this.state >= ChannelState.Closing) return;
-    s.metrics.limitCloses.inc({ limit: e.limit! });
+    hub.metrics.limitCloses.inc({ limit: e.limit! });
     closeOverride = e.closeCode;
     try {
-      s.end(this, e.reason, "limit_exceeded");
+      hub.end(this, e.reason, "limit_exceeded");
     } finally {
       closeOverride = 0;
     }
@@ -279,7 +279,7 @@ export class WsChannel extends SocketChannel {
 
   /** A whole client message (the reader's sink): one goim frame. Returns whether to read on. */
   onMessage(payload: Uint8Array): boolean {
-    this.dispatch(decodeFrame(payload, { maxBody: this.sessions.maxBody }));
+    this.dispatch(decodeFrame(payload, { maxBody: this.hub.maxBody }));
     return this.#open();
   }
 
@@ -287,18 +287,18 @@ export class WsChannel extends SocketChannel {
   onControl(opcode: number, payload: Uint8Array): boolean {
     if (opcode === WsOp.Close) {
       const { code, ok } = closeAnswer(payload);
-      if (!ok) this.sessions.metrics.protocolErrors.inc({ code: "websocket" });
-      this.sessions.endQuietly(this, ok ? "client" : "protocol_error", closeFrame(code));
+      if (!ok) this.hub.metrics.protocolErrors.inc({ code: "websocket" });
+      this.hub.endQuietly(this, ok ? "client" : "protocol_error", closeFrame(code));
       return false;
     }
     if (opcode === WsOp.Ping) {
       const pong = wsFrame(WsOp.Pong, payload);
       const queued = this.#pong;
-      if (queued !== null && this.q === this.#pongQ) {
+      if (queued !== null && this.queue === this.#pongQueue) {
         this.replaceRaw(queued, pong);
       } else {
         this.#pong = this.appendRaw(pong);
-        this.#pongQ = this.#pong === null ? null : this.q;
+        this.#pongQueue = this.#pong === null ? null : this.queue;
       }
     }
     return this.#open();
@@ -334,16 +334,16 @@ export interface WebSocketOptions {
  *
  * @example
  * ```ts ignore
- * const ws = await listenWebSocket(sessions, { binds: ["127.0.0.1:0"], kind: "ws", log });
+ * const ws = await listenWebSocket(hub, { binds: ["127.0.0.1:0"], kind: "ws", log });
  * const url = `ws://127.0.0.1:${ws.addrs[0].port}/sub`;
  * await ws.close();
  * ```
  */
-export function listenWebSocket(sessions: Sessions, opts: WebSocketOptions): Promise<SocketServer> {
+export function listenWebSocket(hub: ConnectionHub, opts: WebSocketOptions): Promise<SocketServer> {
   const listener: WsListener = {
     kind: opts.kind,
     limits: {
-      maxMessage: sessions.maxBody + HEADER_LEN,
+      maxMessage: hub.maxBody + HEADER_LEN,
       maxFragments: opts.maxFragments ?? DEFAULT_MAX_FRAGMENTS,
       maxBuffered: opts.inputBuffer ?? DEFAULT_INPUT_BUFFER,
     },
@@ -353,11 +353,11 @@ export function listenWebSocket(sessions: Sessions, opts: WebSocketOptions): Pro
     {
       binds: opts.binds,
       tls: opts.kind === "wss"
-        ? { cert: opts.cert!, key: opts.key!, handshakeTimeoutMs: sessions.handshakeMs }
+        ? { cert: opts.cert!, key: opts.key!, handshakeTimeoutMs: hub.handshakeMs }
         : undefined,
       log: opts.log,
     },
-    (sock) => new WsChannel(sessions, sock, listener),
-    (ch) => sessions.accept(ch),
+    (sock) => new WsChannel(hub, sock, listener),
+    (ch) => hub.accept(ch),
   );
 }

@@ -6,14 +6,14 @@
  * and the clean-up when a socket goes away.
  *
  * Transports (./tcp.ts, ./websocket.ts) create a {@linkcode Channel}, hand
- * it to {@linkcode Sessions.accept}, feed it frames through
- * {@linkcode Sessions.frame} and report protocol errors; the channel
- * reports its socket's close through {@linkcode Sessions.closed}.
+ * it to {@linkcode ConnectionHub.accept}, feed it frames through
+ * {@linkcode ConnectionHub.frame} and report protocol errors; the channel
+ * reports its socket's close through {@linkcode ConnectionHub.closed}.
  *
  * Timers: none per connection. Each channel carries one deadline
  * (handshake, then idle, then close grace), plus its token's expiry when
  * logic sent one (ConnectReply field 104: op 6, reason 4001), and
- * {@linkcode Sessions.sweep}, run by the comet on one interval, checks them all.
+ * {@linkcode ConnectionHub.sweep}, run by the comet on one interval, checks them all.
  *
  * Auth scope: logic's Connect reply may restrict what a connection can
  * change later (ConnectReply fields 100–103, see {@linkcode scopeOf}). A
@@ -26,8 +26,8 @@
  * Per-connection bounds (comet.limits.*): at most max_ops accepted
  * operations, whether from the Connect reply or op 14, and client frames
  * at most frame_rate per second after a burst of frame_burst (counted by
- * the transport on arrival, see {@linkcode Sessions.admit}). Past either,
- * op 6 reason 4007 and close, see {@linkcode Sessions.limitExceeded}.
+ * the transport on arrival, see {@linkcode ConnectionHub.admit}). Past either,
+ * op 6 reason 4007 and close, see {@linkcode ConnectionHub.limitExceeded}.
  *
  * @module
  */
@@ -67,8 +67,8 @@ export const SLOW_CLOSE_GRACE_MS = 500;
 /** logic.Disconnect calls in flight at once (the rest wait in a queue). */
 export const MAX_DISCONNECTS_IN_FLIGHT = 64;
 
-/** What {@linkcode Sessions} is built from. */
-export interface SessionsOptions {
+/** What {@linkcode ConnectionHub} is built from. */
+export interface ConnectionHubOptions {
   /** This comet's id (cfg.node.id), the `server` of every logic call. */
   id: string;
   /** The configuration (comet.* keys). */
@@ -94,7 +94,7 @@ const utf8Encoder = new TextEncoder();
  *
  * @example
  * ```ts
- * import { scopeOf } from "./session.ts";
+ * import { scopeOf } from "./hub.ts";
  * scopeOf({ mid: 1, key: "k", roomID: "", accepts: [], heartbeat: 0 }); // null
  * scopeOf({
  *   mid: 1, key: "k", roomID: "", accepts: [], heartbeat: 0,
@@ -115,7 +115,7 @@ export function scopeOf(reply: ConnectReply): ChannelScope | null {
  *
  * @example
  * ```ts
- * import { roomAllowed } from "./session.ts";
+ * import { roomAllowed } from "./hub.ts";
  * roomAllowed(["live://*", "chat://1"], "live://9"); // true
  * roomAllowed(["live://*", "chat://1"], "chat://2"); // false
  * ```
@@ -148,12 +148,12 @@ function errorText(e: unknown): string {
  *
  * @example
  * ```ts ignore
- * const sessions = new Sessions({ id, config, logic, log, metrics, flusher });
- * sessions.accept(ch);
- * const p = sessions.frame(ch, frame); // a promise while auth or op 4 is in progress
+ * const hub = new ConnectionHub({ id, config, logic, log, metrics, flusher });
+ * hub.accept(ch);
+ * const p = hub.frame(ch, frame); // a promise while auth or op 4 is in progress
  * ```
  */
-export class Sessions implements ChannelHost {
+export class ConnectionHub implements ChannelHost {
   /** This comet's id. */
   readonly id: string;
   /** The buckets, indexed by `fnv1a32(key) % count`. */
@@ -205,15 +205,15 @@ export class Sessions implements ChannelHost {
   readonly handshakeMs: number;
   readonly #idleMs: number;
   readonly #routeMs: number;
-  // logic.Disconnect calls waiting for a slot: [mid, key] pairs, consumed from #dqHead.
-  #dq: Array<[number, string]> = [];
-  #dqHead = 0;
-  #dqInflight = 0;
+  // logic.Disconnect calls waiting for a slot: [mid, key] pairs, consumed from #disconnectHead.
+  #disconnectQueue: Array<[number, string]> = [];
+  #disconnectHead = 0;
+  #disconnectsInFlight = 0;
   #drainWaiters: Array<() => void> = [];
   #closedWaiters: Array<() => void> = [];
 
   /** Creates the buckets; nothing runs until transports call in. */
-  constructor(opts: SessionsOptions) {
+  constructor(opts: ConnectionHubOptions) {
     const c = opts.config.comet;
     this.id = opts.id;
     this.#logic = opts.logic;
@@ -237,7 +237,7 @@ export class Sessions implements ChannelHost {
     this.buckets = buckets;
   }
 
-  /** Period at which {@linkcode Sessions.sweep} should run: fine enough for the shortest deadline. */
+  /** Period at which {@linkcode ConnectionHub.sweep} should run: fine enough for the shortest deadline. */
   get sweepIntervalMs(): number {
     const shortest = Math.min(this.handshakeMs, this.#idleMs, CLOSE_GRACE_MS);
     return Math.max(10, Math.min(1000, Math.floor(shortest / 4)));
@@ -518,7 +518,9 @@ export class Sessions implements ChannelHost {
 
   /** Resolves when every logic.Disconnect call has settled. */
   disconnectsDrained(): Promise<void> {
-    if (this.#dqInflight === 0 && this.#dqHead === this.#dq.length) return Promise.resolve();
+    if (this.#disconnectsInFlight === 0 && this.#disconnectHead === this.#disconnectQueue.length) {
+      return Promise.resolve();
+    }
     return new Promise((r) => this.#drainWaiters.push(r));
   }
 
@@ -622,25 +624,28 @@ export class Sessions implements ChannelHost {
   }
 
   #disconnect(mid: number, key: string): void {
-    this.#dq.push([mid, key]);
+    this.#disconnectQueue.push([mid, key]);
     this.#pumpDisconnects();
   }
 
   #pumpDisconnects(): void {
-    while (this.#dqInflight < MAX_DISCONNECTS_IN_FLIGHT && this.#dqHead < this.#dq.length) {
-      const [mid, key] = this.#dq[this.#dqHead++];
-      this.#dqInflight++;
+    while (
+      this.#disconnectsInFlight < MAX_DISCONNECTS_IN_FLIGHT &&
+      this.#disconnectHead < this.#disconnectQueue.length
+    ) {
+      const [mid, key] = this.#disconnectQueue[this.#disconnectHead++];
+      this.#disconnectsInFlight++;
       this.#logic.Disconnect({ mid, key, server: this.id }).catch((e) =>
         this.#log.warn("logic Disconnect failed", { key, error: errorText(e) })
       ).finally(() => {
-        this.#dqInflight--;
+        this.#disconnectsInFlight--;
         this.#pumpDisconnects();
       });
     }
-    if (this.#dqHead === this.#dq.length) {
-      this.#dq = [];
-      this.#dqHead = 0;
-      if (this.#dqInflight === 0) this.#wake(this.#drainWaiters);
+    if (this.#disconnectHead === this.#disconnectQueue.length) {
+      this.#disconnectQueue = [];
+      this.#disconnectHead = 0;
+      if (this.#disconnectsInFlight === 0) this.#wake(this.#drainWaiters);
     }
   }
 
