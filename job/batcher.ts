@@ -41,6 +41,16 @@ export interface PushBatcherOptions {
  */
 export type FlushBatch<R> = (key: string, batch: Batch, since: number) => Promise<R>;
 
+/** How {@linkcode PushBatcher.add} treats one frame. */
+export interface BatchAddOptions {
+  /** Now, ms on the caller's clock: becomes {@linkcode PushBatcher.lastUsed}. */
+  at: number;
+  /** Flush the batch at once rather than wait for the window (job is stopping). */
+  flushNow?: boolean;
+  /** The frame's arrival mark (default 0); the flush gets the batch's first one as `since`. */
+  stamp?: number;
+}
+
 /** Default of {@linkcode PushBatcherOptions.maxBytes}. */
 export const BATCH_MAX_BYTES = 256 * 1024;
 
@@ -72,17 +82,20 @@ export class PushBatcher<R> {
 
   /**
    * Appends one inner frame (ver 1, op, seq 0, body). Resolves with the
-   * outcome of the flush that sends it. With `now` true the batch is
-   * flushed at once (job is stopping: no point waiting for the window).
-   * `stamp` marks the frame's arrival; the batch reports its first one.
+   * outcome of the flush that sends it.
    */
-  add(op: number, body: Uint8Array, at: number, now = false, stamp = 0): Promise<R> {
+  add(
+    op: number,
+    body: Uint8Array,
+    { at, flushNow = false, stamp = 0 }: BatchAddOptions,
+  ): Promise<R> {
     this.lastUsed = at;
     if (this.#builder.count === 0) this.#since = stamp;
     this.#builder.add(op, body);
     const p = new Promise<R>((r) => this.#waiters.push(r));
     if (
-      now || this.#builder.count >= this.#o.batch || this.#builder.byteLength >= this.#o.maxBytes
+      flushNow || this.#builder.count >= this.#o.batch ||
+      this.#builder.byteLength >= this.#o.maxBytes
     ) {
       this.flush();
     } else if (this.#timer === undefined) {

@@ -372,14 +372,11 @@ export class Job {
       b = this.#batcher(msg.room, (room, batch, since) => this.#flushRoom(room, batch, since));
       this.#rooms.set(msg.room, b);
     }
-    return b.add(
-      msg.operation,
-      msg.msg,
-      this.#now(),
-      this.#state !== "running",
-      this.#stamps.next(),
-    )
-      .then((o) => this.#finish(msg, meta, o));
+    return b.add(msg.operation, msg.msg, {
+      at: this.#now(),
+      flushNow: this.#state !== "running",
+      stamp: this.#stamps.next(),
+    }).then((o) => this.#finish(msg, meta, o));
   }
 
   #flushRoom(room: string, batch: Batch, since: number): Promise<Outcome> {
@@ -425,7 +422,7 @@ export class Job {
       b = this.#batcher(`op:${op}`, (_key, batch) => this.#flushBroadcast(op, batch));
       this.#broadcasts.set(op, b);
     }
-    return b.add(op, msg.msg, this.#now(), this.#state !== "running")
+    return b.add(op, msg.msg, { at: this.#now(), flushNow: this.#state !== "running" })
       .then((o) => this.#finish(msg, meta, o));
   }
 
