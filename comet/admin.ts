@@ -4,16 +4,17 @@
  *
  * `/healthz` answers 200 with a small JSON status while the comet serves,
  * and 503 once it is shutting down, so a balancer stops sending clients
- * before the listeners close. It runs on the bounded HTTP server with the
- * `admin.token` check (infra/admin.ts `serveAdminHttp`).
+ * before the listeners close. The routes, the bounded HTTP server and the
+ * `admin.token` check are every role's (infra/admin.ts); this module says
+ * what the comet's health is.
  *
  * @module
  */
 
-import { serveAdminHttp } from "../infra/admin.ts";
-import { type Config, loadConfig } from "../infra/config.ts";
-import { createLogger, type Logger } from "../infra/log.ts";
-import { type Metrics, metricsResponse, processMetrics } from "../infra/metrics.ts";
+import { createAdminHandler, serveAdminHttp } from "../infra/admin.ts";
+import type { Config } from "../infra/config.ts";
+import type { Logger } from "../infra/log.ts";
+import type { Metrics } from "../infra/metrics.ts";
 import type { FdStats } from "../infra/fds.ts";
 import type { ListenerStatus } from "./socket.ts";
 
@@ -52,10 +53,10 @@ export interface AdminOptions {
   beforeScrape(): void;
   /** The current health. */
   health(): Health;
-  /** `http.*` bounds and `admin.token`; absent = the defaults (no token). */
-  config?: Pick<Config, "http" | "admin">;
-  /** Accept failures and handler errors; absent = a default logger. */
-  log?: Logger;
+  /** `http.*` bounds and `admin.token`. */
+  config: Pick<Config, "http" | "admin">;
+  /** Accept failures and handler errors. */
+  log: Logger;
 }
 
 /**
@@ -63,24 +64,24 @@ export interface AdminOptions {
  *
  * @example
  * ```ts ignore
- * const admin = serveAdmin({ bind: "127.0.0.1:3190", metricsEnabled: true, metrics, beforeScrape, health });
+ * const admin = serveAdmin({
+ *   bind: "127.0.0.1:3190", metricsEnabled: true, metrics, beforeScrape, health, config, log,
+ * });
  * await fetch(`http://127.0.0.1:${admin.addr.port}/healthz`);
  * await admin.shutdown();
  * ```
  */
 export function serveAdmin(opts: AdminOptions): Deno.HttpServer<Deno.NetAddr> {
-  const config = opts.config ?? loadConfig({ args: [], env: {} });
-  const log = opts.log ?? createLogger({ fields: { role: "comet" } });
-  return serveAdminHttp({ bind: opts.bind, config, log, metrics: opts.metrics }, async (req) => {
-    const path = new URL(req.url).pathname;
-    if (path === "/healthz") {
-      const h = opts.health();
-      return Response.json(h, { status: h.status === "ok" ? 200 : 503 });
-    }
-    if (path === "/metrics" && opts.metricsEnabled) {
-      opts.beforeScrape();
-      return await metricsResponse(opts.metrics, processMetrics());
-    }
-    return new Response("not found\n", { status: 404 });
-  });
+  const { bind, config, log, metrics } = opts;
+  return serveAdminHttp(
+    { bind, config, log, metrics },
+    createAdminHandler({
+      health: () => {
+        const body = opts.health();
+        return { healthy: body.status === "ok", body };
+      },
+      metrics: opts.metricsEnabled ? metrics : undefined,
+      beforeScrape: opts.beforeScrape,
+    }),
+  );
 }

@@ -1,10 +1,14 @@
 /**
- * The admin endpoint every role serves: `GET /healthz` (200 when healthy,
- * else 503, with a JSON body) and `GET /metrics` (Prometheus text, own
- * metrics plus process metrics; 404 when disabled). Other methods get 405,
- * other paths 404.
+ * The admin endpoint every role serves, one handler for all
+ * ({@linkcode createAdminHandler}): `GET /healthz` (200 when healthy, else
+ * 503, with a JSON body) and `GET /metrics` (Prometheus text, own metrics
+ * plus process metrics; 404 when disabled). Other methods get 405, other
+ * paths 404. What differs per role is only what `/healthz` reports and
+ * which registry `/metrics` shows: comet/admin.ts, logic/admin.ts and
+ * job/admin.ts supply those.
  *
- * Every role's admin listener is started by {@linkcode serveAdminHttp}: the
+ * Every admin listener is started by {@linkcode serveAdminHttp} (logic's
+ * by its own listener code, with {@linkcode requireAdminToken}): the
  * `http.*` bounds of ./http_server.ts, and with `admin.token` set, every
  * path but `/healthz` answers 401 unless the request carries
  * `Authorization: Bearer <admin.token>` (compared in constant time).
@@ -24,6 +28,8 @@ export interface AdminRoutes {
   health(): { healthy: boolean; body: unknown };
   /** `/metrics` source; absent = `/metrics` is 404. */
   metrics?: Metrics;
+  /** Called before each scrape, to fold counters kept outside the registry in. */
+  beforeScrape?(): void;
 }
 
 /**
@@ -48,6 +54,7 @@ export function createAdminHandler(routes: AdminRoutes): (req: Request) => Promi
       return Response.json(body, { status: healthy ? 200 : 503 });
     }
     if (path === "/metrics" && routes.metrics) {
+      routes.beforeScrape?.();
       return await metricsResponse(routes.metrics, processMetrics());
     }
     return new Response("not found\n", { status: 404 });

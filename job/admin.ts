@@ -14,11 +14,12 @@ import { createAdminHandler } from "../infra/admin.ts";
 import type { Job } from "./job.ts";
 
 /**
- * Builds the admin handler for `job`; `/metrics` is served when `metrics` is true.
+ * Builds the admin handler for `job` (infra/admin.ts `createAdminHandler`
+ * with job's health); `/metrics` is served when `metrics` is true.
  *
  * @example
  * ```ts ignore
- * Deno.serve({ hostname: "127.0.0.1", port: 3192 }, createJobAdminHandler(job, true));
+ * serveAdminHttp({ bind: "127.0.0.1:3192", config, log }, createJobAdminHandler(job, true));
  * ```
  */
 export function createJobAdminHandler(

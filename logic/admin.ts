@@ -11,11 +11,11 @@
  * @module
  */
 
-import { metricsResponse, processMetrics } from "../infra/metrics.ts";
+import { createAdminHandler } from "../infra/admin.ts";
 import type { PushProducer } from "../infra/queue.ts";
 import type { LogicMetrics } from "./metrics.ts";
 
-/** What {@linkcode createAdminHandler} needs. */
+/** What {@linkcode createLogicAdminHandler} needs. */
 export interface AdminDeps {
   /** The queue whose health `/healthz` reports. */
   producer: PushProducer;
@@ -24,34 +24,25 @@ export interface AdminDeps {
 }
 
 /**
- * Builds the admin handler.
+ * Builds the admin handler (infra/admin.ts `createAdminHandler` with
+ * logic's health).
  *
  * @example
  * ```ts ignore
- * Deno.serve({ port: 3191, hostname: "127.0.0.1" }, createAdminHandler({ producer, metrics }));
+ * serveAdminHttp({ bind: "127.0.0.1:3191", config, log }, createLogicAdminHandler({ producer, metrics }));
  * ```
  */
-export function createAdminHandler(deps: AdminDeps): (req: Request) => Promise<Response> {
-  return async (req) => {
-    const path = new URL(req.url).pathname;
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      return new Response("method not allowed\n", { status: 405, headers: { allow: "GET" } });
-    }
-    if (path === "/healthz") {
+export function createLogicAdminHandler(deps: AdminDeps): (req: Request) => Promise<Response> {
+  return createAdminHandler({
+    health: () => {
       let healthy = false;
       try {
         healthy = deps.producer.healthy();
       } catch {
         // A throwing probe is as good as a failing one.
       }
-      return Response.json(
-        { status: healthy ? "ok" : "unavailable", queue: healthy },
-        { status: healthy ? 200 : 503 },
-      );
-    }
-    if (path === "/metrics" && deps.metrics) {
-      return await metricsResponse(deps.metrics.registry, processMetrics());
-    }
-    return new Response("not found\n", { status: 404 });
-  };
+      return { healthy, body: { status: healthy ? "ok" : "unavailable", queue: healthy } };
+    },
+    metrics: deps.metrics?.registry,
+  });
 }

@@ -39,7 +39,7 @@ import type { Metrics } from "../infra/metrics.ts";
 import type { PushProducer } from "../infra/queue.ts";
 import type { Registry } from "../infra/registry.ts";
 import type { SessionStore } from "../infra/sessions.ts";
-import { createAdminHandler } from "./admin.ts";
+import { createLogicAdminHandler } from "./admin.ts";
 import { type Authenticator, createAuthenticator } from "./auth.ts";
 import { createHttpHandler, type HttpHandler } from "./http.ts";
 import { createLogicMetrics, type LogicMetrics } from "./metrics.ts";
@@ -203,7 +203,7 @@ export class Logic {
       log: this.#log,
       metrics: this.metrics,
     });
-    this.adminHandler = createAdminHandler({
+    this.adminHandler = createLogicAdminHandler({
       producer: deps.producer,
       metrics: cfg.metrics.enabled ? this.metrics : undefined,
     });
