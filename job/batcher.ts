@@ -60,7 +60,7 @@ export class PushBatcher<R> {
   readonly key: string;
   /** Last time a frame was added (ms, from the clock given to add()). */
   lastUsed = 0;
-  readonly #o: Required<PushBatcherOptions>;
+  readonly #options: Required<PushBatcherOptions>;
   readonly #flush: FlushBatch<R>;
   readonly #builder = new BatchBuilder(1024);
   #timer?: ReturnType<typeof setTimeout>;
@@ -69,9 +69,9 @@ export class PushBatcher<R> {
   #since = 0;
 
   /** A batcher for `key` that hands sealed batches to `flush`. */
-  constructor(key: string, o: PushBatcherOptions, flush: FlushBatch<R>) {
+  constructor(key: string, options: PushBatcherOptions, flush: FlushBatch<R>) {
     this.key = key;
-    this.#o = { maxBytes: BATCH_MAX_BYTES, ...o };
+    this.#options = { maxBytes: BATCH_MAX_BYTES, ...options };
     this.#flush = flush;
   }
 
@@ -94,12 +94,12 @@ export class PushBatcher<R> {
     this.#builder.add(op, body);
     const p = new Promise<R>((r) => this.#waiters.push(r));
     if (
-      flushNow || this.#builder.count >= this.#o.batch ||
-      this.#builder.byteLength >= this.#o.maxBytes
+      flushNow || this.#builder.count >= this.#options.batch ||
+      this.#builder.byteLength >= this.#options.maxBytes
     ) {
       this.flush();
     } else if (this.#timer === undefined) {
-      this.#timer = setTimeout(() => this.flush(), this.#o.windowMs);
+      this.#timer = setTimeout(() => this.flush(), this.#options.windowMs);
     }
     return p;
   }

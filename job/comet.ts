@@ -66,18 +66,21 @@ export class CometConn {
   snapshot?: RoomSnapshot;
 
   readonly #lanes: Lane[];
-  readonly #o: CometConnOptions;
+  readonly #options: CometConnOptions;
   #down = false;
   #closing?: string;
   readonly #sleeper = new Sleeper();
 
   /** Wraps `client` for the comet `rec`. */
-  constructor(rec: CometRecord, client: CometClient, o: CometConnOptions) {
+  constructor(rec: CometRecord, client: CometClient, options: CometConnOptions) {
     this.id = rec.id;
     this.grpcAddr = rec.grpcAddr;
     this.client = client;
-    this.#o = o;
-    this.#lanes = Array.from({ length: Math.max(1, o.lanes) }, () => new Lane(o.laneQueue));
+    this.#options = options;
+    this.#lanes = Array.from(
+      { length: Math.max(1, options.lanes) },
+      () => new Lane(options.laneQueue),
+    );
   }
 
   /** Items queued in all lanes (waiting submissions included). */
@@ -111,22 +114,22 @@ export class CometConn {
   }
 
   async #attempt(method: string, call: (c: CometClient) => Promise<unknown>): Promise<CallOutcome> {
-    const max = this.#down ? 1 : Math.max(1, this.#o.retry.maxAttempts);
+    const max = this.#down ? 1 : Math.max(1, this.#options.retry.maxAttempts);
     for (let attempt = 1;; attempt++) {
       if (this.#closing) return { ok: false, reason: this.#closingReason() };
       try {
         await call(this.client);
-        if (this.#down) this.#o.log.info("comet reachable again");
+        if (this.#down) this.#options.log.info("comet reachable again");
         this.#down = false;
         return { ok: true };
       } catch (e) {
         if (!isTransient(e)) {
-          this.#o.log.warn("comet call failed", { method, code: errorCode(e), error: e });
+          this.#options.log.warn("comet call failed", { method, code: errorCode(e), error: e });
           return { ok: false, reason: "rpc_error", error: e };
         }
         if (attempt >= max) {
           if (!this.#down) {
-            this.#o.log.warn("comet unreachable; giving up on this call", {
+            this.#options.log.warn("comet unreachable; giving up on this call", {
               method,
               attempts: attempt,
               code: errorCode(e),
@@ -136,8 +139,8 @@ export class CometConn {
           this.#down = true;
           return { ok: false, reason: "retries_exhausted", error: e };
         }
-        this.#o.hooks.onRetry();
-        if (!(await this.#sleep(backoffDelay(this.#o.retry, attempt)))) {
+        this.#options.hooks.onRetry();
+        if (!(await this.#sleep(backoffDelay(this.#options.retry, attempt)))) {
           return { ok: false, reason: this.#closingReason() };
         }
       }
@@ -167,7 +170,7 @@ export class CometConn {
     try {
       this.client.close?.();
     } catch (e) {
-      this.#o.log.debug("closing comet client failed", { error: e });
+      this.#options.log.debug("closing comet client failed", { error: e });
     }
   }
 }

@@ -142,8 +142,8 @@ export class Job {
 
   readonly #deps: JobDeps;
   readonly #log: Logger;
-  readonly #m: JobMetrics;
-  readonly #metrics: Metrics;
+  readonly #metrics: JobMetrics;
+  readonly #registry: Metrics;
   readonly #now: () => number;
   readonly #stamps = new Stamps();
   // Tail of each room's chain of flushes, so batches of a room stay in order.
@@ -168,8 +168,8 @@ export class Job {
     this.#deps = deps;
     this.#log = deps.log ?? NOOP_LOG;
     this.#now = deps.now ?? Date.now;
-    this.#metrics = deps.metrics ?? createMetrics("job");
-    this.#m = jobMetrics(this.#metrics, {
+    this.#registry = deps.metrics ?? createMetrics("job");
+    this.#metrics = jobMetrics(this.#registry, {
       laneDepth: () => [...this.#comets.values()].map((c) => [c.id, c.depth]),
       comets: () => this.#comets.size,
       rooms: () => this.#rooms.size,
@@ -180,7 +180,7 @@ export class Job {
 
   /** The metrics registry job reports into. */
   get metrics(): Metrics {
-    return this.#metrics;
+    return this.#registry;
   }
 
   /** Whether job runs and its consumer (if it can tell) is healthy. */
@@ -284,7 +284,7 @@ export class Job {
   // ---- the handler
 
   #handle(msg: PushMsg, meta?: PushMeta): Promise<void> {
-    this.#m.consumed.inc({ type: msg.type });
+    this.#metrics.consumed.inc({ type: msg.type });
     if (this.#aborted || this.#state === "stopped") return Promise.reject(new JobStoppingError());
     switch (msg.type) {
       case "PUSH":
@@ -300,15 +300,15 @@ export class Job {
 
   #finish(msg: PushMsg, meta: PushMeta | undefined, o: Outcome): Promise<void> {
     if (o.ok) {
-      this.#m.delivered.inc({ type: msg.type });
+      this.#metrics.delivered.inc({ type: msg.type });
       const at = meta?.publishedAt;
       if (at !== undefined) {
-        this.#m.latency.observe({ type: msg.type }, Math.max(0, this.#now() - at) / 1000);
+        this.#metrics.latency.observe({ type: msg.type }, Math.max(0, this.#now() - at) / 1000);
       }
       return Promise.resolve();
     }
     if (o.reason === "stopping") return Promise.reject(new JobStoppingError());
-    this.#m.skipped.inc({ reason: o.reason });
+    this.#metrics.skipped.inc({ reason: o.reason });
     this.#warnSometimes(`${o.reason}:${msg.type}:${msg.server}`, "push skipped", {
       reason: o.reason,
       type: msg.type,
@@ -380,7 +380,7 @@ export class Job {
   }
 
   #flushRoom(room: string, batch: Batch, since: number): Promise<Outcome> {
-    this.#m.roomBatch.observe(batch.count);
+    this.#metrics.roomBatch.observe(batch.count);
     if (this.#comets.size === 0) return Promise.resolve({ ok: false, reason: "no_comets" });
     const comets = [...this.#comets.values()];
     // One request object, one body for every comet: the batch is encoded once.
@@ -525,7 +525,7 @@ export class Job {
           maxDelayMs: cfg.retry.max_delay,
         },
         log,
-        hooks: { onRetry: () => this.#m.retried.inc() },
+        hooks: { onRetry: () => this.#metrics.retried.inc() },
       });
       this.#comets.set(rec.id, added);
       this.#log.info("comet added", { comet: rec.id, grpcAddr: rec.grpcAddr });

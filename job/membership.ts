@@ -24,10 +24,10 @@ import type { RoomsReply } from "../proto/messages.ts";
 
 /** A logical clock shared by message arrivals and Rooms() calls. */
 export class Stamps {
-  #n = 0;
+  #last = 0;
   /** The next stamp; every call returns a larger number. */
   next(): number {
-    return ++this.#n;
+    return ++this.#last;
   }
 }
 
@@ -49,22 +49,22 @@ export class RoomSnapshot {
   stamp = 0;
   readonly #fetch: () => Promise<RoomsReply>;
   readonly #stamps: Stamps;
-  readonly #o: RoomSnapshotOptions;
+  readonly #options: RoomSnapshotOptions;
   #inflight: { stamp: number; done: Promise<void> } | null = null;
   #lastStart = -Infinity;
   #next: Promise<void> | null = null;
 
-  constructor(fetch: () => Promise<RoomsReply>, stamps: Stamps, o: RoomSnapshotOptions) {
+  constructor(fetch: () => Promise<RoomsReply>, stamps: Stamps, options: RoomSnapshotOptions) {
     this.#fetch = fetch;
     this.#stamps = stamps;
-    this.#o = o;
+    this.#options = options;
   }
 
   /** Starts a Rooms() call unless one is in flight; resolves when it settles. */
   refresh(): Promise<void> {
     if (this.#inflight) return this.#inflight.done;
     const stamp = this.#stamps.next();
-    this.#lastStart = this.#o.now();
+    this.#lastStart = this.#options.now();
     const done = Promise.resolve().then(() => this.#fetch()).then(
       (r) => {
         if (stamp < this.stamp) return;
@@ -99,7 +99,7 @@ export class RoomSnapshot {
       timer = setTimeout(() => {
         late = true;
         r();
-      }, this.#o.waitMs)
+      }, this.#options.waitMs)
     );
     try {
       // Each round waits for a call started later than the last; a few rounds at most.
@@ -121,7 +121,7 @@ export class RoomSnapshot {
       await Promise.resolve();
       try {
         if (this.#inflight) await this.#inflight.done;
-        const wait = this.#lastStart + this.#o.minGapMs - this.#o.now();
+        const wait = this.#lastStart + this.#options.minGapMs - this.#options.now();
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       } finally {
         this.#next = null;
