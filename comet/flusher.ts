@@ -4,7 +4,7 @@
  *
  * Why one loop with a few writes in flight (see docs/COMET.md):
  * - Under fan-out the cost is the number of socket writes, not bytes
- *   (PERFORMANCE-NOTES.md). Channels only queue; the loop visits each dirty
+ *   (docs/PERFORMANCE.md). Channels only queue; the loop visits each dirty
  *   channel once per pass and its whole queue goes out in one write. What
  *   arrives while a pass is running joins the channel's next write: natural
  *   batching that grows with load and adds no delay when idle.
