@@ -5,11 +5,11 @@
  * the inner frames of each op 9 envelope). Driven by JSON lines on stdin,
  * answers on stdout. With `--heartbeat=MS` (TCP) every connection sends
  * op 2 every MS ms, all in one burst. Started by bench/comet_memory.ts and
- * bench/comet_throughput.ts; not a test, not in CI.
+ * bench/comet_throughput.ts through bench/lib/child.ts; not a test, not in CI.
  *
  * Commands:
- * - `{"cmd":"count"}` → `{"event":"count","frames":…,"heartbeats":…}`
- * - `{"cmd":"wait","total":X,"timeoutMs":T}` → `{"event":"reached","at":ms,"frames":…,"reached":bool}`
+ * - `{"cmd":"count"}` → `{"ev":"count","frames":…,"heartbeats":…}`
+ * - `{"cmd":"wait","total":X,"timeoutMs":T}` → `{"ev":"reached","at":ms,"frames":…,"reached":bool}`
  *   once this process has counted X frames (or T ms passed).
  * - `{"cmd":"exit"}` → closes every connection and exits.
  *
@@ -22,11 +22,8 @@
  */
 
 import { encodeAuthToken, encodeFrame, FrameReader, Op, readU32 } from "../protocol/mod.ts";
-
-function arg(name: string, def: string): string {
-  const a = Deno.args.find((x) => x.startsWith(`--${name}=`));
-  return a ? a.slice(name.length + 3) : def;
-}
+import { arg } from "./lib/args.ts";
+import { readLines } from "./lib/child.ts";
 
 const transport = arg("transport", "tcp");
 const port = Number(arg("port", "3101"));
@@ -43,8 +40,8 @@ let failed = 0;
 let target = Infinity;
 let onTarget: (() => void) | null = null;
 
-function emit(event: Record<string, unknown>): void {
-  console.log(JSON.stringify(event));
+function emit(ev: Record<string, unknown>): void {
+  console.log(JSON.stringify(ev));
 }
 
 function check(): void {
@@ -148,7 +145,7 @@ await Promise.all(Array.from({ length: concurrency }, async () => {
     }
   }
 }));
-emit({ event: "ready", n, authed, failed, ms: Math.round(performance.now() - start) });
+emit({ ev: "ready", n, authed, failed, ms: Math.round(performance.now() - start) });
 
 let heartbeats = 0;
 if (heartbeatMs > 0 && transport === "tcp") {
@@ -160,41 +157,32 @@ if (heartbeatMs > 0 && transport === "tcp") {
   }, heartbeatMs);
 }
 
-const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
-let buf = "";
-for await (const chunk of lines) {
-  buf += chunk;
-  let nl: number;
-  while ((nl = buf.indexOf("\n")) >= 0) {
-    const line = buf.slice(0, nl).trim();
-    buf = buf.slice(nl + 1);
-    if (line === "") continue;
-    const msg = JSON.parse(line);
-    if (msg.cmd === "count") emit({ event: "count", frames, heartbeats });
-    else if (msg.cmd === "wait") {
-      target = msg.total;
-      const reached = await new Promise<boolean>((resolve) => {
-        const t = setTimeout(() => {
-          onTarget = null;
-          resolve(false);
-        }, msg.timeoutMs ?? 60_000);
-        onTarget = () => {
-          clearTimeout(t);
-          resolve(true);
-        };
-        check();
-      });
-      emit({ event: "reached", at: Date.now(), frames, reached });
-      target = Infinity;
-    } else if (msg.cmd === "exit") {
-      for (const c of tcpConns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-      for (const s of sockets) s.close();
-      Deno.exit(0);
+for await (const line of readLines(Deno.stdin.readable)) {
+  const msg = JSON.parse(line);
+  if (msg.cmd === "count") emit({ ev: "count", frames, heartbeats });
+  else if (msg.cmd === "wait") {
+    target = msg.total;
+    const reached = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => {
+        onTarget = null;
+        resolve(false);
+      }, msg.timeoutMs ?? 60_000);
+      onTarget = () => {
+        clearTimeout(t);
+        resolve(true);
+      };
+      check();
+    });
+    emit({ ev: "reached", at: Date.now(), frames, reached });
+    target = Infinity;
+  } else if (msg.cmd === "exit") {
+    for (const c of tcpConns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
     }
+    for (const s of sockets) s.close();
+    Deno.exit(0);
   }
 }
 Deno.exit(0);

@@ -2,19 +2,19 @@
  * Benchmark comet process: a real {@linkcode Comet} (TCP + WebSocket on
  * 127.0.0.1, port 0) with an in-process fake logic and a memory registry,
  * driven by JSON lines on stdin; events go out as JSON lines on stdout.
- * Started by bench/comet_memory.ts and bench/comet_throughput.ts; not a
- * test, not in CI.
+ * Started by bench/comet_memory.ts and bench/comet_throughput.ts through
+ * bench/lib/child.ts; not a test, not in CI.
  *
  * Commands (one JSON object per line):
  * - `{"cmd":"gc"}`: collect garbage (needs `--v8-flags=--expose-gc`), reply
- *   `{"event":"gc","rss":…,"heapUsed":…}`.
- * - `{"cmd":"stats"}`: reply `{"event":"stats",…comet.stats()}`.
+ *   `{"ev":"gc","rss":…,"heapUsed":…}`.
+ * - `{"cmd":"stats"}`: reply `{"ev":"stats",…comet.stats()}`.
  * - `{"cmd":"broadcast","batch":N,"seconds":S,"bytes":B}`: call
  *   `service.BroadcastRoom("live://bench")` with N frames of B bytes per call
  *   (an op 9 proto as goim's job sends, or one plain message when N = 1) as
  *   fast as the comet absorbs them for S seconds, yielding to the event loop
- *   after each call; reply `{"event":"broadcast","calls":…,"startAt":…,"endAt":…}`.
- * - `{"cmd":"counters"}`: reply `{"event":"counters","writes":…,"frames":…,"bytes":…}`
+ *   after each call; reply `{"ev":"broadcast","calls":…,"startAt":…,"endAt":…}`.
+ * - `{"cmd":"counters"}`: reply `{"ev":"counters","writes":…,"frames":…,"bytes":…}`
  *   (TCP totals from the comet's metrics).
  * - `{"cmd":"exit"}`: graceful shutdown, exit 0.
  *
@@ -34,6 +34,7 @@ import { createLogger } from "../infra/log.ts";
 import { MemoryRegistry } from "../infra/memory/registry.ts";
 import type { LogicApi } from "../proto/api.ts";
 import { encodeBatch, Op, parseAuthToken } from "../protocol/mod.ts";
+import { readLines } from "./lib/child.ts";
 
 /** Logic for benchmarks: trusts every token (like logic's `none` auth mode), records nothing. */
 export function benchLogic(): LogicApi {
@@ -57,8 +58,8 @@ export function benchLogic(): LogicApi {
   };
 }
 
-function emit(event: Record<string, unknown>): void {
-  console.log(JSON.stringify(event));
+function emit(ev: Record<string, unknown>): void {
+  console.log(JSON.stringify(ev));
 }
 
 async function main(): Promise<void> {
@@ -82,72 +83,63 @@ async function main(): Promise<void> {
   });
   const addrs = await comet.start({ grpc: false });
   emit({
-    event: "ready",
+    ev: "ready",
     pid: Deno.pid,
     tcp: addrs.tcp[0].port,
     ws: addrs.ws[0].port,
     admin: addrs.admin?.port,
   });
   const gc = (globalThis as { gc?: () => void }).gc;
-  const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
-  let buf = "";
-  for await (const chunk of lines) {
-    buf += chunk;
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, nl).trim();
-      buf = buf.slice(nl + 1);
-      if (line === "") continue;
-      const msg = JSON.parse(line);
-      switch (msg.cmd) {
-        case "gc": {
-          for (let i = 0; i < 3; i++) {
-            gc?.();
-            await new Promise((r) => setTimeout(r, 50));
-          }
-          const m = Deno.memoryUsage();
-          emit({ event: "gc", rss: m.rss, heapUsed: m.heapUsed, external: m.external });
-          break;
+  for await (const line of readLines(Deno.stdin.readable)) {
+    const msg = JSON.parse(line);
+    switch (msg.cmd) {
+      case "gc": {
+        for (let i = 0; i < 3; i++) {
+          gc?.();
+          await new Promise((r) => setTimeout(r, 50));
         }
-        case "stats":
-          emit({ event: "stats", ...comet.stats() });
-          break;
-        case "broadcast":
-          emit({
-            event: "broadcast",
-            ...await drive(
-              comet,
-              config.comet.send_queue.max_bytes,
-              msg.batch,
-              msg.seconds,
-              msg.bytes,
-            ),
-          });
-          break;
-        case "counters": {
-          // Hot-path counters, folded in by the admin endpoint's scrape.
-          const text = await (await fetch(`http://127.0.0.1:${addrs.admin!.port}/metrics`)).text();
-          const get = (name: string) =>
-            Number(
-              / (\d+(?:\.\d+)?(?:e\+\d+)?)$/m.exec(
-                text.split("\n").find((l) => l.startsWith(`${name}{transport="tcp"}`)) ?? " 0",
-              )?.[1] ?? 0,
-            );
-          emit({
-            event: "counters",
-            writes: get("goim_comet_writes_total"),
-            frames: get("goim_comet_frames_out_total"),
-            bytes: get("goim_comet_bytes_out_total"),
-            builds: coalesceStats.builds,
-            copied: coalesceStats.bytes,
-          });
-          break;
-        }
-        case "exit":
-          await comet.shutdown("bench done");
-          await registry.close();
-          Deno.exit(0);
+        const m = Deno.memoryUsage();
+        emit({ ev: "gc", rss: m.rss, heapUsed: m.heapUsed, external: m.external });
+        break;
       }
+      case "stats":
+        emit({ ev: "stats", ...comet.stats() });
+        break;
+      case "broadcast":
+        emit({
+          ev: "broadcast",
+          ...await drive(
+            comet,
+            config.comet.send_queue.max_bytes,
+            msg.batch,
+            msg.seconds,
+            msg.bytes,
+          ),
+        });
+        break;
+      case "counters": {
+        // Hot-path counters, folded in by the admin endpoint's scrape.
+        const text = await (await fetch(`http://127.0.0.1:${addrs.admin!.port}/metrics`)).text();
+        const get = (name: string) =>
+          Number(
+            / (\d+(?:\.\d+)?(?:e\+\d+)?)$/m.exec(
+              text.split("\n").find((l) => l.startsWith(`${name}{transport="tcp"}`)) ?? " 0",
+            )?.[1] ?? 0,
+          );
+        emit({
+          ev: "counters",
+          writes: get("goim_comet_writes_total"),
+          frames: get("goim_comet_frames_out_total"),
+          bytes: get("goim_comet_bytes_out_total"),
+          builds: coalesceStats.builds,
+          copied: coalesceStats.bytes,
+        });
+        break;
+      }
+      case "exit":
+        await comet.shutdown("bench done");
+        await registry.close();
+        Deno.exit(0);
     }
   }
   await comet.shutdown("stdin closed");

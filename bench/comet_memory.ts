@@ -17,38 +17,43 @@
  * @module
  */
 
-import { BenchProc, rssOf, settle } from "./comet_bench_proc.ts";
-
-function arg(name: string, def: string): string {
-  const a = Deno.args.find((x) => x.startsWith(`--${name}=`));
-  return a ? a.slice(name.length + 3) : def;
-}
+import { arg } from "./lib/args.ts";
+import { type JsonLinesChild, pause, spawnScript } from "./lib/child.ts";
+import { readRssBytes } from "./lib/procstat.ts";
 
 const here = new URL(".", import.meta.url).pathname;
 const n = Number(arg("n", "10000"));
 const perProc = Number(arg("per-proc", "10000"));
 const transports = arg("transport", "tcp,ws").split(",");
 const serverArgs = arg("server-args", "").split(" ").filter(Boolean);
+// The bench children exit on this command; killed if not gone in 30 s.
+const EXIT = { cmd: "exit" };
+
+/** The comet's RSS: this bench is nothing without it. */
+async function rssOf(pid: number): Promise<number> {
+  const rss = await readRssBytes(pid);
+  if (rss === null) throw new Error(`no VmRSS for ${pid}`);
+  return rss;
+}
 
 async function measure(transport: string): Promise<Record<string, number | string>> {
-  const server = new BenchProc(
+  const server = spawnScript(
     "comet",
     `${here}${arg("server", "comet_bench_server.ts")}`,
     serverArgs,
     ["--expose-gc"],
   );
-  const clients: BenchProc[] = [];
+  const clients: JsonLinesChild[] = [];
   try {
     const ready = await server.next("ready");
     const port = (transport === "tcp" ? ready.tcp : ready.ws) as number;
-    await settle(500);
-    await server.send({ cmd: "gc" });
-    const gc0 = await server.next("gc");
+    await pause(500);
+    const gc0 = await server.ask({ cmd: "gc" }, "gc");
     const before = await rssOf(server.pid);
     const t0 = performance.now();
     for (let i = 0, left = n; left > 0; i++, left -= perProc) {
       clients.push(
-        new BenchProc(`clients${i}`, `${here}comet_bench_clients.ts`, [
+        spawnScript(`clients${i}`, `${here}comet_bench_clients.ts`, [
           `--transport=${transport}`,
           `--port=${port}`,
           `--n=${Math.min(perProc, left)}`,
@@ -59,11 +64,9 @@ async function measure(transport: string): Promise<Record<string, number | strin
     }
     const readies = await Promise.all(clients.map((c) => c.next("ready")));
     const openMs = performance.now() - t0;
-    await server.send({ cmd: "stats" });
-    const stats = await server.next("stats");
-    await settle(1000);
-    await server.send({ cmd: "gc" });
-    const gc1 = await server.next("gc");
+    const stats = await server.ask({ cmd: "stats" }, "stats");
+    await pause(1000);
+    const gc1 = await server.ask({ cmd: "gc" }, "gc");
     const after = await rssOf(server.pid);
     const authed = readies.reduce((a, r) => a + (r.authed as number), 0);
     return {
@@ -79,8 +82,8 @@ async function measure(transport: string): Promise<Record<string, number | strin
       ),
     };
   } finally {
-    await Promise.all(clients.map((c) => c.exit()));
-    await server.exit();
+    await Promise.all(clients.map((c) => c.stop(30_000, EXIT)));
+    await server.stop(30_000, EXIT);
   }
 }
 

@@ -24,12 +24,9 @@
  * @module
  */
 
-import { BenchProc, settle } from "./comet_bench_proc.ts";
-
-function arg(name: string, def: string): string {
-  const a = Deno.args.find((x) => x.startsWith(`--${name}=`));
-  return a ? a.slice(name.length + 3) : def;
-}
+import { arg } from "./lib/args.ts";
+import { type JsonLinesChild, pause, spawnScript } from "./lib/child.ts";
+import { readCpuSeconds } from "./lib/procstat.ts";
 
 const here = new URL(".", import.meta.url).pathname;
 const n = Number(arg("n", "10000"));
@@ -40,21 +37,24 @@ const batches = arg("batches", "1,10,20,100").split(",").map(Number);
 const serverArgs = arg("server-args", "").split(" ").filter(Boolean);
 // Every N ms each client connection sends op 2 (all at once; 0 = never).
 const heartbeat = Number(arg("heartbeat", "0"));
+// The bench children exit on this command; killed if not gone in 30 s.
+const EXIT = { cmd: "exit" };
 
+/** The comet's CPU seconds: the serverCpu column is nothing without them. */
 async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in clock ticks of 10 ms
+  const cpu = await readCpuSeconds(pid);
+  if (cpu === null) throw new Error(`no /proc/${pid}/stat`);
+  return cpu;
 }
 
-const server = new BenchProc("comet", `${here}comet_bench_server.ts`, serverArgs);
-const clients: BenchProc[] = [];
+const server = spawnScript("comet", `${here}comet_bench_server.ts`, serverArgs);
+const clients: JsonLinesChild[] = [];
 try {
   const ready = await server.next("ready");
   const per = Math.ceil(n / procs);
   for (let i = 0; i < procs; i++) {
     clients.push(
-      new BenchProc(`clients${i}`, `${here}comet_bench_clients.ts`, [
+      spawnScript(`clients${i}`, `${here}comet_bench_clients.ts`, [
         "--transport=tcp",
         `--port=${ready.tcp}`,
         `--n=${Math.min(per, n - i * per)}`,
@@ -67,28 +67,25 @@ try {
   const readies = await Promise.all(clients.map((c) => c.next("ready")));
   const sizes = readies.map((r) => r.authed as number);
   console.error(`connections ready: ${sizes.join(" + ")}`);
-  await settle(1000);
+  await pause(1000);
   const results = [];
   for (const batch of batches) {
-    await Promise.all(clients.map((c) => c.send({ cmd: "count" })));
-    const before = (await Promise.all(clients.map((c) => c.next("count")))).map((e) =>
-      e.frames as number
-    );
-    await server.send({ cmd: "counters" });
-    const c0 = await server.next("counters");
+    const before = (await Promise.all(clients.map((c) => c.ask({ cmd: "count" }, "count"))))
+      .map((e) => e.frames as number);
+    const c0 = await server.ask({ cmd: "counters" }, "counters");
     const cpu0 = await cpuSeconds(server.pid);
-    await server.send({ cmd: "broadcast", batch, seconds, bytes });
-    const run = await server.next("broadcast");
+    const run = await server.ask({ cmd: "broadcast", batch, seconds, bytes }, "broadcast");
     const perConn = run.frames as number;
-    await Promise.all(
+    const reached = await Promise.all(
       clients.map((c, i) =>
-        c.send({ cmd: "wait", total: before[i] + perConn * sizes[i], timeoutMs: 120_000 })
+        c.ask(
+          { cmd: "wait", total: before[i] + perConn * sizes[i], timeoutMs: 120_000 },
+          "reached",
+        )
       ),
     );
-    const reached = await Promise.all(clients.map((c) => c.next("reached")));
     const cpu1 = await cpuSeconds(server.pid);
-    await server.send({ cmd: "counters" });
-    const c1 = await server.next("counters");
+    const c1 = await server.ask({ cmd: "counters" }, "counters");
     const writes = (c1.writes as number) - (c0.writes as number);
     const builds = (c1.builds as number) - (c0.builds as number);
     const copied = (c1.copied as number) - (c0.copied as number);
@@ -113,10 +110,10 @@ try {
     };
     console.log(JSON.stringify(r));
     results.push(r);
-    await settle(1000);
+    await pause(1000);
   }
   console.table(results);
 } finally {
-  await Promise.all(clients.map((c) => c.exit()));
-  await server.exit();
+  await Promise.all(clients.map((c) => c.stop(30_000, EXIT)));
+  await server.stop(30_000, EXIT);
 }

@@ -30,12 +30,7 @@ import type { CometApi } from "../proto/api.ts";
 import type { PushMsg } from "../proto/messages.ts";
 import { decodeFrames } from "../protocol/frame.ts";
 import { Job } from "../job/job.ts";
-
-function arg(name: string, def: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 && Deno.args[i + 1] !== undefined ? Deno.args[i + 1] : def;
-}
-const flag = (name: string) => Deno.args.includes(`--${name}`);
+import { arg, flag } from "./lib/args.ts";
 
 const ENGINE = arg("engine", "memory");
 const TYPE = arg("type", "push") as "push" | "room";

@@ -13,11 +13,7 @@ import { createMemoryQueue } from "../infra/memory/queue.ts";
 import { MemoryRegistry } from "../infra/memory/registry.ts";
 import { MemorySessionStore } from "../infra/memory/sessions.ts";
 import { Logic } from "../logic/logic.ts";
-
-function arg(name: string, def: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 && Deno.args[i + 1] !== undefined ? Deno.args[i + 1] : def;
-}
+import { arg } from "./lib/args.ts";
 const SECONDS = Math.min(60, Number(arg("seconds", "5")));
 const CONCURRENCY = Math.min(1024, Number(arg("concurrency", "64")));
 const SECRET = "bench-secret-0123456789abcdef0123456789";

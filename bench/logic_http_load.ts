@@ -17,11 +17,7 @@ import { createMemoryQueue, type MemoryQueue } from "../infra/memory/queue.ts";
 import { MemoryRegistry } from "../infra/memory/registry.ts";
 import { MemorySessionStore } from "../infra/memory/sessions.ts";
 import { Logic } from "../logic/logic.ts";
-
-function arg(name: string, def: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 && Deno.args[i + 1] !== undefined ? Deno.args[i + 1] : def;
-}
+import { arg, flag } from "./lib/args.ts";
 const SECONDS = Math.min(120, Number(arg("seconds", "10")));
 const CONCURRENCY = Math.min(1024, Number(arg("concurrency", "64")));
 const ROUTE = arg("route", "keys");
@@ -123,17 +119,17 @@ async function load(port: number): Promise<void> {
     ok,
     failed,
     latency_ms: { p50: q(0.5), p99: q(0.99) },
-    server: Deno.args.includes("--same-process") ? "same process" : "child process",
+    server: flag("same-process") ? "same process" : "child process",
   }));
 }
 
-if (Deno.args.includes("--serve")) {
+if (flag("serve")) {
   const server = await startServer();
   console.log(server.port);
   // Serve until the parent closes stdin.
   for await (const _ of Deno.stdin.readable) { /* drain */ }
   await server.close();
-} else if (Deno.args.includes("--same-process")) {
+} else if (flag("same-process")) {
   const server = await startServer();
   await load(server.port);
   await server.close();

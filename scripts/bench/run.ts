@@ -8,7 +8,7 @@
  * @module
  */
 
-import { JsonLinesChild } from "./children.ts";
+import { JsonLinesChild } from "../../bench/lib/child.ts";
 import { type DriverResult, type PushTarget, runDriver } from "./driver.ts";
 import {
   type HistogramWire,
@@ -16,7 +16,15 @@ import {
   type LatencySummary,
   type SparseCounts,
 } from "./histogram.ts";
-import { coresUsed, cpuSnapshot, readLoadAvg, readRssBytes, resolveServerPid } from "./procstat.ts";
+import {
+  coresUsed,
+  cpuSnapshot,
+  readKernelRelease,
+  readLoadAvg,
+  readMemTotalBytes,
+  readRssBytes,
+  resolveServerPid,
+} from "../../bench/lib/procstat.ts";
 import type { ServerReady } from "./server.ts";
 import {
   BENCH_OP,
@@ -1048,19 +1056,10 @@ function validate(o: BenchOptions): void {
 }
 
 async function machineInfo(load: [number, number, number] | null) {
-  let mem: number | null = null;
-  let kernel = "";
-  try {
-    const m = (await Deno.readTextFile("/proc/meminfo")).match(/MemTotal:\s+(\d+) kB/);
-    mem = m ? Number(m[1]) * 1024 : null;
-    kernel = (await Deno.readTextFile("/proc/sys/kernel/osrelease")).trim();
-  } catch {
-    // not Linux
-  }
   return {
     cpus: navigator.hardwareConcurrency,
-    memTotalBytes: mem,
-    kernel,
+    memTotalBytes: await readMemTotalBytes(),
+    kernel: await readKernelRelease(),
     deno: Deno.version.deno,
     loadAvgStart: load,
     loadAvgEnd: null as number[] | null,

@@ -23,6 +23,8 @@
 
 import { GoimClient } from "../../client/mod.ts";
 import { openTransport, type Transport, type TransportFactory } from "../../client/transport.ts";
+import { readLines } from "../../bench/lib/child.ts";
+import { readRssBytes } from "../../bench/lib/procstat.ts";
 import { LatencyHistogram } from "./histogram.ts";
 import {
   BENCH_OP,
@@ -247,16 +249,7 @@ function phaseFrames(): Record<string, number> {
   return out;
 }
 
-function rssBytes(): number {
-  try {
-    const m = Deno.readTextFileSync("/proc/self/status").match(/VmRSS:\s+(\d+) kB/);
-    return m ? Number(m[1]) * 1024 : Deno.memoryUsage().rss;
-  } catch {
-    return Deno.memoryUsage().rss;
-  }
-}
-
-function stats(): WorkerEvent {
+async function stats(): Promise<WorkerEvent> {
   const out: Record<string, PhaseStats> = {};
   for (const [p, acc] of phases) {
     out[p] = { frames: acc.frames, hist: acc.hist.toWire(), first: acc.first, last: acc.last };
@@ -269,7 +262,7 @@ function stats(): WorkerEvent {
     heartbeatRtt: heartbeatRtt.toWire(),
     disconnects,
     connected,
-    rssBytes: rssBytes(),
+    rssBytes: (await readRssBytes(Deno.pid)) ?? Deno.memoryUsage().rss,
   };
 }
 
@@ -312,7 +305,7 @@ async function handle(cmd: WorkerCommand): Promise<void> {
       emit({ ev: "count", phaseFrames: phaseFrames() });
       return;
     case "stats":
-      emit(stats());
+      emit(await stats());
       return;
     case "close":
       await closeAll();
@@ -341,19 +334,11 @@ if (import.meta.main) {
   });
   startTicker();
   emit({ ev: "ready", pid: Deno.pid });
-  let buf = "";
-  for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
-    buf += chunk;
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, nl).trim();
-      buf = buf.slice(nl + 1);
-      if (!line) continue;
-      // Commands run concurrently: stats and pings must answer while connecting.
-      handle(JSON.parse(line) as WorkerCommand).catch((e) =>
-        emit({ ev: "error", message: `${(e as Error).stack ?? e}` })
-      );
-    }
+  for await (const line of readLines(Deno.stdin.readable)) {
+    // Commands run concurrently: stats and pings must answer while connecting.
+    handle(JSON.parse(line) as WorkerCommand).catch((e) =>
+      emit({ ev: "error", message: `${(e as Error).stack ?? e}` })
+    );
   }
   // stdin closed: the driver is gone (or done); release everything and leave.
   await closeAll();

@@ -1,8 +1,11 @@
 /**
- * Process resource readings from Linux `/proc`: resident memory and CPU time
- * of any process by pid (the server under test, the swarm workers, the
- * driver itself). Everything returns null rather than throwing when the
- * process is gone or `/proc` is unavailable, so a reading never breaks a run.
+ * The one `/proc` reader of the benchmarks (bench/*.ts and the load
+ * generator in scripts/bench/): resident memory and CPU time of any process
+ * by pid (the server under test, the swarm workers, the driver itself), load
+ * averages and the machine's memory and kernel. Everything returns null
+ * rather than throwing when the process is gone or `/proc` is unavailable,
+ * so a reading never breaks a run; a bench that cannot do without a figure
+ * says so itself.
  *
  * @module
  */
@@ -125,4 +128,23 @@ export async function resolveServerPid(pid: number): Promise<number> {
     }
   }
   return p;
+}
+
+/** MemTotal of `/proc/meminfo` in bytes, or null. */
+export async function readMemTotalBytes(): Promise<number | null> {
+  try {
+    const m = (await Deno.readTextFile("/proc/meminfo")).match(/MemTotal:\s+(\d+) kB/);
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The kernel release (`/proc/sys/kernel/osrelease`), or "" when unreadable. */
+export async function readKernelRelease(): Promise<string> {
+  try {
+    return (await Deno.readTextFile("/proc/sys/kernel/osrelease")).trim();
+  } catch {
+    return "";
+  }
 }
