@@ -8,16 +8,10 @@
  * @module
  */
 
-import { JsonLinesChild } from "../../bench/lib/child.ts";
-import { type DriverResult, type PushTarget, runDriver } from "./driver.ts";
-import {
-  type HistogramWire,
-  LatencyHistogram,
-  type LatencySummary,
-  type SparseCounts,
-} from "./histogram.ts";
+import { JsonLinesChild, pause } from "../../bench/lib/child.ts";
 import {
   coresUsed,
+  type CpuSnapshot,
   cpuSnapshot,
   readKernelRelease,
   readLoadAvg,
@@ -25,6 +19,13 @@ import {
   readRssBytes,
   resolveServerPid,
 } from "../../bench/lib/procstat.ts";
+import { type DriverResult, type PushTarget, runDriver } from "./driver.ts";
+import {
+  type HistogramWire,
+  LatencyHistogram,
+  type LatencySummary,
+  type SparseCounts,
+} from "./histogram.ts";
 import type { ServerReady } from "./server.ts";
 import {
   BENCH_OP,
@@ -301,8 +302,6 @@ interface SecAcc {
   workerCores: number | null;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /**
  * Splits `n` clients over `k` workers in contiguous slices, sizes differing
  * by at most one.
@@ -474,7 +473,7 @@ async function startServer(
     ],
   });
   try {
-    const ready = await server.next((e) => e.ev === "server-ready", 60_000) as unknown as
+    const ready = await server.next("server-ready", 60_000) as unknown as
       & ServerReady
       & Record<string, unknown>;
     return {
@@ -543,6 +542,12 @@ function emptyReport(opts: BenchOptions, machine: BenchReport["machine"]): Bench
  * worker failure: those land in `report.errors` (the CLI exits non-zero on
  * them); throws only for invalid options.
  *
+ * The steps, in order (each a method of {@linkcode BenchRun}): open the
+ * server, start the workers, check their clocks, start the per-second
+ * sampler, connect the clients, settle and weigh the server, run the
+ * phases, collect the workers' statistics, build the series; whatever
+ * happened, shut everything down.
+ *
  * @example
  * ```ts
  * const report = await runBench({
@@ -556,24 +561,87 @@ function emptyReport(opts: BenchOptions, machine: BenchReport["machine"]): Bench
  */
 export async function runBench(opts: BenchOptions): Promise<BenchReport> {
   validate(opts);
-  const log = opts.log ?? (() => {});
   const wall0 = performance.now();
-  const loadAvgStart = await readLoadAvg();
-  const layout: SwarmLayout = {
-    runId: crypto.randomUUID().slice(0, 8),
-    // Unique mids per run, so a shared server's other users are not pushed to.
-    midBase: 1_000_000_000 + Math.floor(Math.random() * 1_000_000) * 1_000_000,
-    wsRatio: opts.wsRatio,
-    rooms: opts.rooms,
-  };
-  const pushWindow = opts.phases.reduce((s, p) => s + p.durationMs + opts.drainMs, 0);
-  const connectTimeoutMs = Math.max(60_000, opts.clients * 5);
-  // Children die on their own after this, whatever happens to this process.
-  const maxLifeMs = connectTimeoutMs + pushWindow + opts.settleMs + 120_000;
+  const run = new BenchRun(opts, await machineInfo(await readLoadAvg()), wall0);
+  try {
+    await run.openServer();
+    await run.startWorkers();
+    await run.checkClocks();
+    await run.startSampler();
+    if (await run.connectClients()) {
+      await run.settle();
+      await run.runPhases();
+      await run.collectStats();
+      run.buildSeries();
+    }
+  } catch (e) {
+    run.report.errors.push(`run failed: ${(e as Error).stack ?? e}`);
+  } finally {
+    await run.shutdown();
+  }
+  return run.report;
+}
 
-  const secs = new Map<number, SecAcc>();
-  const sec = (s: number): SecAcc => {
-    let a = secs.get(s);
+/**
+ * The state of one run and its steps, called in order by
+ * {@linkcode runBench}. Steps record into `report`; a tool failure goes to
+ * `report.errors` and the later steps see it.
+ */
+class BenchRun {
+  /** The report being filled. */
+  readonly report: BenchReport;
+  readonly #opts: BenchOptions;
+  readonly #log: (line: string) => void;
+  readonly #wall0: number;
+  readonly #layout: SwarmLayout;
+  readonly #connectTimeoutMs: number;
+  /** Children die on their own after this, whatever happens to this process. */
+  readonly #maxLifeMs: number;
+  /** Per-second accumulators, by epoch second. */
+  readonly #secs = new Map<number, SecAcc>();
+  #server: JsonLinesChild | null = null;
+  /** Set once the server is stopped on purpose. */
+  #srvClosing = false;
+  #target: ExternalServer | null = null;
+  readonly #workers: WorkerHandle[] = [];
+  #sampler: ReturnType<typeof setTimeout> | undefined;
+  #samplerStopped = false;
+  #sampling: Promise<void> = Promise.resolve();
+  #connectStart = 0;
+  #connected: ConnectedEvent[] = [];
+  readonly #failedIdx = new Set<number>();
+
+  constructor(opts: BenchOptions, machine: BenchReport["machine"], wall0: number) {
+    this.#opts = opts;
+    this.#log = opts.log ?? (() => {});
+    this.#wall0 = wall0;
+    this.#layout = {
+      runId: crypto.randomUUID().slice(0, 8),
+      // Unique mids per run, so a shared server's other users are not pushed to.
+      midBase: 1_000_000_000 + Math.floor(Math.random() * 1_000_000) * 1_000_000,
+      wsRatio: opts.wsRatio,
+      rooms: opts.rooms,
+    };
+    const pushWindow = opts.phases.reduce((s, p) => s + p.durationMs + opts.drainMs, 0);
+    this.#connectTimeoutMs = Math.max(60_000, opts.clients * 5);
+    this.#maxLifeMs = this.#connectTimeoutMs + pushWindow + opts.settleMs + 120_000;
+    this.report = emptyReport(opts, machine);
+  }
+
+  get #errors(): string[] {
+    return this.report.errors;
+  }
+
+  get #warnings(): string[] {
+    return this.report.warnings;
+  }
+
+  get #serverPid(): number | undefined {
+    return this.#target?.serverPid;
+  }
+
+  #sec(s: number): SecAcc {
+    let a = this.#secs.get(s);
     if (!a) {
       a = {
         delivered: 0,
@@ -585,52 +653,72 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
         serverRssMiB: null,
         workerCores: null,
       };
-      secs.set(s, a);
+      this.#secs.set(s, a);
     }
     return a;
-  };
-  const addBin = (b: SecondBin) => {
-    const a = sec(b.sec);
+  }
+
+  #addBin(b: SecondBin): void {
+    const a = this.#sec(b.sec);
     a.delivered += b.frames;
     a.heartbeats += b.heartbeats;
     a.connects += b.authed;
     if (b.hist.length) (a.hist ??= new LatencyHistogram()).mergeSparse(b.hist as SparseCounts);
-  };
+  }
 
-  const report = emptyReport(opts, await machineInfo(loadAvgStart));
-  const { errors, warnings } = report;
-  let server: JsonLinesChild | null = null;
-  let target: ExternalServer;
+  #allPids(): number[] {
+    const pid = this.#serverPid;
+    return [...(pid ? [pid] : []), Deno.pid, ...this.#workers.map((h) => h.proc.pid)];
+  }
 
-  const workers: WorkerHandle[] = [];
-  let sampler: ReturnType<typeof setTimeout> | undefined;
-  let samplerStopped = false;
-  let sampling: Promise<void> = Promise.resolve();
-  // Set once this function stops the server on purpose.
-  let srvClosing = false;
-  try {
+  #cpuUse(a: CpuSnapshot, b: CpuSnapshot): CpuUse {
+    const pid = this.#serverPid;
+    const s = pid ? coresUsed(a, b, pid) : null;
+    const d = coresUsed(a, b, Deno.pid);
+    const ws = this.#workers.map((h) => coresUsed(a, b, h.proc.pid));
+    const total = [s, d, ...ws].reduce<number>((x, y) => x + (y ?? 0), 0);
+    return { server: s, driver: d, workers: ws, total };
+  }
+
+  /** Seconds of run time (since the connect step started) at epoch ms `t`. */
+  #runTime(t: number): number {
+    return (t - this.#connectStart) / 1000;
+  }
+
+  /** Targets the given server, or starts the embedded one. */
+  async openServer(): Promise<void> {
+    const opts = this.#opts;
+    let target: ExternalServer;
     if (opts.external) {
       target = { ...opts.external };
       if (target.serverPid) {
         const pid = await resolveServerPid(target.serverPid);
         if (pid !== target.serverPid) {
-          log(`--server-pid ${target.serverPid} is a wrapper; measuring its child ${pid}`);
+          this.#log(`--server-pid ${target.serverPid} is a wrapper; measuring its child ${pid}`);
           target.serverPid = pid;
         }
       }
     } else {
-      log("starting the embedded server");
-      ({ server, target } = await startServer(opts.serverSet, maxLifeMs));
+      this.#log("starting the embedded server");
+      const started = await startServer(opts.serverSet, this.#maxLifeMs);
+      this.#server = started.server;
+      target = started.target;
     }
-    report.server.pid = target.serverPid ?? null;
-    report.server.http = target.http;
-    report.server.tcp = target.tcp;
-    report.server.ws = target.ws;
-    const serverPid = target.serverPid;
+    this.#target = target;
+    this.report.server.pid = target.serverPid ?? null;
+    this.report.server.http = target.http;
+    this.report.server.tcp = target.tcp;
+    this.report.server.ws = target.ws;
+  }
 
-    // --- workers ----------------------------------------------------------------------
+  /**
+   * Spawns the swarm workers, waits until each is ready, and from then on
+   * counts an exit nobody asked for (worker or server) as a tool failure.
+   */
+  async startWorkers(): Promise<void> {
+    const opts = this.#opts;
     const parts = slices(opts.clients, opts.workers);
-    log(`starting ${opts.workers} worker process(es) for ${opts.clients} clients`);
+    this.#log(`starting ${opts.workers} worker process(es) for ${opts.clients} clients`);
     for (let w = 0; w < opts.workers; w++) {
       const h: WorkerHandle = {
         index: w,
@@ -643,121 +731,120 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
       h.proc = new JsonLinesChild({
         name: `worker ${w}`,
         cwd: ROOT,
-        args: ["run", "-A", `${HERE}swarm.ts`, `--max-life-ms=${maxLifeMs}`],
+        args: ["run", "-A", `${HERE}swarm.ts`, `--max-life-ms=${this.#maxLifeMs}`],
         onEvent: (ev) => {
           if (ev.ev === "tick") {
-            for (const b of ev.bins as SecondBin[]) addBin(b);
+            for (const b of ev.bins as SecondBin[]) this.#addBin(b);
             h.connected = ev.connected as number;
           } else if (ev.ev === "error") {
-            errors.push(`worker ${w}: ${ev.message}`);
+            this.#errors.push(`worker ${w}: ${ev.message}`);
           }
         },
       });
-      workers.push(h);
+      this.#workers.push(h);
     }
-    await Promise.all(workers.map((h) => h.proc.next((e) => e.ev === "ready", 60_000)));
-    // A worker that exits before we close it crashed: that is a tool failure.
-    for (const h of workers) {
+    await Promise.all(this.#workers.map((h) => h.proc.next("ready", 60_000)));
+    for (const h of this.#workers) {
       h.proc.exited.then((s) => {
         if (!h.closing) {
-          errors.push(
+          this.#errors.push(
             `worker ${h.index} (pid ${h.proc.pid}) exited early with code ${s.code}:\n` +
               h.proc.tail(),
           );
         }
       });
     }
-    if (server) {
-      const srv = server;
-      srv.exited.then((s) => {
-        if (!srvClosing) {
-          errors.push(`server (pid ${srv.pid}) exited early with code ${s.code}:\n${srv.tail()}`);
-        }
-      });
-    }
+    const srv = this.#server;
+    srv?.exited.then((s) => {
+      if (!this.#srvClosing) {
+        this.#errors.push(
+          `server (pid ${srv.pid}) exited early with code ${s.code}:\n${srv.tail()}`,
+        );
+      }
+    });
+  }
 
-    // Clock check: are worker clocks the driver's clock? (Same machine: they should be.)
-    for (const h of workers) {
+  /** Are the worker clocks the driver's clock? (Same machine: they should be.) */
+  async checkClocks(): Promise<void> {
+    for (const h of this.#workers) {
       let best = { offsetMs: 0, rttMs: Infinity };
       for (let i = 0; i < 5; i++) {
         const t0 = nowMs();
-        await h.proc.send({ cmd: "ping", id: i });
-        const pong = await h.proc.next((e) => e.ev === "pong" && e.id === i, 10_000);
+        const pong = await h.proc.ask(
+          { cmd: "ping", id: i },
+          (e) => e.ev === "pong" && e.id === i,
+          10_000,
+        );
         const t1 = nowMs();
         if (t1 - t0 < best.rttMs) {
           best = { offsetMs: (pong.now as number) - (t0 + t1) / 2, rttMs: t1 - t0 };
         }
       }
-      report.clock.push({ worker: h.index, ...best });
+      this.report.clock.push({ worker: h.index, ...best });
       if (Math.abs(best.offsetMs) > Math.max(1, best.rttMs)) {
-        warnings.push(`worker ${h.index} clock is off by ${best.offsetMs.toFixed(3)} ms`);
+        this.#warnings.push(`worker ${h.index} clock is off by ${best.offsetMs.toFixed(3)} ms`);
       }
     }
+  }
 
-    const allPids = () => [
-      ...(serverPid ? [serverPid] : []),
-      Deno.pid,
-      ...workers.map((h) => h.proc.pid),
-    ];
-    const cpuUse = (a: Awaited<ReturnType<typeof cpuSnapshot>>, b: typeof a): CpuUse => {
-      const s = serverPid ? coresUsed(a, b, serverPid) : null;
-      const d = coresUsed(a, b, Deno.pid);
-      const ws = workers.map((h) => coresUsed(a, b, h.proc.pid));
-      const total = [s, d, ...ws].reduce<number>((x, y) => x + (y ?? 0), 0);
-      return { server: s, driver: d, workers: ws, total };
-    };
-
-    // Per-second sampler of server CPU/RSS and worker CPU, for the series.
-    let prev = await cpuSnapshot(allPids());
+  /** Samples server CPU/RSS and worker CPU every second, for the series. */
+  async startSampler(): Promise<void> {
+    let prev = await cpuSnapshot(this.#allPids());
     const sample = async () => {
-      const now = await cpuSnapshot(allPids());
-      const a = sec(Math.floor(nowMs() / 1000) - 1);
-      a.serverCores = serverPid ? coresUsed(prev, now, serverPid) : null;
-      a.workerCores = workers.reduce((x, h) => x + (coresUsed(prev, now, h.proc.pid) ?? 0), 0);
-      const rss = serverPid ? await readRssBytes(serverPid) : null;
+      const now = await cpuSnapshot(this.#allPids());
+      const a = this.#sec(Math.floor(nowMs() / 1000) - 1);
+      const pid = this.#serverPid;
+      a.serverCores = pid ? coresUsed(prev, now, pid) : null;
+      a.workerCores = this.#workers.reduce(
+        (x, h) => x + (coresUsed(prev, now, h.proc.pid) ?? 0),
+        0,
+      );
+      const rss = pid ? await readRssBytes(pid) : null;
       a.serverRssMiB = rss === null ? null : rss / 1048576;
       prev = now;
     };
-    const tickSampler = () => {
-      if (samplerStopped) return;
-      sampler = setTimeout(() => {
-        sampling = sample().finally(tickSampler);
+    const tick = () => {
+      if (this.#samplerStopped) return;
+      this.#sampler = setTimeout(() => {
+        this.#sampling = sample().finally(tick);
       }, 1000 - (nowMs() % 1000) + 2);
     };
-    tickSampler();
+    tick();
+  }
 
-    // --- connect ----------------------------------------------------------------------
-    if (serverPid) report.server.rssBeforeBytes = await readRssBytes(serverPid);
-    log(`connecting ${opts.clients} clients (ws ratio ${opts.wsRatio})`);
-    const connectStart = nowMs();
-    const cpuA = await cpuSnapshot(allPids());
-    const connected = await Promise.all(workers.map(async (h) => {
+  /** Connects every client through its worker; false (and an error) when none connected. */
+  async connectClients(): Promise<boolean> {
+    const opts = this.#opts, report = this.report, target = this.#target!;
+    const pid = this.#serverPid;
+    if (pid) report.server.rssBeforeBytes = await readRssBytes(pid);
+    this.#log(`connecting ${opts.clients} clients (ws ratio ${opts.wsRatio})`);
+    this.#connectStart = nowMs();
+    const cpuA = await cpuSnapshot(this.#allPids());
+    this.#connected = await Promise.all(this.#workers.map(async (h) => {
       const cmd: ConnectCommand = {
         cmd: "connect",
         tcp: target.tcp,
         ws: target.ws,
         from: h.from,
         to: h.to,
-        layout,
+        layout: this.#layout,
         heartbeatMs: opts.heartbeatMs,
         concurrency: opts.connectConcurrency,
         authTimeoutMs: opts.authTimeoutMs,
       };
-      await h.proc.send(cmd);
-      return await h.proc.next((e) => e.ev === "connected", connectTimeoutMs) as unknown as
+      return await h.proc.ask(cmd, "connected", this.#connectTimeoutMs) as unknown as
         & ConnectedEvent
         & Record<string, unknown>;
     }));
-    const cpuB = await cpuSnapshot(allPids());
-    const failedIdx = new Set<number>();
+    const cpuB = await cpuSnapshot(this.#allPids());
     const setup = new LatencyHistogram();
     let firstStart = Infinity, lastAuth = 0;
-    for (const c of connected) {
+    for (const c of this.#connected) {
       report.connect.connected += c.authed;
       report.connect.failed += c.failed;
       report.connect.tcp += c.tcp;
       report.connect.ws += c.ws;
-      c.failedIdx.forEach((i) => failedIdx.add(i));
+      c.failedIdx.forEach((i) => this.#failedIdx.add(i));
       report.connect.errors.push(...c.errors);
       setup.mergeWire(c.setup as HistogramWire);
       firstStart = Math.min(firstStart, c.firstStart);
@@ -769,163 +856,192 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
       ? report.connect.connected / (report.connect.wallMs / 1000)
       : 0;
     report.connect.setupMs = setup.summary();
-    report.connect.cpu = cpuUse(cpuA, cpuB);
-    const connectEnd = (nowMs() - connectStart) / 1000;
-    report.marks.push({ name: "connect", t0: 0, t1: connectEnd });
-    log(
+    report.connect.cpu = this.#cpuUse(cpuA, cpuB);
+    report.marks.push({ name: "connect", t0: 0, t1: this.#runTime(nowMs()) });
+    this.#log(
       `connected ${report.connect.connected}/${opts.clients} in ${
         (report.connect.wallMs / 1000).toFixed(1)
       } s (${Math.round(report.connect.perSec)}/s), ${report.connect.failed} failed`,
     );
     if (report.connect.failed > 0) {
-      warnings.push(
+      this.#warnings.push(
         `${report.connect.failed} clients failed to connect: ` +
           report.connect.errors.slice(0, 2).join("; "),
       );
     }
     if (report.connect.connected === 0) {
-      errors.push("no client connected");
-      return report;
+      this.#errors.push("no client connected");
+      return false;
     }
+    return true;
+  }
 
-    // Settle, then read the server's RSS with every connection open.
-    await sleep(opts.settleMs);
-    report.marks.push({ name: "settle", t0: connectEnd, t1: (nowMs() - connectStart) / 1000 });
-    if (serverPid) {
-      report.server.rssAfterConnectBytes = await readRssBytes(serverPid);
+  /** Settles, then reads the server's RSS with every connection open. */
+  async settle(): Promise<void> {
+    const report = this.report;
+    const t0 = report.marks[report.marks.length - 1].t1;
+    await pause(this.#opts.settleMs);
+    report.marks.push({ name: "settle", t0, t1: this.#runTime(nowMs()) });
+    const pid = this.#serverPid;
+    if (pid) {
+      report.server.rssAfterConnectBytes = await readRssBytes(pid);
       const a = report.server.rssBeforeBytes, b = report.server.rssAfterConnectBytes;
       if (a !== null && b !== null) {
         report.server.bytesPerConnection = (b - a) / report.connect.connected;
       }
     }
+  }
 
-    // --- phases -------------------------------------------------------------------------
+  /** Runs the phases in order, stopping at the first tool failure. */
+  async runPhases(): Promise<void> {
+    const opts = this.#opts;
     // Targets: the clients that connected; room sizes from the layout.
     const live: number[] = [];
     const roomSize = new Array<number>(opts.rooms).fill(0);
     for (let i = 0; i < opts.clients; i++) {
-      if (failedIdx.has(i)) continue;
+      if (this.#failedIdx.has(i)) continue;
       live.push(i);
       roomSize[i % opts.rooms]++;
     }
-    // Messages of phase p received so far, asked of every worker (a tick
-    // would answer up to a second late; a phase's drain should not).
-    const framesOf = async (p: number): Promise<number> => {
-      const counts = await Promise.all(workers.map(async (h) => {
-        await h.proc.send({ cmd: "count" });
-        const ev = await h.proc.next((e) => e.ev === "count", 10_000);
-        return (ev.phaseFrames as Record<string, number>)[String(p)] ?? 0;
-      }));
-      return counts.reduce((a, b) => a + b, 0);
+    const ctx: TargetContext = {
+      layout: this.#layout,
+      live,
+      roomSize,
+      keysPerPush: opts.keysPerPush,
     };
-    // Heartbeat replies per second over the whole seconds inside [a, b].
-    const heartbeatRate = (a: number, b: number) => {
-      const s0 = Math.ceil(a / 1000), s1 = Math.floor(b / 1000);
-      if (s1 <= s0) return 0;
-      let n = 0;
-      for (let s = s0; s < s1; s++) n += secs.get(s)?.heartbeats ?? 0;
-      return n / (s1 - s0);
-    };
-
     for (let p = 0; p < opts.phases.length; p++) {
-      if (errors.length) break;
-      const ph = opts.phases[p];
-      log(
-        `phase ${p} "${ph.name}": ${ph.kind} ${ph.kind === "none" ? "" : `at ${ph.rate}/s `}for ${
-          ph.durationMs / 1000
-        } s`,
-      );
-      const start = nowMs();
-      const mA = await scrapeComet(target.cometAdmin);
-      const cA = await cpuSnapshot(allPids());
-      let result: DriverResult | null = null;
-      if (ph.kind === "none") {
-        await sleep(ph.durationMs);
-      } else {
-        result = await runDriver({
-          http: target.http,
-          rate: ph.rate,
-          durationMs: ph.durationMs,
-          inflight: opts.inflight,
-          phase: p,
-          bodyBytes: opts.bodyBytes,
-          target: pushTargets(ph.kind, { layout, live, roomSize, keysPerPush: opts.keysPerPush }),
-          apiKey: opts.apiKey,
-        });
-        for (const [s, n] of result.perSecond) sec(s).pushes += n;
-      }
-      // Drain: wait for the expected count, or until arrivals stop for 1.5 s.
-      const windowEnd = nowMs();
-      const expected = result?.expected ?? 0;
-      let last = -1, lastChange = nowMs();
-      while (result && nowMs() - windowEnd < opts.drainMs && !errors.length) {
-        const f = await framesOf(p);
-        if (f >= expected) break;
-        if (f !== last) {
-          last = f;
-          lastChange = nowMs();
-        } else if (nowMs() - lastChange > 1500) break;
-        await sleep(20);
-      }
-      const end = nowMs();
-      const cB = await cpuSnapshot(allPids());
-      const mB = await scrapeComet(target.cometAdmin);
-      report.phases.push({
-        name: ph.name,
-        kind: ph.kind,
-        targetRate: ph.kind === "none" ? 0 : ph.rate,
-        durationMs: ph.durationMs,
-        drainMs: end - windowEnd,
-        pushes: result
-          ? {
-            sent: result.sent,
-            ok: result.ok,
-            failed: result.failed,
-            missed: result.missed,
-            achievedRate: result.achievedRate,
-            http: result.http,
-            errors: result.errors,
-          }
-          : null,
-        expected,
-        delivered: 0, // filled from the workers' final stats
-        deliveredRatio: null,
-        deliveredPerSec: 0,
-        latencyMs: new LatencyHistogram().summary(),
-        heartbeatsPerSec: 0, // filled once the last second's bins arrived
-        cpu: cpuUse(cA, cB),
-        comet: cometDelta(mA, mB),
-        start,
-        end,
-      });
-      report.marks.push({
-        name: ph.name,
-        t0: (start - connectStart) / 1000,
-        t1: (end - connectStart) / 1000,
-      });
-      if (result && result.failed > 0) {
-        warnings.push(`phase "${ph.name}": ${result.failed} pushes failed: ${result.errors[0]}`);
-      }
-      if (result && result.missed > 0) {
-        warnings.push(
-          `phase "${ph.name}": ${result.missed} pushes not sent (server answered too slowly ` +
-            `for ${ph.rate}/s with ${opts.inflight} in flight)`,
-        );
-      }
+      if (this.#errors.length) break;
+      await this.#runPhase(p, ctx);
     }
+  }
 
-    // --- final statistics -------------------------------------------------------------
-    await sleep(1100); // one more tick, so the last second's bins arrive
-    if (serverPid) report.server.rssEndBytes = await readRssBytes(serverPid);
-    const stats = await Promise.all(workers.map(async (h) => {
-      await h.proc.send({ cmd: "stats" });
-      return await h.proc.next((e) => e.ev === "stats", 30_000) as unknown as
-        & WorkerStats
-        & Record<string, unknown>;
+  /** One phase: its push window, its drain, and its report entry. */
+  async #runPhase(p: number, ctx: TargetContext): Promise<void> {
+    const opts = this.#opts, target = this.#target!;
+    const ph = opts.phases[p];
+    this.#log(
+      `phase ${p} "${ph.name}": ${ph.kind} ${ph.kind === "none" ? "" : `at ${ph.rate}/s `}for ${
+        ph.durationMs / 1000
+      } s`,
+    );
+    const start = nowMs();
+    const mA = await scrapeComet(target.cometAdmin);
+    const cA = await cpuSnapshot(this.#allPids());
+    let result: DriverResult | null = null;
+    if (ph.kind === "none") {
+      await pause(ph.durationMs);
+    } else {
+      result = await runDriver({
+        http: target.http,
+        rate: ph.rate,
+        durationMs: ph.durationMs,
+        inflight: opts.inflight,
+        phase: p,
+        bodyBytes: opts.bodyBytes,
+        target: pushTargets(ph.kind, ctx),
+        apiKey: opts.apiKey,
+      });
+      for (const [s, n] of result.perSecond) this.#sec(s).pushes += n;
+    }
+    const windowEnd = nowMs();
+    const expected = result?.expected ?? 0;
+    if (result) await this.#drain(p, expected, windowEnd);
+    const end = nowMs();
+    const cB = await cpuSnapshot(this.#allPids());
+    const mB = await scrapeComet(target.cometAdmin);
+    this.report.phases.push({
+      name: ph.name,
+      kind: ph.kind,
+      targetRate: ph.kind === "none" ? 0 : ph.rate,
+      durationMs: ph.durationMs,
+      drainMs: end - windowEnd,
+      pushes: result
+        ? {
+          sent: result.sent,
+          ok: result.ok,
+          failed: result.failed,
+          missed: result.missed,
+          achievedRate: result.achievedRate,
+          http: result.http,
+          errors: result.errors,
+        }
+        : null,
+      expected,
+      delivered: 0, // filled from the workers' final stats
+      deliveredRatio: null,
+      deliveredPerSec: 0,
+      latencyMs: new LatencyHistogram().summary(),
+      heartbeatsPerSec: 0, // filled once the last second's bins arrived
+      cpu: this.#cpuUse(cA, cB),
+      comet: cometDelta(mA, mB),
+      start,
+      end,
+    });
+    this.report.marks.push({ name: ph.name, t0: this.#runTime(start), t1: this.#runTime(end) });
+    if (result && result.failed > 0) {
+      this.#warnings.push(
+        `phase "${ph.name}": ${result.failed} pushes failed: ${result.errors[0]}`,
+      );
+    }
+    if (result && result.missed > 0) {
+      this.#warnings.push(
+        `phase "${ph.name}": ${result.missed} pushes not sent (server answered too slowly ` +
+          `for ${ph.rate}/s with ${opts.inflight} in flight)`,
+      );
+    }
+  }
+
+  /** Waits for a phase's expected count, or until arrivals stop for 1.5 s. */
+  async #drain(p: number, expected: number, windowEnd: number): Promise<void> {
+    let last = -1, lastChange = nowMs();
+    while (nowMs() - windowEnd < this.#opts.drainMs && !this.#errors.length) {
+      const f = await this.#framesOf(p);
+      if (f >= expected) break;
+      if (f !== last) {
+        last = f;
+        lastChange = nowMs();
+      } else if (nowMs() - lastChange > 1500) break;
+      await pause(20);
+    }
+  }
+
+  /**
+   * Messages of phase p received so far, asked of every worker (a tick
+   * would answer up to a second late; a phase's drain should not).
+   */
+  async #framesOf(p: number): Promise<number> {
+    const counts = await Promise.all(this.#workers.map(async (h) => {
+      const ev = await h.proc.ask({ cmd: "count" }, "count", 10_000);
+      return (ev.phaseFrames as Record<string, number>)[String(p)] ?? 0;
     }));
+    return counts.reduce((a, b) => a + b, 0);
+  }
+
+  /** Heartbeat replies per second over the whole seconds inside [a, b]. */
+  #heartbeatRate(a: number, b: number): number {
+    const s0 = Math.ceil(a / 1000), s1 = Math.floor(b / 1000);
+    if (s1 <= s0) return 0;
+    let n = 0;
+    for (let s = s0; s < s1; s++) n += this.#secs.get(s)?.heartbeats ?? 0;
+    return n / (s1 - s0);
+  }
+
+  /** Asks every worker for its final statistics and fills the per-phase figures. */
+  async collectStats(): Promise<void> {
+    const report = this.report;
+    await pause(1100); // one more tick, so the last second's bins arrive
+    const pid = this.#serverPid;
+    if (pid) report.server.rssEndBytes = await readRssBytes(pid);
+    const stats = await Promise.all(
+      this.#workers.map(async (h) =>
+        await h.proc.ask({ cmd: "stats" }, "stats", 30_000) as unknown as
+          & WorkerStats
+          & Record<string, unknown>
+      ),
+    );
     const hbRtt = new LatencyHistogram();
-    for (let w = 0; w < workers.length; w++) {
-      const s = stats[w], h = workers[w];
+    for (let w = 0; w < this.#workers.length; w++) {
+      const s = stats[w], h = this.#workers[w];
       hbRtt.mergeWire(s.heartbeatRtt);
       for (const [why, n] of Object.entries(s.disconnects)) {
         report.disconnects[why] = (report.disconnects[why] ?? 0) + n;
@@ -934,63 +1050,70 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
         index: w,
         pid: h.proc.pid,
         clients: h.to - h.from,
-        connected: connected[w].authed,
+        connected: this.#connected[w].authed,
         rssBytes: s.rssBytes,
         exitCode: null,
         disconnects: s.disconnects,
       });
-      if (s.foreign > 0) warnings.push(`worker ${w}: ${s.foreign} messages without a bench body`);
+      if (s.foreign > 0) {
+        this.#warnings.push(`worker ${w}: ${s.foreign} messages without a bench body`);
+      }
     }
     report.heartbeatRttMs = hbRtt.summary();
     const totalDisc = Object.values(report.disconnects).reduce((a, b) => a + b, 0);
     if (totalDisc > 0) {
-      warnings.push(
+      this.#warnings.push(
         `the server ended ${totalDisc} connections during the run: ${
           JSON.stringify(report.disconnects)
         }`,
       );
     }
-    for (let p = 0; p < report.phases.length; p++) {
-      const pr = report.phases[p];
-      const hist = new LatencyHistogram();
-      let delivered = 0, lastRecv = 0;
-      for (const s of stats) {
-        const ps = s.phases[String(p)];
-        if (!ps) continue;
-        delivered += ps.frames;
-        hist.mergeWire(ps.hist);
-        if (ps.last !== null) lastRecv = Math.max(lastRecv, ps.last);
-      }
-      pr.delivered = delivered;
-      pr.deliveredRatio = pr.expected > 0 ? delivered / pr.expected : null;
-      pr.deliveredPerSec = delivered > 0 && lastRecv > pr.start
-        ? delivered / ((lastRecv - pr.start) / 1000)
-        : 0;
-      pr.latencyMs = hist.summary();
-      pr.heartbeatsPerSec = heartbeatRate(pr.start, pr.end);
-      if (pr.kind !== "none" && pr.pushes && pr.pushes.ok > 0 && delivered === 0) {
-        errors.push(`phase "${pr.name}": ${pr.pushes.ok} pushes accepted, nothing delivered`);
-      } else if (pr.deliveredRatio !== null && pr.deliveredRatio < 0.999) {
-        warnings.push(`phase "${pr.name}": delivered ${delivered} of ${pr.expected} expected`);
-      }
-      if (pr.latencyMs.negative > 0) {
-        warnings.push(
-          `phase "${pr.name}": ${pr.latencyMs.negative} negative latencies (clock skew)`,
-        );
-      }
-    }
+    for (let p = 0; p < report.phases.length; p++) this.#finishPhase(p, stats);
     const pushed = report.phases.some((p) => p.kind !== "none");
     if (pushed && report.phases.every((p) => p.delivered === 0)) {
-      errors.push("no message was delivered in any phase");
+      this.#errors.push("no message was delivered in any phase");
     }
+  }
 
-    // --- series --------------------------------------------------------------------------
-    const s0 = Math.floor(connectStart / 1000);
+  /** Fills phase p's delivery, rate and latency from the workers' statistics. */
+  #finishPhase(p: number, stats: WorkerStats[]): void {
+    const pr = this.report.phases[p];
+    const hist = new LatencyHistogram();
+    let delivered = 0, lastRecv = 0;
+    for (const s of stats) {
+      const ps = s.phases[String(p)];
+      if (!ps) continue;
+      delivered += ps.frames;
+      hist.mergeWire(ps.hist);
+      if (ps.last !== null) lastRecv = Math.max(lastRecv, ps.last);
+    }
+    pr.delivered = delivered;
+    pr.deliveredRatio = pr.expected > 0 ? delivered / pr.expected : null;
+    pr.deliveredPerSec = delivered > 0 && lastRecv > pr.start
+      ? delivered / ((lastRecv - pr.start) / 1000)
+      : 0;
+    pr.latencyMs = hist.summary();
+    pr.heartbeatsPerSec = this.#heartbeatRate(pr.start, pr.end);
+    if (pr.kind !== "none" && pr.pushes && pr.pushes.ok > 0 && delivered === 0) {
+      this.#errors.push(`phase "${pr.name}": ${pr.pushes.ok} pushes accepted, nothing delivered`);
+    } else if (pr.deliveredRatio !== null && pr.deliveredRatio < 0.999) {
+      this.#warnings.push(`phase "${pr.name}": delivered ${delivered} of ${pr.expected} expected`);
+    }
+    if (pr.latencyMs.negative > 0) {
+      this.#warnings.push(
+        `phase "${pr.name}": ${pr.latencyMs.negative} negative latencies (clock skew)`,
+      );
+    }
+  }
+
+  /** The per-second series, from the connect step to the last whole second. */
+  buildSeries(): void {
+    const s0 = Math.floor(this.#connectStart / 1000);
     const sLast = Math.floor(nowMs() / 1000) - 1;
     for (let s = s0; s <= sLast; s++) {
-      const a = secs.get(s);
-      report.series.push({
-        t: s - connectStart / 1000 + 1, // the end of that second, in run time
+      const a = this.#secs.get(s);
+      this.report.series.push({
+        t: s - this.#connectStart / 1000 + 1, // the end of that second, in run time
         delivered: a?.delivered ?? 0,
         p50: a?.hist?.percentile(0.5) ?? null,
         p99: a?.hist?.percentile(0.99) ?? null,
@@ -1002,32 +1125,33 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
         workerCores: a?.workerCores ?? null,
       });
     }
-  } catch (e) {
-    errors.push(`run failed: ${(e as Error).stack ?? e}`);
-  } finally {
-    samplerStopped = true;
-    clearTimeout(sampler);
-    await sampling.catch(() => {});
-    // Close the swarm (clients say goodbye), then the server; by pid, bounded.
-    await Promise.all(workers.map(async (h) => {
+  }
+
+  /**
+   * Stops the sampler, closes the swarm (clients say goodbye), then the
+   * server; every child by its pid, each wait bounded.
+   */
+  async shutdown(): Promise<void> {
+    this.#samplerStopped = true;
+    clearTimeout(this.#sampler);
+    await this.#sampling.catch(() => {});
+    await Promise.all(this.#workers.map(async (h) => {
       h.closing = true;
-      const sent = await h.proc.send({ cmd: "close" });
-      if (sent) await h.proc.next((e) => e.ev === "closed", 30_000).catch(() => {});
+      await h.proc.ask({ cmd: "close" }, "closed", 30_000).catch(() => {});
       const st = await h.proc.stop(10_000);
-      const wr = report.workers.find((w) => w.index === h.index);
+      const wr = this.report.workers.find((w) => w.index === h.index);
       if (wr) wr.exitCode = st.code;
-      if (st.code !== 0 && !errors.some((x) => x.startsWith(`worker ${h.index} `))) {
-        errors.push(`worker ${h.index} exited with code ${st.code}:\n${h.proc.tail()}`);
+      if (st.code !== 0 && !this.#errors.some((x) => x.startsWith(`worker ${h.index} `))) {
+        this.#errors.push(`worker ${h.index} exited with code ${st.code}:\n${h.proc.tail()}`);
       }
     }));
-    if (server) {
-      srvClosing = true;
-      await server.stop(15_000);
+    if (this.#server) {
+      this.#srvClosing = true;
+      await this.#server.stop(15_000);
     }
-    report.machine.loadAvgEnd = await readLoadAvg();
-    report.wallMs = performance.now() - wall0;
+    this.report.machine.loadAvgEnd = await readLoadAvg();
+    this.report.wallMs = performance.now() - this.#wall0;
   }
-  return report;
 }
 
 function validate(o: BenchOptions): void {
