@@ -1,7 +1,7 @@
 /**
  * Buckets: the comet's channels sharded by key (goim internal/comet/bucket.go).
  *
- * A key's bucket is `fnv1a32(key) % count`. Each bucket maps keys to
+ * A key's bucket is `fnv1a32Utf16(key) % count`. Each bucket maps keys to
  * channels and holds its own {@linkcode Room} objects, so every structure
  * stays small (Map rehashing never touches all connections at once) and a
  * room broadcast walks each bucket's member list. JavaScript has one

@@ -156,7 +156,7 @@ function errorText(e: unknown): string {
 export class ConnectionHub implements ChannelHost {
   /** This comet's id. */
   readonly id: string;
-  /** The buckets, indexed by `fnv1a32(key) % count`. */
+  /** The buckets, indexed by `fnv1a32Utf16(key) % count`. */
   readonly buckets: readonly Bucket[];
   /** Room member counts, local and cluster-wide. */
   readonly online: OnlineCounts = new OnlineCounts();
