@@ -104,80 +104,80 @@ export class CometMetrics {
   readonly limitCloses: Counter<"limit">;
 
   /** Defines (or reuses) every comet metric in `m`. */
-  constructor(readonly m: Metrics) {
-    this.limitCloses = m.counter(
+  constructor(readonly registry: Metrics) {
+    this.limitCloses = registry.counter(
       "limit_closes_total",
       "Connections closed or refused for hitting a bound (comet.limits.*, comet.websocket.max_fragments, the descriptor budget), by bound.",
       ["limit"],
     );
-    this.connections = m.gauge(
+    this.connections = registry.gauge(
       "connections",
       "Open authenticated client connections.",
       ["transport"],
     );
-    this.rooms = m.gauge("rooms", "Rooms with at least one member on this comet.");
-    this.queuedBytes = m.gauge(
+    this.rooms = registry.gauge("rooms", "Rooms with at least one member on this comet.");
+    this.queuedBytes = registry.gauge(
       "send_queue_bytes",
       "Bytes waiting in send queues over all connections (shared push bytes count once per connection).",
     );
-    this.framesOutTotal = m.counter(
+    this.framesOutTotal = registry.counter(
       "frames_out_total",
       "Frames written to clients (pushed inner frames and replies).",
       ["transport"],
     );
-    this.bytesOutTotal = m.counter(
+    this.bytesOutTotal = registry.counter(
       "bytes_out_total",
       "Bytes handed to client sockets.",
       ["transport"],
     );
-    this.writesTotal = m.counter(
+    this.writesTotal = registry.counter(
       "writes_total",
       "Socket writes (each carries everything that was queued for the connection).",
       ["transport"],
     );
-    this.pushesTotal = m.counter(
+    this.pushesTotal = registry.counter(
       "pushes_total",
       "Push requests served (PushMsg = keys, BroadcastRoom = room, Broadcast = broadcast).",
       ["kind"],
     );
-    this.droppedTotal = m.counter(
+    this.droppedTotal = registry.counter(
       "dropped_total",
       "Pushed frames never delivered because a send queue was full, by send_queue.policy.",
       ["reason", "policy"],
     );
-    this.slowConsumerDisconnects = m.counter(
+    this.slowConsumerDisconnects = registry.counter(
       "slow_consumer_disconnects_total",
       "Connections closed because their bounded send queue overflowed (policy disconnect).",
     );
-    this.authFailures = m.counter("auth_failures_total", "Auth frames refused by logic.");
-    this.protocolErrors = m.counter(
+    this.authFailures = registry.counter("auth_failures_total", "Auth frames refused by logic.");
+    this.protocolErrors = registry.counter(
       "protocol_errors_total",
       "Connections closed for a malformed frame, by error code.",
       ["code"],
     );
-    this.handshakeTimeouts = m.counter(
+    this.handshakeTimeouts = registry.counter(
       "handshake_timeouts_total",
       "Connections closed because no auth frame arrived within comet.handshake_timeout.",
     );
-    this.idleTimeouts = m.counter(
+    this.idleTimeouts = registry.counter(
       "idle_timeouts_total",
       "Connections closed because no heartbeat arrived within the idle timeout.",
     );
-    this.grpcCalls = m.counter(
+    this.grpcCalls = registry.counter(
       "grpc_calls_total",
       "goim.comet.Comet calls served (gRPC or in-process), by method.",
       ["method"],
     );
-    this.upstreamMessages = m.counter(
+    this.upstreamMessages = registry.counter(
       "upstream_messages_total",
       "Upstream messages (op 4) handed to logic.",
     );
-    this.disconnects = m.counter(
+    this.disconnects = registry.counter(
       "disconnects_total",
       "Connections closed, by reason.",
       ["reason"],
     );
-    this.scopeDenied = m.counter(
+    this.scopeDenied = registry.counter(
       "scope_denied_total",
       "ChangeRoom (op 12) and Sub (op 14) requests refused, wholly or in part, by the connection's auth scope.",
       ["op"],

@@ -134,7 +134,7 @@ export class CometService implements CometApi {
     this.#hub = hub;
     this.#metrics = metrics;
     this.#log = log;
-    this.#refused = metrics.m.counter(
+    this.#refused = metrics.registry.counter(
       "pushes_refused_total",
       "Push requests refused INVALID_ARGUMENT, by kind and reason (reserved_op: a protocol op 0-17 as the op or an op 9 inner op; invalid: any other malformed request).",
       ["kind", "reason"],
