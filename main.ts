@@ -7,13 +7,11 @@
  * @module
  */
 
-import { type Config, loadConfigOrExit } from "./infra/config.ts";
-import { checkExposureOrExit } from "./infra/http_server.ts";
+import { joinHostPort } from "./infra/addr.ts";
+import type { Config } from "./infra/config.ts";
+import { openEngines } from "./infra/engines.ts";
 import { createLogger, type Logger } from "./infra/log.ts";
-import { installCrashGuard } from "./infra/process.ts";
-import { MemorySessionStore } from "./infra/memory/sessions.ts";
-import { MemoryRegistry } from "./infra/memory/registry.ts";
-import { createMemoryQueue } from "./infra/memory/queue.ts";
+import { runRole } from "./infra/process.ts";
 import { Comet, type CometAddrs } from "./comet/comet.ts";
 import { Logic, type LogicAddrs } from "./logic/logic.ts";
 import { Job } from "./job/job.ts";
@@ -46,15 +44,17 @@ export interface Embedded {
  */
 export async function startEmbedded(config: Config, log?: Logger): Promise<Embedded> {
   const logger = log ?? createLogger({ level: config.log.level, format: config.log.format });
-  const sessions = new MemorySessionStore({ ttlMs: config.logic.route_ttl });
-  const registry = new MemoryRegistry();
-  const queue = createMemoryQueue({ capacity: config.queue.memory.capacity });
+  const engines = await openEngines(config, ["sessions", "registry", "producer", "consumer"], {
+    log: logger,
+    inMemory: true,
+  });
+  const { sessions, registry } = engines;
 
   const logic = new Logic({
     config,
     sessions,
     registry,
-    producer: queue.producer,
+    producer: engines.producer,
     log: logger.child({ role: "logic" }),
   });
   const comet = new Comet({
@@ -65,7 +65,7 @@ export async function startEmbedded(config: Config, log?: Logger): Promise<Embed
   });
   const job = new Job({
     config,
-    consumer: queue.consumer,
+    consumer: engines.consumer,
     registry,
     // One process: the only comet is this one, called directly.
     connect: (rec) => {
@@ -85,37 +85,30 @@ export async function startEmbedded(config: Config, log?: Logger): Promise<Embed
       await comet.shutdown("server shutting down");
       await job.stop();
       await logic.stop();
-      await queue.producer.close();
-      await queue.consumer.close();
-      await sessions.close();
-      await registry.close();
+      await engines.close();
     })();
   return { comet, logic, job, cometAddrs, logicAddrs, stop };
 }
 
 if (import.meta.main) {
-  const config = loadConfigOrExit();
-  const log = createLogger({
-    level: config.log.level,
-    format: config.log.format,
-    fields: { mode: "embedded" },
+  await runRole({
+    role: "embedded",
+    exposure: { api: true, admin: ["comet", "logic"] },
+    logger: (config) =>
+      createLogger({
+        level: config.log.level,
+        format: config.log.format,
+        fields: { mode: "embedded" },
+      }),
+    start: async (config, log) => {
+      const server = await startEmbedded(config, log);
+      const show = (a: Deno.NetAddr[]) => a.map(joinHostPort).join(",");
+      log.info("embedded server up", {
+        tcp: show(server.cometAddrs.tcp),
+        ws: show(server.cometAddrs.ws),
+        http: joinHostPort(server.logicAddrs.http),
+      });
+      return server;
+    },
   });
-  installCrashGuard(log);
-  checkExposureOrExit(config, { api: true, admin: ["comet", "logic"] }, log);
-  const server = await startEmbedded(config, log);
-  const show = (a: Deno.NetAddr[]) => a.map((x) => `${x.hostname}:${x.port}`).join(",");
-  log.info("embedded server up", {
-    tcp: show(server.cometAddrs.tcp),
-    ws: show(server.cometAddrs.ws),
-    http: `${server.logicAddrs.http.hostname}:${server.logicAddrs.http.port}`,
-  });
-  const onSignal = () => {
-    log.info("signal received, shutting down");
-    server.stop().then(() => Deno.exit(0), (e) => {
-      log.error("shutdown failed", { error: e });
-      Deno.exit(1);
-    });
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
 }

@@ -1,10 +1,11 @@
 /**
  * Distributed entry of the comet role (`deno task comet`): loads the
  * configuration, dials logic over gRPC (round-robin over
- * comet.logic_addrs, with the grpc.token / grpc.tls.* credentials), opens the configured registry, starts the comet and
- * shuts it down gracefully on SIGTERM/SIGINT (exit code 0). An admin
- * endpoint open to the network without admin.token is a configuration
- * error (exit code 2).
+ * comet.logic_addrs, with the grpc.token / grpc.tls.* credentials), opens
+ * the configured registry (infra/engines.ts), starts the comet and shuts it
+ * down gracefully on SIGTERM/SIGINT (exit code 0; 1 when startup fails). An
+ * admin endpoint open to the network without admin.token is a
+ * configuration error (exit code 2).
  *
  * @example
  * ```sh
@@ -14,11 +15,8 @@
  * @module
  */
 
-import { type Config, loadConfigOrExit } from "../infra/config.ts";
-import { checkExposureOrExit } from "../infra/http_server.ts";
-import { installCrashGuard, roleLogger } from "../infra/process.ts";
-import { MemoryRegistry } from "../infra/memory/registry.ts";
-import type { Registry } from "../infra/registry.ts";
+import { openEngines } from "../infra/engines.ts";
+import { runRole, StartupError } from "../infra/process.ts";
 import type { LogicApi } from "../proto/api.ts";
 import { type ClientOptions, createLogicClient, type LogicRpcClient } from "../proto/grpc.ts";
 import { internalClientOptions } from "../proto/security.ts";
@@ -48,59 +46,48 @@ export function roundRobinLogic(clients: readonly LogicRpcClient[]): LogicApi {
   };
 }
 
-/** Opens the registry engine named by `registry.engine`. */
-export async function openRegistry(cfg: Config): Promise<Registry> {
-  if (cfg.registry.engine === "redis") {
-    // Imported only when used, so the memory setup never loads a Redis client.
-    const { RedisRegistry } = await import("../infra/redis/registry.ts");
-    return await RedisRegistry.connect({ url: cfg.redis.url, keyPrefix: cfg.redis.key_prefix });
-  }
-  // Only meaningful when logic and job run in this process too; a lone comet
-  // with it is reachable by nobody (config warns for mode = "distributed").
-  return new MemoryRegistry();
-}
-
 function messageOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-async function main(): Promise<void> {
-  const cfg = loadConfigOrExit();
-  const log = roleLogger(cfg, "comet");
-  installCrashGuard(log);
-  checkExposureOrExit(cfg, { admin: ["comet"] }, log);
-  let dial: ClientOptions;
-  try {
-    dial = await internalClientOptions(cfg.grpc);
-  } catch (e) {
-    log.error("cannot set up gRPC to logic", { error: messageOf(e) });
-    Deno.exit(1);
-  }
-  const clients = cfg.comet.logic_addrs.map((a) => createLogicClient(a, dial));
-  const registry = await openRegistry(cfg);
-  const comet = new Comet({ config: cfg, logic: roundRobinLogic(clients), registry, log });
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    try {
-      await comet.shutdown(signal);
-    } finally {
-      for (const c of clients) c.close();
-      await registry.close();
-      Deno.exit(0);
-    }
-  };
-  Deno.addSignalListener("SIGTERM", () => void stop("SIGTERM"));
-  Deno.addSignalListener("SIGINT", () => void stop("SIGINT"));
-  try {
-    await comet.start();
-  } catch (e) {
-    log.error("comet failed to start", { error: e });
-    for (const c of clients) c.close();
-    await registry.close();
-    Deno.exit(1);
-  }
+if (import.meta.main) {
+  await runRole({
+    role: "comet",
+    exposure: { admin: ["comet"] },
+    start: async (config, log) => {
+      let dial: ClientOptions;
+      try {
+        dial = await internalClientOptions(config.grpc);
+      } catch (e) {
+        throw new StartupError("cannot set up gRPC to logic", 1, { cause: messageOf(e) });
+      }
+      const clients = config.comet.logic_addrs.map((a) => createLogicClient(a, dial));
+      const closeClients = () => clients.forEach((c) => c.close());
+      let engines;
+      try {
+        engines = await openEngines(config, ["registry"], { log });
+      } catch (e) {
+        closeClients();
+        throw new StartupError("cannot open engines", 1, { cause: e });
+      }
+      const comet = new Comet({ config, logic: roundRobinLogic(clients), ...engines, log });
+      try {
+        await comet.start();
+      } catch (e) {
+        closeClients();
+        await engines.close();
+        throw e;
+      }
+      return {
+        stop: async (signal) => {
+          try {
+            await comet.shutdown(signal);
+          } finally {
+            closeClients();
+            await engines.close();
+          }
+        },
+      };
+    },
+  });
 }
-
-if (import.meta.main) await main();

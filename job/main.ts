@@ -18,16 +18,15 @@
  * @module
  */
 
-import { type Config, loadConfigOrExit } from "../infra/config.ts";
-import type { Logger } from "../infra/log.ts";
-import { createMetrics, type Metrics } from "../infra/metrics.ts";
-import type { PushConsumer } from "../infra/queue.ts";
-import type { Registry } from "../infra/registry.ts";
+import { serveAdminHttp } from "../infra/admin.ts";
+import type { Config } from "../infra/config.ts";
+import { joinHostPort } from "../infra/addr.ts";
+import { openEngines } from "../infra/engines.ts";
+import type { HttpServer } from "../infra/http_server.ts";
+import { createMetrics } from "../infra/metrics.ts";
+import { runRole, StartupError } from "../infra/process.ts";
 import { type ClientOptions, createCometClient } from "../proto/grpc.ts";
 import { internalClientOptions } from "../proto/security.ts";
-import { serveAdminHttp } from "../infra/admin.ts";
-import { checkExposureOrExit, type HttpServer } from "../infra/http_server.ts";
-import { installCrashGuard, roleLogger, shutdownSignal } from "../infra/process.ts";
 import { createJobAdminHandler } from "./admin.ts";
 import { Job } from "./job.ts";
 
@@ -62,86 +61,62 @@ export function checkStandaloneConfig(config: Config): void {
   if (problems.length > 0) throw new JobConfigError(problems.join("\n"));
 }
 
-/** Opens the Kafka consumer named by `queue.kafka.*`; kafkajs is loaded only here. */
-export async function openConsumer(
-  config: Config,
-  log: Logger,
-  metrics: Metrics,
-): Promise<PushConsumer> {
-  checkStandaloneConfig(config);
-  const { createKafkaConsumer } = await import("../infra/kafka/mod.ts");
-  return createKafkaConsumer(config, { log, metrics });
-}
-
-/** Opens the registry named by `registry.engine` (Redis: infra/redis/). */
-export async function openRegistry(config: Config): Promise<Registry> {
-  checkStandaloneConfig(config);
-  // Loaded here, not at the top, so importing this module for its helpers loads no ioredis.
-  const { RedisRegistry } = await import("../infra/redis/mod.ts");
-  return await RedisRegistry.connect({
-    url: config.redis.url,
-    keyPrefix: config.redis.key_prefix,
-    commandTimeoutMs: config.redis.command_timeout,
-  });
-}
-
 if (import.meta.main) {
-  const config = loadConfigOrExit();
-  const log = roleLogger(config, "job");
-  installCrashGuard(log);
-  checkExposureOrExit(config, { admin: ["job"] }, log);
-  const metrics = createMetrics("job");
-  let consumer: PushConsumer, registry: Registry, dial: ClientOptions;
-  try {
-    dial = await internalClientOptions(config.grpc);
-  } catch (e) {
-    log.error("cannot set up gRPC to comets", { error: e instanceof Error ? e.message : e });
-    Deno.exit(2);
-  }
-  try {
-    // openRegistry() checks the configuration before it opens anything.
-    registry = await openRegistry(config);
-  } catch (e) {
-    const usage = e instanceof JobConfigError;
-    log.error("cannot open engines", { error: usage ? e.message : e });
-    Deno.exit(usage ? 2 : 1);
-  }
-  try {
-    consumer = await openConsumer(config, log, metrics);
-  } catch (e) {
-    log.error("cannot open engines", { error: e });
-    await registry.close();
-    Deno.exit(1);
-  }
-  const job = new Job({
-    config,
-    consumer,
-    registry,
-    connect: (rec) => createCometClient(rec.grpcAddr, dial),
-    log,
-    metrics,
+  await runRole({
+    role: "job",
+    exposure: { admin: ["job"] },
+    start: async (config, log) => {
+      const metrics = createMetrics("job");
+      let dial: ClientOptions;
+      try {
+        dial = await internalClientOptions(config.grpc);
+      } catch (e) {
+        throw new StartupError("cannot set up gRPC to comets", 2, {
+          cause: e instanceof Error ? e.message : e,
+        });
+      }
+      try {
+        checkStandaloneConfig(config);
+      } catch (e) {
+        throw new StartupError("cannot open engines", 2, { cause: (e as Error).message });
+      }
+      let engines;
+      try {
+        engines = await openEngines(config, ["registry", "consumer"], { log, metrics });
+      } catch (e) {
+        throw new StartupError("cannot open engines", 1, { cause: e });
+      }
+      const job = new Job({
+        config,
+        ...engines,
+        connect: (rec) => createCometClient(rec.grpcAddr, dial),
+        log,
+        metrics,
+      });
+      let admin: HttpServer | undefined;
+      try {
+        if (config.job.admin.bind !== "") {
+          admin = serveAdminHttp(
+            { bind: config.job.admin.bind, config, log, metrics },
+            createJobAdminHandler(job, config.metrics.enabled),
+          );
+          log.info("admin listening", { addr: joinHostPort(admin.addr) });
+        }
+        await job.start();
+      } catch (e) {
+        await admin?.shutdown();
+        await job.stop();
+        await engines.close();
+        throw e;
+      }
+      return {
+        stop: async () => {
+          // Job closes its consumer: consumed messages reach the comets first.
+          await job.stop();
+          await admin?.shutdown();
+          await engines.close();
+        },
+      };
+    },
   });
-  let admin: HttpServer | undefined;
-  try {
-    if (config.job.admin.bind !== "") {
-      admin = serveAdminHttp(
-        { bind: config.job.admin.bind, config, log, metrics },
-        createJobAdminHandler(job, config.metrics.enabled),
-      );
-      log.info("admin listening", { addr: `${admin.addr.hostname}:${admin.addr.port}` });
-    }
-    await job.start();
-  } catch (e) {
-    log.error("job failed to start", { error: e });
-    await admin?.shutdown();
-    await job.stop();
-    await registry.close();
-    Deno.exit(1);
-  }
-  const sig = await shutdownSignal();
-  log.info("stopping", { signal: sig });
-  await job.stop();
-  await admin?.shutdown();
-  await registry.close();
-  Deno.exit(0);
 }

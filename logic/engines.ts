@@ -1,38 +1,22 @@
 /**
- * Opens the engines the standalone logic process (`deno task logic`) runs
- * on, as chosen by `sessions.engine`, `registry.engine` and `queue.engine`.
+ * The engines the standalone logic process (`deno task logic`) runs on:
+ * sessions, registry and queue producer, opened by infra/engines.ts as
+ * `sessions.engine`, `registry.engine` and `queue.engine` choose.
  *
  * The standalone process refuses `queue.engine = "memory"`: an in-memory
  * queue lives in one process, and job runs in another, so every push would
  * be accepted and never delivered. The all-in-one entry (`deno task
- * start`) builds its own engines and shares one memory queue between logic
- * and job.
- *
- * The Redis and Kafka engines are imported only when chosen, so a process
- * that needs neither never loads ioredis or kafkajs.
+ * start`) shares one memory queue between logic and job.
  *
  * @module
  */
 
 import type { Config } from "../infra/config.ts";
+import { type Engines, openEngines } from "../infra/engines.ts";
 import type { Logger } from "../infra/log.ts";
-import { MemoryRegistry } from "../infra/memory/registry.ts";
-import { MemorySessionStore } from "../infra/memory/sessions.ts";
-import type { PushProducer } from "../infra/queue.ts";
-import type { Registry } from "../infra/registry.ts";
-import type { SessionStore } from "../infra/sessions.ts";
 
-/** The engines of one logic process, and how to release them. */
-export interface LogicEngines {
-  /** Session routes. */
-  sessions: SessionStore;
-  /** Comet registry. */
-  registry: Registry;
-  /** Queue producer. */
-  producer: PushProducer;
-  /** Closes all three (each failure is logged, none stops the others). */
-  close(): Promise<void>;
-}
+/** The engines of one logic process, and how to release them (each failure is logged, none stops the others). */
+export type LogicEngines = Engines<"sessions" | "registry" | "producer">;
 
 /** A configuration that cannot run as a standalone logic process. */
 export class EngineConfigError extends Error {
@@ -45,6 +29,8 @@ export class EngineConfigError extends Error {
 
 /**
  * Opens the engines; on failure closes whatever was opened and rethrows.
+ * Throws an {@linkcode EngineConfigError} before opening anything when the
+ * configuration cannot serve a standalone logic.
  *
  * @example
  * ```ts ignore
@@ -60,50 +46,5 @@ export async function openLogicEngines(config: Config, log?: Logger): Promise<Lo
         'process) or set queue.engine = "kafka".',
     );
   }
-  const opened: { close(): Promise<void> }[] = [];
-  const closeAll = async () => {
-    for (const e of opened.reverse()) {
-      await e.close().catch((error) => log?.error("closing an engine failed", { error }));
-    }
-  };
-  try {
-    const redis = {
-      url: config.redis.url,
-      keyPrefix: config.redis.key_prefix,
-      commandTimeoutMs: config.redis.command_timeout,
-      onStateChange: (state: "up" | "down", error?: Error) =>
-        state === "down"
-          ? log?.warn("redis connection down", { error })
-          : log?.info("redis connection up"),
-    };
-    let sessions: SessionStore;
-    if (config.sessions.engine === "redis") {
-      const { RedisSessionStore } = await import("../infra/redis/mod.ts");
-      sessions = await RedisSessionStore.connect({ ...redis, routeTtlMs: config.logic.route_ttl });
-    } else {
-      sessions = new MemorySessionStore({ ttlMs: config.logic.route_ttl });
-    }
-    opened.push(sessions);
-    let registry: Registry;
-    if (config.registry.engine === "redis") {
-      const { RedisRegistry } = await import("../infra/redis/mod.ts");
-      registry = await RedisRegistry.connect(redis);
-    } else {
-      registry = new MemoryRegistry();
-    }
-    opened.push(registry);
-    const producer = await openKafkaProducer(config, log);
-    opened.push(producer);
-    return { sessions, registry, producer, close: closeAll };
-  } catch (e) {
-    await closeAll();
-    throw e;
-  }
-}
-
-async function openKafkaProducer(config: Config, log?: Logger): Promise<PushProducer> {
-  const { createKafkaProducer } = await import("../infra/kafka/mod.ts");
-  // Connects in the background: a broker that is down makes pushes answer 503 and /healthz
-  // report it, rather than keeping the HTTP API from starting.
-  return createKafkaProducer(config, { log: log?.child({ component: "kafka" }) });
+  return await openEngines(config, ["sessions", "registry", "producer"], { log });
 }

@@ -14,36 +14,38 @@
  * @module
  */
 
-import { loadConfigOrExit } from "../infra/config.ts";
-import { checkExposureOrExit } from "../infra/http_server.ts";
-import { installCrashGuard, roleLogger, shutdownSignal } from "../infra/process.ts";
+import { runRole, StartupError } from "../infra/process.ts";
 import { EngineConfigError, openLogicEngines } from "./engines.ts";
 import { Logic } from "./logic.ts";
 
 if (import.meta.main) {
-  const config = loadConfigOrExit();
-  const log = roleLogger(config, "logic");
-  installCrashGuard(log);
-  // Before the engines: an exposed push API is a configuration error (exit 2).
-  checkExposureOrExit(config, { api: true, admin: ["logic"] }, log);
-  let engines;
-  try {
-    engines = await openLogicEngines(config, log);
-  } catch (e) {
-    log.error("cannot open engines", { error: e instanceof EngineConfigError ? e.message : e });
-    Deno.exit(e instanceof EngineConfigError ? 2 : 1);
-  }
-  const logic = new Logic({ config, ...engines, log });
-  try {
-    await logic.start();
-  } catch (e) {
-    log.error("logic failed to start", { error: e });
-    await engines.close();
-    Deno.exit(1);
-  }
-  const sig = await shutdownSignal();
-  log.info("stopping", { signal: sig });
-  await logic.stop();
-  await engines.close();
-  Deno.exit(0);
+  await runRole({
+    role: "logic",
+    // An exposed push API is a configuration error (exit 2), found before the engines open.
+    exposure: { api: true, admin: ["logic"] },
+    start: async (config, log) => {
+      let engines;
+      try {
+        engines = await openLogicEngines(config, log);
+      } catch (e) {
+        const usage = e instanceof EngineConfigError;
+        throw new StartupError("cannot open engines", usage ? 2 : 1, {
+          cause: usage ? e.message : e,
+        });
+      }
+      const logic = new Logic({ config, ...engines, log });
+      try {
+        await logic.start();
+      } catch (e) {
+        await engines.close();
+        throw e;
+      }
+      return {
+        stop: async () => {
+          await logic.stop();
+          await engines.close();
+        },
+      };
+    },
+  });
 }

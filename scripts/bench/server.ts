@@ -24,6 +24,7 @@
  */
 
 import { startEmbedded } from "../../main.ts";
+import { joinHostPort } from "../../infra/addr.ts";
 import { loadConfigOrExit } from "../../infra/config.ts";
 import { createLogger } from "../../infra/log.ts";
 
@@ -53,7 +54,7 @@ if (import.meta.main) {
     fields: { mode: "embedded" },
   });
   const server = await startEmbedded(config, log);
-  const hp = (a: Deno.NetAddr | undefined) => a ? `${a.hostname}:${a.port}` : null;
+  const hp = (a: Deno.NetAddr | undefined) => a ? joinHostPort(a) : null;
   const ready: ServerReady = {
     ev: "server-ready",
     pid: Deno.pid,
