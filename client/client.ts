@@ -22,6 +22,8 @@ import { openTransport, type TransportFactory } from "./transport.ts";
  *
  * @example
  * ```ts
+ * import type { AuthToken } from "../protocol/token.ts";
+ * declare const url: string, token: AuthToken;
  * new GoimClient({ url, token, heartbeatIntervalMs: DEFAULT_HEARTBEAT_INTERVAL_MS / 8 }); // 30 s
  * ```
  */
@@ -31,6 +33,8 @@ export const DEFAULT_HEARTBEAT_INTERVAL_MS = 240_000;
  *
  * @example
  * ```ts
+ * import type { AuthToken } from "../protocol/token.ts";
+ * declare const url: string, token: AuthToken;
  * new GoimClient({ url, token, authTimeoutMs: 2 * DEFAULT_AUTH_TIMEOUT_MS });
  * ```
  */
@@ -40,6 +44,8 @@ export const DEFAULT_AUTH_TIMEOUT_MS = 10_000;
  *
  * @example
  * ```ts
+ * import type { AuthToken } from "../protocol/token.ts";
+ * declare const url: string, token: AuthToken;
  * new GoimClient({ url, token, requestTimeoutMs: DEFAULT_REQUEST_TIMEOUT_MS / 2 });
  * ```
  */
@@ -52,6 +58,8 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
  *
  * @example
  * ```ts
+ * import type { AuthToken } from "../protocol/token.ts";
+ * declare const url: string, token: AuthToken;
  * new GoimClient({ url, token, maxBody: 4 * DEFAULT_CLIENT_MAX_BODY }); // 64 MiB
  * ```
  */
@@ -62,6 +70,8 @@ export const DEFAULT_CLIENT_MAX_BODY = 16 * 1024 * 1024;
  *
  * @example
  * ```ts
+ * import type { AuthToken } from "../protocol/token.ts";
+ * declare const url: string, token: AuthToken;
  * new GoimClient({
  *   url,
  *   token,
@@ -124,6 +134,7 @@ export interface GoimClientOptions {
  *
  * @example
  * ```ts
+ * declare const client: GoimClient;
  * client.on("auth", (a) => console.log(a.reconnected ? "back" : "up", a.token.room_id));
  * ```
  */
@@ -141,6 +152,7 @@ export interface AuthEvent {
  *
  * @example
  * ```ts
+ * declare const client: GoimClient;
  * client.on("heartbeat", ({ online }) => console.log("online", online));
  * ```
  */
@@ -155,6 +167,7 @@ export interface HeartbeatEvent {
  *
  * @example
  * ```ts
+ * declare const client: GoimClient;
  * client.on("disconnect", (d) => {
  *   if (!d.willReconnect) console.log("gave up:", d.reason ?? d.error.message);
  * });
@@ -178,6 +191,7 @@ export interface DisconnectEvent {
  *
  * @example
  * ```ts
+ * declare const client: GoimClient;
  * client.on("reconnect", (r) => console.log(`attempt ${r.attempt} after ${r.delayMs} ms`));
  * ```
  */
@@ -193,6 +207,7 @@ export interface ReconnectEvent {
  *
  * @example
  * ```ts
+ * declare const client: GoimClient;
  * const ev: GoimClientEvents["heartbeat"] = await client.once("heartbeat");
  * ```
  */
@@ -221,6 +236,8 @@ export interface GoimClientEvents {
  *
  * @example
  * ```ts
+ * declare const client: GoimClient;
+ * declare function showBanner(text: string): void;
  * if (client.state === "reconnecting") showBanner("reconnecting…");
  * ```
  */
@@ -337,6 +354,8 @@ export class GoimClient {
    *
    * @example
    * ```ts
+   * declare const client: GoimClient;
+   * declare function fetchFreshJwt(): Promise<string>;
    * client.updateToken({ token: await fetchFreshJwt() });
    * ```
    */
@@ -349,6 +368,7 @@ export class GoimClient {
    *
    * @example
    * ```ts
+   * declare const client: GoimClient;
    * const off = client.on("message", (m) => console.log(m.op));
    * off();
    * ```
@@ -362,6 +382,7 @@ export class GoimClient {
    *
    * @example
    * ```ts
+   * declare const client: GoimClient;
    * const { online } = await client.once("heartbeat");
    * ```
    */
@@ -381,6 +402,8 @@ export class GoimClient {
    *
    * @example
    * ```ts
+   * import { GoimClientError } from "./errors.ts";
+   * declare const client: GoimClient;
    * try {
    *   await client.connect();
    * } catch (e) {
@@ -482,6 +505,7 @@ export class GoimClient {
    *
    * @example
    * ```ts
+   * declare const client: GoimClient;
    * await client.close();
    * client.state; // "closed"
    * ```
@@ -517,6 +541,7 @@ export class GoimClient {
    *
    * @example
    * ```ts
+   * declare const client: GoimClient;
    * await client.changeRoom("live://1001");
    * client.room; // "live://1001"
    * ```
@@ -531,6 +556,7 @@ export class GoimClient {
    *
    * @example
    * ```ts
+   * declare const client: GoimClient;
    * await client.sub([1001, 1002]);
    * ```
    */
@@ -547,6 +573,7 @@ export class GoimClient {
    *
    * @example
    * ```ts
+   * declare const client: GoimClient;
    * await client.unsub([1002]);
    * ```
    */
@@ -564,6 +591,7 @@ export class GoimClient {
    *
    * @example
    * ```ts
+   * declare const client: GoimClient;
    * await client.send("hello");
    * ```
    */

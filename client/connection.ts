@@ -23,6 +23,8 @@ import type { Transport, TransportClose, TransportFactory } from "./transport.ts
  *
  * @example
  * ```ts
+ * import type { GoimClient } from "./client.ts";
+ * declare const client: GoimClient;
  * client.on("message", (m: PushMessage) => console.log(m.op, new TextDecoder().decode(m.body)));
  * ```
  */
@@ -59,6 +61,9 @@ export interface ConnectionEnd {
  *
  * @example
  * ```ts
+ * import type { AuthToken } from "../protocol/token.ts";
+ * import { openTransport } from "./transport.ts";
+ * declare const token: AuthToken;
  * const conn = await Connection.open({
  *   url: new URL("ws://127.0.0.1:3102/sub"), token, ver: 1, maxBody: 1 << 24,
  *   authTimeoutMs: 10_000, heartbeatIntervalMs: 240_000, transport: openTransport,
@@ -108,6 +113,11 @@ const MAX_SEQ = 0x7fffffff;
  *
  * @example
  * ```ts
+ * import { utf8 } from "../protocol/bytes.ts";
+ * import { Op } from "../protocol/ops.ts";
+ * import type { AuthToken } from "../protocol/token.ts";
+ * import { openTransport } from "./transport.ts";
+ * declare const token: AuthToken;
  * const conn = await Connection.open({
  *   url: new URL("tcp://127.0.0.1:3101"), token, ver: 1, maxBody: 1 << 24,
  *   authTimeoutMs: 10_000, heartbeatIntervalMs: 240_000, transport: openTransport,

@@ -41,6 +41,8 @@ export type GoimClientErrorCode =
  *
  * @example
  * ```ts
+ * import type { GoimClient } from "./client.ts";
+ * declare const client: GoimClient;
  * try {
  *   await client.connect();
  * } catch (e) {

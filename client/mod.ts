@@ -18,7 +18,7 @@
  *
  * @example
  * ```ts
- * import { GoimClient } from "./client/mod.ts";
+ * import { GoimClient } from "./mod.ts";
  *
  * const client = new GoimClient({
  *   url: "tcp://127.0.0.1:3101",

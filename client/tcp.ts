@@ -21,6 +21,9 @@ import type { Transport, TransportOptions } from "./transport.ts";
  *
  * @example
  * ```ts
+ * import type { AuthToken } from "../protocol/token.ts";
+ * import { GoimClient } from "./client.ts";
+ * declare const token: AuthToken;
  * new GoimClient({ url: "tcp://127.0.0.1", token }); // connects to port 3101
  * ```
  */

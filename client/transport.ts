@@ -65,6 +65,7 @@ export interface TransportHandlers {
  *
  * @example
  * ```ts
+ * declare const handlers: TransportHandlers;
  * const opts: TransportOptions = { maxBody: 1 << 24, handlers, signal: AbortSignal.timeout(5_000) };
  * await openTransport(new URL("ws://127.0.0.1:3102/sub"), opts);
  * ```
@@ -83,6 +84,8 @@ export interface TransportOptions {
  *
  * @example
  * ```ts
+ * import { encodeFrame } from "../protocol/frame.ts";
+ * import { Op } from "../protocol/ops.ts";
  * const t = await openTransport(new URL("ws://127.0.0.1:3102/sub"), {
  *   maxBody: 1 << 24,
  *   handlers: { onFrame: (f) => console.log(f.op), onClose: () => {} },
@@ -108,6 +111,9 @@ export interface Transport {
  *
  * @example
  * ```ts
+ * import type { AuthToken } from "../protocol/token.ts";
+ * import { GoimClient } from "./client.ts";
+ * declare const token: AuthToken;
  * const custom: TransportFactory = (url, opts) => openTransport(url, opts);
  * new GoimClient({ url: "ws://127.0.0.1:3102/sub", token, transport: custom });
  * ```

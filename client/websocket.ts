@@ -19,6 +19,8 @@ import type { Transport, TransportClose, TransportOptions } from "./transport.ts
  *
  * @example
  * ```ts
+ * import type { Transport } from "./transport.ts";
+ * declare const transport: Transport;
  * await transport.close(); // resolves within WS_CLOSE_TIMEOUT_MS even if the peer is silent
  * ```
  */
