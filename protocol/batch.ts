@@ -42,6 +42,7 @@ function seal(buf: Uint8Array, count: number): Batch {
  *
  * @example
  * ```ts
+ * declare const tcpConn: Deno.Conn, ws: WebSocket;
  * const b = encodePush(1000, new TextEncoder().encode("hello"));
  * tcpConn.write(b.tcp); // one inner frame
  * ws.send(b.ws); // op 9 envelope holding it
@@ -60,8 +61,9 @@ export function encodePush(op: number, body: Uint8Array): Batch {
  *
  * @example
  * ```ts
- * const b = encodeBatch([{ op: 1000, body: a }, { op: 1000, body: b }]);
- * b.count; // 2
+ * declare const a: Uint8Array, b: Uint8Array;
+ * const batch = encodeBatch([{ op: 1000, body: a }, { op: 1000, body: b }]);
+ * batch.count; // 2
  * ```
  */
 export function encodeBatch(frames: readonly PushFrame[]): Batch {
@@ -111,6 +113,7 @@ export function batchFromFrames(frames: Uint8Array): Batch {
  *
  * @example
  * ```ts
+ * declare const msgA: Uint8Array, msgB: Uint8Array;
  * const bb = new BatchBuilder();
  * bb.add(1000, msgA);
  * bb.add(1000, msgB);

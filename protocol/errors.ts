@@ -21,6 +21,10 @@ export type ProtocolErrorCode =
  *
  * @example
  * ```ts
+ * import type { Frame } from "./frame.ts";
+ * import type { FrameReader } from "./reader.ts";
+ * declare const reader: FrameReader, chunk: Uint8Array;
+ * declare function onFrame(f: Frame): void;
  * try { reader.push(chunk, onFrame); } catch (e) {
  *   if (e instanceof ProtocolError) console.log(e.code, e.message);
  * }

@@ -76,6 +76,8 @@ export function writeU16(b: Uint8Array, o: number, v: number): void {
  *
  * @example
  * ```ts
+ * import { Op } from "./ops.ts";
+ * declare const body: Uint8Array, seq: number;
  * const out = new Uint8Array(16 + body.length);
  * writeHeader(out, 0, body.length, 1, Op.AuthReply, seq);
  * out.set(body, 16);
@@ -103,6 +105,7 @@ const EMPTY = new Uint8Array(0);
  *
  * @example
  * ```ts
+ * import { Op } from "./ops.ts";
  * const bytes = encodeFrame({ ver: 1, op: Op.Heartbeat, seq: 2, body: new Uint8Array() });
  * bytes.length; // 16
  * ```
@@ -177,6 +180,9 @@ export interface DecodeOptions {
  *
  * @example
  * ```ts
+ * import { Op } from "./ops.ts";
+ * declare const ev: MessageEvent<ArrayBuffer>;
+ * declare function auth(body: Uint8Array): void;
  * const f = decodeFrame(new Uint8Array(ev.data));
  * if (f.op === Op.Auth) auth(f.body);
  * ```

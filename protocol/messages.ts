@@ -14,6 +14,8 @@ import { Op } from "./ops.ts";
  *
  * @example
  * ```ts
+ * import type { Frame } from "./frame.ts";
+ * declare const conn: Deno.Conn, f: Frame, roomOnline: number;
  * conn.write(encodeHeartbeatReply(f.ver, f.seq, roomOnline));
  * ```
  */

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { encodeFrame, FrameReader, Op } from "./protocol/mod.ts";
+ * import { encodeFrame, FrameReader, Op } from "./mod.ts";
  * const reader = new FrameReader();
  * reader.push(encodeFrame({ ver: 1, op: Op.Heartbeat, seq: 1 }), (f) => console.log(f.op));
  * ```

@@ -11,7 +11,10 @@
  *
  * @example
  * ```ts
+ * import type { Frame } from "./frame.ts";
  * import { Op } from "./ops.ts";
+ * declare const frame: Frame;
+ * declare function reply(op: number): void;
  * if (frame.op === Op.Heartbeat) reply(Op.HeartbeatReply);
  * ```
  */

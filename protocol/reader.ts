@@ -79,6 +79,8 @@ export interface FrameReaderOptions {
  *
  * @example
  * ```ts
+ * declare const conn: Deno.Conn;
+ * declare function handle(op: number, seq: number, body: Uint8Array): void;
  * const reader = new FrameReader({ maxBody: 4096 });
  * for await (const chunk of conn.readable) {
  *   reader.push(chunk, (f) => handle(f.op, f.seq, f.body));
