@@ -14,8 +14,32 @@ export interface ServerOnline {
   server: string;
   /** Room key → connections in that room on this comet. */
   roomCount: Record<string, number>;
-  /** When the comet reported it (ms since the epoch). */
+  /**
+   * When the comet reported it (ms since the epoch). The Redis engine keeps
+   * whole seconds (goim's `ol_<server>` format), so it reads back rounded
+   * down to the second; the memory engine keeps the milliseconds.
+   */
   updated: number;
+}
+
+/**
+ * Thrown by {@linkcode SessionStore.serverOnline} when a comet's stored
+ * report exists but cannot be read: another writer's layout (wrong Redis
+ * type), JSON that is not goim's, or a value over the engine's size bound.
+ * Only that comet's report is affected; a caller reading many reports
+ * skips it and goes on.
+ */
+export class UnreadableOnlineError extends Error {
+  /** Creates the error; `message` names the stored key and what is wrong with it. */
+  constructor(
+    /** The comet whose report is unreadable. */
+    readonly server: string,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "UnreadableOnlineError";
+  }
 }
 
 /**
@@ -46,7 +70,11 @@ export interface SessionStore {
   keysByMids(mids: readonly number[]): Promise<Map<string, string>>;
   /** Stores a comet's room counts (replacing the previous report). */
   addServerOnline(online: ServerOnline): Promise<void>;
-  /** A comet's last report, or null. */
+  /**
+   * A comet's last report, or null. Rejects with
+   * {@linkcode UnreadableOnlineError} when the stored report is unreadable,
+   * with an engine error when the store is unreachable.
+   */
   serverOnline(server: string): Promise<ServerOnline | null>;
   /** Forgets a comet's report (on deregistration). */
   delServerOnline(server: string): Promise<void>;

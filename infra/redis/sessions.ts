@@ -3,16 +3,35 @@
  *
  * Key layout (after the optional `keyPrefix`), as in goim's logic dao:
  *
- * | key                 | type   | content                       | TTL                 |
- * | ------------------- | ------ | ----------------------------- | ------------------- |
- * | `mid_<mid>`         | hash   | key → server, for mid > 0     | route TTL, whole set |
- * | `key_<key>`         | string | server                        | route TTL           |
- * | `ol_<server>`       | string | JSON {@linkcode ServerOnline} | route TTL           |
+ * | key                 | type   | content                          | TTL                  |
+ * | ------------------- | ------ | -------------------------------- | -------------------- |
+ * | `mid_<mid>`         | hash   | key → server, for mid > 0        | route TTL, whole set |
+ * | `key_<key>`         | string | server                           | route TTL            |
+ * | `ol_<server>`       | hash   | field → JSON, goim's online form | route TTL            |
  *
- * `ol_<server>` differs from goim, which splits a comet's rooms over 64
- * hash fields by CityHash32(room) % 64: one JSON value replaces the whole
- * report at once (no stale rooms left in untouched fields) and reads in one
- * GET. TTLs are set in milliseconds (PX/PEXPIRE), goim uses seconds.
+ * `ol_<server>` is goim's format, byte for byte where it matters, so goim's
+ * logic and this one read each other's reports during a migration: a
+ * comet's rooms are split over the fields `"0"`..`"63"`, a room going to
+ * the decimal of `CityHash32(utf8(room)) % 64` (infra/cityhash.ts), each
+ * field holding `{"server":…,"room_count":{room:count,…},"updated":<unix
+ * seconds>}` for its rooms, encoded as Go's `json.Marshal` does (keys
+ * sorted, `<>&` escaped). A reader merges the fields and takes the newest
+ * `updated`. Two choices of ours, both readable by goim:
+ *
+ * - a write replaces the whole report (DEL + HSET of every field + PEXPIRE
+ *   in one MULTI). goim only HSETs the fields it has rooms for, so a field
+ *   whose rooms all left keeps its old counts for as long as the comet
+ *   keeps reporting; here nothing is left behind, and a string `ol_<server>`
+ *   of an older version of this project is replaced instead of failing
+ *   with WRONGTYPE;
+ * - a report without rooms is field `"0"` with `"room_count":{}`, so it
+ *   still carries its time (goim writes nothing, which reads as no report).
+ *
+ * Reading takes fields 0..63 only, as goim does, in one Lua script bounded
+ * by {@linkcode ONLINE_REPORT_MAX_BYTES}; a key of the wrong type, a field
+ * that is not goim's JSON or a report over the bound rejects with
+ * {@linkcode UnreadableOnlineError}. TTLs are set in milliseconds
+ * (PX/PEXPIRE), goim uses seconds.
  *
  * Writes that touch two keys are atomic: addMapping is one MULTI/EXEC;
  * delMapping is a Lua compare-and-delete, so a late Disconnect from an old
@@ -30,8 +49,9 @@
  * @module
  */
 
+import { cityHash32 } from "../cityhash.ts";
 import { DEFAULT_ROUTE_TTL_MS } from "../memory/sessions.ts";
-import type { ServerOnline, SessionStore } from "../sessions.ts";
+import { type ServerOnline, type SessionStore, UnreadableOnlineError } from "../sessions.ts";
 import {
   LuaScript,
   RedisConnection,
@@ -46,7 +66,47 @@ export interface RedisSessionStoreOptions extends RedisConnectionOptions {
    * renewed (config `logic.route_ttl`); default 30 min as goim.
    */
   routeTtlMs?: number;
+  /**
+   * Bound on one stored online report, all fields' JSON together; default
+   * {@linkcode ONLINE_REPORT_MAX_BYTES}. Tests lower it.
+   */
+  onlineReportMaxBytes?: number;
 }
+
+/**
+ * Default bound on one comet's stored `ol_<server>` report, its 64 fields'
+ * JSON together: 16 MiB, about 500 000 rooms with 20-byte names. A larger
+ * report is refused when written and is unreadable when read, so a broken
+ * or hostile writer cannot make logic load an unbounded value.
+ */
+export const ONLINE_REPORT_MAX_BYTES = 16 * 1024 * 1024;
+
+/** goim's number of `ol_<server>` fields: a room goes to `CityHash32(room) % 64`. */
+const ONLINE_FIELDS = 64;
+
+/** goim's `room_count` is a `map[string]int32`: larger counts fail its JSON decoding. */
+const INT32_MAX = 2 ** 31 - 1;
+
+// KEYS[1] = ol_<server>; ARGV[1] = the byte bound. Reads fields 0..63 as goim does (other
+// fields are not goim's and are left alone), measuring them first with HSTRLEN so an
+// oversized value is never copied out of Redis. Replies: nil when absent, {'type', t}
+// for a key that is not a hash, {'size', n} over the bound, else {'ok', f0, ..., f63}
+// with nil for a missing field.
+const READ_ONLINE = new LuaScript(`
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return false end
+if t ~= 'hash' then return {'type', t} end
+local total = 0
+for i = 0, ${ONLINE_FIELDS - 1} do
+  total = total + redis.call('HSTRLEN', KEYS[1], tostring(i))
+end
+if total > tonumber(ARGV[1]) then return {'size', tostring(total)} end
+local out = {'ok'}
+for i = 0, ${ONLINE_FIELDS - 1} do
+  out[i + 2] = redis.call('HGET', KEYS[1], tostring(i))
+end
+return out
+`);
 
 // KEYS[1] = key_<key>, KEYS[2] = mid_<mid> (absent when mid <= 0); ARGV[1] = server, ARGV[2] = key.
 // Both halves compare before deleting: a reconnect may have moved either to another comet.
@@ -69,11 +129,13 @@ export class RedisSessionStore implements SessionStore {
   readonly ttlMs: number;
   #conn: RedisConnection;
   #prefix: string;
+  #onlineMaxBytes: number;
 
-  private constructor(conn: RedisConnection, ttlMs: number) {
+  private constructor(conn: RedisConnection, ttlMs: number, onlineMaxBytes: number) {
     this.#conn = conn;
     this.#prefix = conn.keyPrefix;
     this.ttlMs = ttlMs;
+    this.#onlineMaxBytes = onlineMaxBytes;
   }
 
   /**
@@ -83,7 +145,11 @@ export class RedisSessionStore implements SessionStore {
   static async connect(opts: RedisSessionStoreOptions): Promise<RedisSessionStore> {
     const ttl = opts.routeTtlMs ?? DEFAULT_ROUTE_TTL_MS;
     if (!(ttl >= 1)) throw new RangeError(`routeTtlMs must be >= 1, got ${opts.routeTtlMs}`);
-    return new RedisSessionStore(await RedisConnection.connect(opts), Math.round(ttl));
+    const max = opts.onlineReportMaxBytes ?? ONLINE_REPORT_MAX_BYTES;
+    if (!(Number.isSafeInteger(max) && max >= 1)) {
+      throw new RangeError(`onlineReportMaxBytes must be an integer >= 1, got ${max}`);
+    }
+    return new RedisSessionStore(await RedisConnection.connect(opts), Math.round(ttl), max);
   }
 
   /** Whether the Redis connection is up right now (for health checks). */
@@ -142,31 +208,69 @@ export class RedisSessionStore implements SessionStore {
     return out;
   }
 
-  /** SET PX `ol_<server>` to the report as JSON (replaces the whole report). */
+  /**
+   * Replaces `ol_<server>` with the report in goim's fields: DEL, HSET of
+   * every field and PEXPIRE in one MULTI. `updated` is stored in whole
+   * seconds. Throws a RangeError for a count goim cannot read (not an int32)
+   * and a RedisEngineError for a report over the size bound.
+   */
   async addServerOnline(online: ServerOnline): Promise<void> {
-    const json = JSON.stringify({
-      server: online.server,
-      roomCount: online.roomCount,
-      updated: online.updated,
+    const fields = encodeOnline(online);
+    let bytes = 0;
+    for (const json of Object.values(fields)) bytes += utf8.encode(json).length;
+    if (bytes > this.#onlineMaxBytes) {
+      throw new RedisEngineError(
+        `redis: addServerOnline: the report of ${online.server} is ${bytes} bytes, ` +
+          `over the bound of ${this.#onlineMaxBytes}`,
+      );
+    }
+    const key = this.#olKey(online.server);
+    await this.#conn.multi("addServerOnline", (tx) => {
+      tx.del(key).hset(key, fields).pexpire(key, this.ttlMs);
     });
-    await this.#conn.call(
-      "addServerOnline",
-      (c) => c.set(this.#olKey(online.server), json, "PX", this.ttlMs),
-    );
   }
 
-  /** GET `ol_<server>`, parsed; null when absent or expired. */
+  /**
+   * Reads fields 0..63 of `ol_<server>` (one bounded Lua script) and merges
+   * them as goim does; null when the key is absent or expired. `updated`
+   * comes back in ms, rounded down to the second. Rejects with
+   * {@linkcode UnreadableOnlineError} naming the key (and field) when the
+   * report is not goim's format.
+   */
   async serverOnline(server: string): Promise<ServerOnline | null> {
-    const json = await this.#conn.call("serverOnline", (c) => c.get(this.#olKey(server)));
-    if (json === null) return null;
-    try {
-      const v = JSON.parse(json) as ServerOnline;
-      return { server: v.server, roomCount: v.roomCount ?? {}, updated: v.updated };
-    } catch (err) {
-      throw new RedisEngineError(`redis: ${this.#olKey(server)} is not a ServerOnline JSON`, {
-        cause: err,
-      });
+    const key = this.#olKey(server);
+    const reply = await this.#conn.eval("serverOnline", READ_ONLINE, [key], [
+      this.#onlineMaxBytes,
+    ]) as (string | null)[] | null;
+    if (reply === null) return null;
+    const unreadable = (why: string, cause?: unknown) =>
+      new UnreadableOnlineError(server, `redis: ${key} ${why}`, { cause });
+    if (reply[0] === "type") {
+      throw unreadable(`is a ${reply[1]}, not goim's online hash (fields 0..63 of JSON)`);
     }
+    if (reply[0] === "size") {
+      throw unreadable(
+        `holds ${reply[1]} bytes in fields 0..63, over the bound of ` +
+          `${this.#onlineMaxBytes}`,
+      );
+    }
+    const rooms = new Map<string, number>();
+    let updated: number | undefined;
+    for (let i = 0; i < ONLINE_FIELDS; i++) {
+      const json = reply[i + 1];
+      if (json === null) continue;
+      let field: OnlineField;
+      try {
+        field = decodeOnlineField(json);
+      } catch (err) {
+        throw unreadable(`field ${i}: ${(err as Error).message}`, err);
+      }
+      // As goim: the newest field's time, rooms merged (a room lives in one field only).
+      if (updated === undefined || field.updated > updated) updated = field.updated;
+      for (const [room, n] of field.rooms) rooms.set(room, n);
+    }
+    if (updated === undefined) throw unreadable("is a hash without any of fields 0..63");
+    return { server, roomCount: Object.fromEntries(rooms), updated: updated * 1000 };
   }
 
   /** DEL `ol_<server>`. */
@@ -190,4 +294,122 @@ export class RedisSessionStore implements SessionStore {
   #olKey(server: string): string {
     return `${this.#prefix}ol_${server}`;
   }
+}
+
+const utf8 = new TextEncoder();
+
+/** goim's field of `room`: CityHash32 of its UTF-8 bytes, mod 64. */
+function onlineField(room: string): number {
+  return cityHash32(utf8.encode(room)) % ONLINE_FIELDS;
+}
+
+/**
+ * A report as goim's `ol_<server>` fields (field → JSON), each JSON as Go's
+ * `json.Marshal(model.Online{...})` writes it. No rooms: field "0" with an
+ * empty `room_count`, so the report keeps its time.
+ */
+function encodeOnline(online: ServerOnline): Record<string, string> {
+  const byField = new Map<number, [string, number][]>();
+  for (const [room, n] of Object.entries(online.roomCount)) {
+    if (!Number.isInteger(n) || n < 0 || n > INT32_MAX) {
+      throw new RangeError(
+        `online count of room ${JSON.stringify(room)} must be an int32 >= 0, got ${n}`,
+      );
+    }
+    const f = onlineField(room);
+    const list = byField.get(f);
+    if (list) list.push([room, n]);
+    else byField.set(f, [[room, n]]);
+  }
+  if (byField.size === 0) byField.set(0, []);
+  const server = goJsonString(online.server);
+  const updated = Math.floor(online.updated / 1000);
+  const out: Record<string, string> = {};
+  for (const [f, list] of byField) {
+    // Go's encoding/json writes map keys sorted by their UTF-8 bytes.
+    list.sort(([a], [b]) => compareCodePoints(a, b));
+    const counts = list.map(([room, n]) => `${goJsonString(room)}:${n}`).join(",");
+    out[f] = `{"server":${server},"room_count":{${counts}},"updated":${updated}}`;
+  }
+  return out;
+}
+
+/**
+ * A JSON string as Go's encoding/json writes it: like JSON.stringify, plus
+ * `<`, `>`, `&`, U+2028 and U+2029 as \u escapes; a lone surrogate, which
+ * Go's UTF-8 strings cannot hold, becomes U+FFFD (as it does in the room's
+ * hash input).
+ */
+function goJsonString(s: string): string {
+  return JSON.stringify(s.toWellFormed()).replace(
+    /[<>&\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/**
+ * Orders strings by code point, which is the order of their UTF-8 bytes;
+ * plain `<` compares UTF-16 units and puts U+10000.. before U+E000..U+FFFF.
+ */
+function compareCodePoints(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 && y >= 0xd800) {
+      // Surrogates (U+10000 and up) after U+E000..U+FFFF.
+      x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
+      y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
+    }
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+interface OnlineField {
+  rooms: [string, number][];
+  /** Unix seconds. */
+  updated: number;
+}
+
+/**
+ * One `ol_<server>` field, checked as strictly as Go's json.Unmarshal into
+ * goim's model.Online (server a string, counts int32, updated int64), and
+ * counts must not be negative (no comet reports that; summing one would
+ * corrupt the aggregate). Zero counts are dropped. Throws naming the problem.
+ */
+function decodeOnlineField(json: string): OnlineField {
+  let v: unknown;
+  try {
+    v = JSON.parse(json);
+  } catch {
+    throw new Error(`is not JSON: ${preview(json)}`);
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new Error(`is not a JSON object: ${preview(json)}`);
+  }
+  const o = v as Record<string, unknown>;
+  if (o.server != null && typeof o.server !== "string") throw new Error(`"server" is not a string`);
+  const updated = o.updated ?? 0;
+  if (!Number.isSafeInteger(updated)) {
+    throw new Error(`"updated" is not an integer (unix seconds): ${preview(String(updated))}`);
+  }
+  const rooms: [string, number][] = [];
+  const counts = o.room_count ?? {};
+  if (typeof counts !== "object" || Array.isArray(counts)) {
+    throw new Error(`"room_count" is not an object`);
+  }
+  for (const [room, n] of Object.entries(counts as Record<string, unknown>)) {
+    if (!Number.isInteger(n) || (n as number) < 0 || (n as number) > INT32_MAX) {
+      throw new Error(`count of room ${preview(JSON.stringify(room))} is not an int32 >= 0`);
+    }
+    if (n !== 0) rooms.push([room, n as number]);
+  }
+  return { rooms, updated: updated as number };
+}
+
+/** The start of a peer's value for an error message, bounded. */
+function preview(s: string): string {
+  return s.length <= 64 ? s : `${s.slice(0, 64)}… (${s.length} chars)`;
 }

@@ -207,13 +207,22 @@ export function sessionStoreSuite(
     const second: ServerOnline = { server: "s1", roomCount: { "live://3": 7 }, updated: 2000 };
     await store.addServerOnline(second);
     assert.deepEqual(await store.serverOnline("s1"), second, "no rooms left over from the first");
-    await store.addServerOnline({ server: "s2", roomCount: {}, updated: 5 });
-    assert.deepEqual(await store.serverOnline("s2"), { server: "s2", roomCount: {}, updated: 5 });
+    // Whole seconds: the Redis engine keeps goim's unix seconds.
+    await store.addServerOnline({ server: "s2", roomCount: {}, updated: 5000 });
+    assert.deepEqual(await store.serverOnline("s2"), {
+      server: "s2",
+      roomCount: {},
+      updated: 5000,
+    });
     assert.equal(await store.serverOnline("nope"), null);
     await store.delServerOnline("s1");
     assert.equal(await store.serverOnline("s1"), null);
     await store.delServerOnline("s1"); // deleting again is fine
-    assert.deepEqual(await store.serverOnline("s2"), { server: "s2", roomCount: {}, updated: 5 });
+    assert.deepEqual(await store.serverOnline("s2"), {
+      server: "s2",
+      roomCount: {},
+      updated: 5000,
+    });
   });
 
   test("100 concurrent addMappings all land, each atomically", LONG_TTL, async ({ store }) => {
