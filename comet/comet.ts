@@ -30,6 +30,7 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
+import { joinHostPort, splitHostPort } from "../infra/addr.ts";
 import type { Config } from "../infra/config.ts";
 import { FdBudget } from "../infra/fds.ts";
 import type { Logger } from "../infra/log.ts";
@@ -48,13 +49,7 @@ import { renewOnline } from "./online.ts";
 import { Registration } from "./registration.ts";
 import { CometService } from "./service.ts";
 import { ConnectionHub } from "./hub.ts";
-import {
-  type AcceptGate,
-  ListenQueues,
-  type Refusal,
-  SocketServer,
-  splitHostPort,
-} from "./socket.ts";
+import { type AcceptGate, ListenQueues, type Refusal, SocketServer } from "./socket.ts";
 import { listenTcp } from "./tcp.ts";
 import { listenWebSocket } from "./websocket.ts";
 
@@ -110,10 +105,6 @@ const FD_RESAMPLE_MS = 100;
 
 function messageOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
-}
-
-function joinHostPort(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /** Resolves after `p` or `ms`, whichever comes first; clears its timer either way. */
@@ -302,9 +293,9 @@ export class Comet {
     if (this.#grpc) addrs.grpc = this.#grpcAddr;
     if (this.#admin) addrs.admin = this.#admin.addr;
     this.#log.info("comet started", {
-      tcp: addrs.tcp.map((a) => `${a.hostname}:${a.port}`),
-      ws: addrs.ws.map((a) => `${a.hostname}:${a.port}`),
-      wss: addrs.wss.map((a) => `${a.hostname}:${a.port}`),
+      tcp: addrs.tcp.map(joinHostPort),
+      ws: addrs.ws.map(joinHostPort),
+      wss: addrs.wss.map(joinHostPort),
       grpc: addrs.grpc,
     });
     return addrs;
@@ -528,7 +519,7 @@ export class Comet {
       key: "comet.grpc.bind",
       log: this.#log,
     });
-    this.#grpcAddr = joinHostPort(hostForDialing(splitHostPort(bind).hostname), port);
+    this.#grpcAddr = joinHostPort({ hostname: hostForDialing(splitHostPort(bind).hostname), port });
   }
 
   // Stops accepting: every listener closes now (their promises settle once

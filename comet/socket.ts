@@ -27,6 +27,7 @@
 
 import net from "node:net";
 import tls from "node:tls";
+import { joinHostPort, splitHostPort } from "../infra/addr.ts";
 import type { Logger } from "../infra/log.ts";
 import {
   encodeFrame,
@@ -236,26 +237,6 @@ export interface SocketServerOptions {
   keepalive?: boolean;
   /** Logger. */
   log: Logger;
-}
-
-/**
- * Splits `host:port` / `[v6]:port` (an empty host means all interfaces).
- *
- * @example
- * ```ts
- * splitHostPort("[::1]:3101"); // { hostname: "::1", port: 3101 }
- * ```
- */
-export function splitHostPort(addr: string): { hostname: string; port: number } {
-  const i = addr.lastIndexOf(":");
-  if (i < 0) throw new TypeError(`"${addr}" is not host:port`);
-  let host = addr.slice(0, i);
-  if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
-  const port = Number(addr.slice(i + 1));
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new TypeError(`"${addr}" has no valid port`);
-  }
-  return { hostname: host === "" ? "0.0.0.0" : host, port };
 }
 
 /**
@@ -560,7 +541,7 @@ class Listener {
   readonly addr: string;
 
   constructor(readonly hostname: string, readonly port: number) {
-    this.addr = hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+    this.addr = joinHostPort(this);
   }
 }
 

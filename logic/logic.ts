@@ -31,6 +31,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { LogicApi } from "../proto/api.ts";
 import { type LogicMethods, logicServiceDefinition, RpcError, serveUnary } from "../proto/grpc.ts";
 import { bindInternal, createInternalServer } from "../proto/security.ts";
+import { joinHostPort, splitHostPort } from "../infra/addr.ts";
 import type { Config } from "../infra/config.ts";
 import { requireAdminToken } from "../infra/admin.ts";
 import { checkExposure, httpLimits, serveHttp } from "../infra/http_server.ts";
@@ -89,39 +90,6 @@ export interface LogicAddrs {
 export interface LogicStartOptions {
   /** Serve gRPC (default true); an embedded comet calls {@linkcode Logic.service} directly. */
   grpc?: boolean;
-}
-
-/**
- * Splits a `host:port` bind address (`[::]:3111` too).
- *
- * @example
- * ```ts
- * import { splitHostPort } from "./logic.ts";
- * splitHostPort("0.0.0.0:3111"); // { hostname: "0.0.0.0", port: 3111 }
- * ```
- */
-export function splitHostPort(addr: string): { hostname: string; port: number } {
-  const i = addr.lastIndexOf(":");
-  const host = addr.slice(0, i);
-  return {
-    hostname: host.startsWith("[") ? host.slice(1, -1) : host,
-    port: Number(addr.slice(i + 1)),
-  };
-}
-
-/**
- * `host:port` of an address, brackets around IPv6 hosts.
- *
- * @example
- * ```ts
- * import { joinHostPort } from "./logic.ts";
- * joinHostPort({ transport: "tcp", hostname: "::1", port: 3119 }); // "[::1]:3119"
- * ```
- */
-export function joinHostPort(addr: { hostname: string; port: number }): string {
-  return addr.hostname.includes(":")
-    ? `[${addr.hostname}]:${addr.port}`
-    : `${addr.hostname}:${addr.port}`;
 }
 
 /** The logic role. */

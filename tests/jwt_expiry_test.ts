@@ -11,7 +11,7 @@ import * as jose from "jose";
 import { Comet } from "../comet/comet.ts";
 import { createLogger } from "../infra/log.ts";
 import { MemoryRegistry } from "../infra/memory/registry.ts";
-import { joinHostPort } from "../logic/logic.ts";
+import { joinHostPort } from "../infra/addr.ts";
 import type { LogicApi } from "../proto/api.ts";
 import { createLogicClient, logicServiceDefinition } from "../proto/grpc.ts";
 import { Op, ReasonCode } from "../protocol/mod.ts";

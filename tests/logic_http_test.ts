@@ -1,7 +1,7 @@
 // The logic HTTP API through `logic.handler` (no sockets), plus one test
 // through the real HTTP server (infra/http_server.ts) on port 0.
 import assert from "node:assert/strict";
-import { joinHostPort } from "../logic/logic.ts";
+import { joinHostPort } from "../infra/addr.ts";
 import { call, comet, logicHarness, token } from "./fixtures/logic_fixtures.ts";
 
 const utf8 = new TextEncoder();

@@ -2,7 +2,7 @@
 // receiver, and the gRPC server through a real grpc-js client.
 import assert from "node:assert/strict";
 import { createLogicClient, grpcStatus, RpcError } from "../proto/grpc.ts";
-import { joinHostPort } from "../logic/logic.ts";
+import { joinHostPort } from "../infra/addr.ts";
 import { Webhook } from "../logic/webhook.ts";
 import { createLogicMetrics } from "../logic/metrics.ts";
 import { comet, logicHarness, token } from "./fixtures/logic_fixtures.ts";
