@@ -51,6 +51,8 @@ export interface LogicMetrics {
   readonly onlineReports: Counter;
   /** Comets whose room counts are in the current aggregate. */
   readonly onlineServers: Gauge;
+  /** Stored online reports a refresh skipped, by reason (`unreadable`, `store`). */
+  readonly onlineSkipped: Counter<"reason">;
   /** Upstream messages received (Receive RPC). */
   readonly upstream: Counter;
   /** Upstream messages delivered to the webhook. */
@@ -104,6 +106,11 @@ export function createLogicMetrics(registry: Metrics = createMetrics("logic")): 
     onlineServers: m.gauge(
       "online_servers",
       "Comets whose fresh room counts are in the online aggregate.",
+    ),
+    onlineSkipped: m.counter(
+      "online_skipped_total",
+      "Stored comet online reports a refresh could not read and skipped, by reason.",
+      ["reason"],
     ),
     upstream: m.counter("upstream_messages_total", "Upstream client messages received (Receive)."),
     webhookDelivered: m.counter("webhook_delivered_total", "Upstream messages delivered."),

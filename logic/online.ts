@@ -19,18 +19,40 @@
  *   uses a fixed 5 min.
  *
  * A report missing from the store (e.g. Redis restarted) leaves the share
- * known here in place until it goes stale.
+ * known here in place until it goes stale. So does a report that cannot be
+ * read (another writer's layout, garbage, an unreachable store): the
+ * refresh skips that comet only, counts it in `online_skipped_total` and
+ * warns at most once per {@linkcode ONLINE_WARN_INTERVAL_MS} per reason;
+ * every other comet's report still counts.
+ *
+ * The Redis engine stores `updated` in whole seconds (goim's format), so a
+ * report re-read from it is up to 1 s older than its true time: a comet is
+ * dropped at most 1 s early, which `logic.online_stale_after` (>= 1 s,
+ * default 60 s) against a 10 s report interval never notices.
  *
  * @module
  */
 
 import type { Logger } from "../infra/log.ts";
 import type { Registry } from "../infra/registry.ts";
-import type { ServerOnline, SessionStore } from "../infra/sessions.ts";
+import { type ServerOnline, type SessionStore, UnreadableOnlineError } from "../infra/sessions.ts";
 import type { LogicMetrics } from "./metrics.ts";
 
 /** Period of the background re-read of every comet's report (goim `_onlineTick`). */
 export const ONLINE_REFRESH_MS = 10_000;
+
+/**
+ * At most one warning per reason per this period about reports a refresh
+ * skipped (a poisoned key would otherwise log on every refresh); the
+ * `online_skipped_total` metric counts every skip.
+ */
+export const ONLINE_WARN_INTERVAL_MS = 60_000;
+
+/** Comets named in one such warning (with the first error); its count covers the rest. */
+const WARN_SERVERS = 5;
+
+/** Why a refresh skipped a comet's report: its stored value, or the store itself. */
+type SkipReason = "unreadable" | "store";
 
 /** One entry of `/goim/online/top` (goim model.Top). */
 export interface TopRoom {
@@ -81,6 +103,7 @@ export class OnlineCounts {
   #shares = new Map<string, Share>();
   #total = new Map<string, number>();
   #refreshing: Promise<void> | undefined;
+  #lastWarn = new Map<string, number>();
 
   /** Creates an empty aggregate. */
   constructor(opts: OnlineCountsOptions) {
@@ -152,8 +175,9 @@ export class OnlineCounts {
 
   /**
    * Re-reads the stored reports of every registered comet and every comet
-   * seen here. Concurrent calls share one pass; failures are logged and
-   * leave the aggregate as it was.
+   * seen here. Concurrent calls share one pass. A report that cannot be read
+   * is skipped (its comet keeps its last share here), counted and warned
+   * about; never rejects.
    */
   refresh(): Promise<void> {
     this.#refreshing ??= this.#refresh().finally(() => this.#refreshing = undefined);
@@ -166,17 +190,54 @@ export class OnlineCounts {
   }
 
   async #refresh(): Promise<void> {
+    const ids = new Set(this.#shares.keys());
     try {
-      const ids = new Set(this.#shares.keys());
       for (const c of await this.#registry.list()) ids.add(c.id);
-      const reports = await Promise.all(
-        [...ids].map((id) => this.#sessions.serverOnline(id)),
-      );
-      for (const r of reports) if (r) this.#applyStored(r);
     } catch (e) {
-      this.#log?.warn("online refresh failed; keeping the last counts", { error: e });
+      // Still re-read the comets known here: the store may be fine.
+      this.#warnSometimes("registry", "online refresh: cannot list comets; re-reading known ones", {
+        error: e,
+      });
+    }
+    const servers = [...ids];
+    // One report failing must not cost the others (allSettled, not all).
+    const results = await Promise.allSettled(servers.map((id) => this.#sessions.serverOnline(id)));
+    const skipped: Record<SkipReason, { server: string; error: unknown }[]> = {
+      unreadable: [],
+      store: [],
+    };
+    results.forEach((r, i) => {
+      if (r.status === "fulfilled") {
+        if (r.value) this.#applyStored(r.value);
+        return;
+      }
+      const reason = r.reason instanceof UnreadableOnlineError ? "unreadable" : "store";
+      skipped[reason].push({ server: servers[i], error: r.reason });
+    });
+    for (const reason of ["unreadable", "store"] as const) {
+      const list = skipped[reason];
+      if (list.length === 0) continue;
+      this.#metrics?.onlineSkipped.inc({ reason }, list.length);
+      const what = reason === "unreadable"
+        ? "online refresh: skipped unreadable comet reports; the others still count"
+        : "online refresh: store failed for some comet reports; keeping their last counts";
+      this.#warnSometimes(reason, what, {
+        skipped: list.length,
+        servers: list.slice(0, WARN_SERVERS).map((s) => s.server),
+        error: list[0].error,
+      });
     }
     this.#evictStale();
+  }
+
+  // The metric has the full count; the log gets one line per kind and period.
+  #warnSometimes(kind: string, msg: string, fields: Record<string, unknown>): void {
+    if (!this.#log) return;
+    const now = this.#now();
+    const last = this.#lastWarn.get(kind);
+    if (last !== undefined && now - last < ONLINE_WARN_INTERVAL_MS) return;
+    this.#lastWarn.set(kind, now);
+    this.#log.warn(msg, fields);
   }
 
   #applyStored(r: ServerOnline): void {

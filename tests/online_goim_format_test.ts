@@ -1,6 +1,7 @@
 /**
  * `ol_<server>` in goim's online format, against a real Redis: the exact
- * bytes and both directions of goim ⇄ this logic.
+ * bytes, both directions of goim ⇄ this logic, and an online refresh that
+ * skips one unreadable report instead of failing for every comet.
  *
  * How the golden bytes were made: a throwaway Go program (outside this
  * repo, Go 1.26) with goim's `model.Online` struct and the body of goim's
@@ -14,9 +15,14 @@
 
 import assert from "node:assert/strict";
 import { Redis } from "ioredis";
+import { createLogger } from "../infra/log.ts";
+import { MemoryRegistry } from "../infra/memory/registry.ts";
 import { RedisEngineError } from "../infra/redis/client.ts";
 import { RedisSessionStore } from "../infra/redis/sessions.ts";
 import { type ServerOnline, UnreadableOnlineError } from "../infra/sessions.ts";
+import { createLogicMetrics } from "../logic/metrics.ts";
+import { ONLINE_WARN_INTERVAL_MS, OnlineCounts } from "../logic/online.ts";
+import { sample } from "./fixtures/comet_fixtures.ts";
 import { deleteKeys, redisTestUrl, uniqueKeyPrefix } from "./redis_env.ts";
 
 const redis = await redisTestUrl();
@@ -296,3 +302,69 @@ redisTest("reports over the size bound are refused on write and unreadable on re
     RangeError,
   );
 }, { onlineReportMaxBytes: 1000 });
+
+redisTest("online refresh skips a poisoned report; the other comets still count", async (t) => {
+  let now = Date.now();
+  const clock = () => now;
+  const registry = new MemoryRegistry({ now: clock });
+  const lines: Record<string, unknown>[] = [];
+  const log = createLogger({ level: "warn", writer: (l) => lines.push(JSON.parse(l)) });
+  const metrics = createLogicMetrics();
+  const online = new OnlineCounts({
+    sessions: t.store,
+    registry,
+    staleAfterMs: 10 * ONLINE_WARN_INTERVAL_MS,
+    now: clock,
+    log,
+    metrics,
+  });
+  for (const id of ["c1", "c2", "x", "y"]) {
+    await registry.register({
+      id,
+      grpcAddr: "127.0.0.1:1",
+      addrs: [],
+      tcpPort: 0,
+      wsPort: 0,
+      wssPort: 0,
+      weight: 10,
+      connections: 0,
+      ips: 0,
+    }, 10 * ONLINE_WARN_INTERVAL_MS);
+  }
+  // c1 by this logic's format, c2 by goim's writer; x and y poisoned.
+  await t.store.addServerOnline({ server: "c1", roomCount: { "live://1": 2 }, updated: now });
+  await goimWrite(t.raw, `${t.prefix}ol_c2`, {
+    19: `{"server":"c2","room_count":{"live://1":3},"updated":${Math.floor(now / 1000)}}`,
+  });
+  await t.raw.set(`${t.prefix}ol_x`, "not a hash");
+  await t.raw.hset(`${t.prefix}ol_y`, "19", "{garbage");
+  const skipped = async () =>
+    sample(await metrics.registry.text(), "goim_logic_online_skipped_total", 'reason="unreadable"');
+
+  await online.refresh();
+  assert.equal(online.count("live://1"), 5, "c1 and c2 count");
+  assert.equal(online.servers, 2);
+  assert.equal(await skipped(), 2);
+  assert.equal(lines.length, 1, JSON.stringify(lines));
+  assert.equal(lines[0].level, "warn");
+  assert.match(String(lines[0].msg), /skipped unreadable comet reports/);
+  assert.equal(lines[0].skipped, 2);
+  assert.deepEqual(lines[0].servers, ["x", "y"]);
+
+  // Rate-limited: counted every time, logged once per ONLINE_WARN_INTERVAL_MS.
+  await online.refresh();
+  assert.equal(await skipped(), 4);
+  assert.equal(lines.length, 1);
+  now += ONLINE_WARN_INTERVAL_MS;
+  await online.refresh();
+  assert.equal(await skipped(), 6);
+  assert.equal(lines.length, 2);
+  assert.equal(online.count("live://1"), 5);
+
+  // Repaired by a write: y counts again.
+  await t.store.addServerOnline({ server: "y", roomCount: { "live://1": 4 }, updated: now });
+  await online.refresh();
+  assert.equal(online.count("live://1"), 9);
+  assert.equal(await skipped(), 7, "only x left");
+  await registry.close();
+});
