@@ -22,7 +22,7 @@
  *
  * @example Load in a role's entry point
  * ```ts
- * import { loadConfigOrExit } from "./infra/config.ts";
+ * import { loadConfigOrExit } from "./config.ts";
  * const cfg = loadConfigOrExit(); // reads Deno.args and Deno.env; exit code 2 on error
  * cfg.comet.tcp.bind; // readonly string[], e.g. ["0.0.0.0:3101"]
  * cfg.comet.handshake_timeout; // 8000 (durations are milliseconds)

@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts
- * import { createLogger } from "./infra/log.ts";
+ * import { createLogger } from "./log.ts";
  * const log = createLogger({ level: "info", format: "json", fields: { role: "comet" } });
  * log.info("listening", { addr: "0.0.0.0:3101" });
  * // {"ts":"2025-01-01T00:00:00.000Z","level":"info","msg":"listening","role":"comet","addr":"0.0.0.0:3101"}

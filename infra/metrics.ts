@@ -18,7 +18,7 @@
  *
  * @example
  * ```ts
- * import { createMetrics, metricsResponse, processMetrics } from "./infra/metrics.ts";
+ * import { createMetrics, metricsResponse, processMetrics } from "./metrics.ts";
  * const m = createMetrics("comet");
  * const conns = m.gauge("connections", "Open client connections.", ["transport"]);
  * conns.inc({ transport: "tcp" });

@@ -76,7 +76,7 @@ export interface PushConsumer {
  *
  * @example
  * ```ts
- * partitionKey({ type: "ROOM", room: "live://1", operation: 1000, keys: [] } as PushMsg); // "live://1"
+ * partitionKey({ type: "ROOM", room: "live://1", operation: 1000, keys: [] }); // "live://1"
  * ```
  */
 export function partitionKey(msg: Pick<PushMsg, "type" | "keys" | "room" | "operation">): string {

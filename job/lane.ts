@@ -31,6 +31,9 @@ export class LaneClosedError extends Error {
  *
  * @example
  * ```ts
+ * import type { CometRpcClient } from "../proto/grpc.ts";
+ * import type { MessageInit, PushMsgReq } from "../proto/messages.ts";
+ * declare const comet: CometRpcClient, req: MessageInit<PushMsgReq>;
  * const lane = new Lane(1024);
  * const reply = await lane.submit(() => comet.PushMsg(req)); // waits its turn
  * ```

@@ -35,6 +35,7 @@ const TRANSIENT: ReadonlySet<number> = new Set([
  *
  * @example
  * ```ts
+ * import { grpcStatus, RpcError } from "../proto/grpc.ts";
  * isTransient(new RpcError(grpcStatus.UNAVAILABLE, "connect ECONNREFUSED")); // true
  * isTransient(new RpcError(grpcStatus.INVALID_ARGUMENT, "keys are required")); // false
  * ```

@@ -52,6 +52,7 @@ export interface ChildOptions {
  *
  * @example
  * ```ts
+ * declare function handle(event: unknown): void;
  * for await (const line of readLines(Deno.stdin.readable)) handle(JSON.parse(line));
  * ```
  */

@@ -41,6 +41,7 @@ export async function readRssBytes(pid: number): Promise<number | null> {
  *
  * @example
  * ```ts
+ * declare const pid: number;
  * const a = await readCpuSeconds(pid);
  * // … later: (b - a) / wallSeconds = cores used
  * ```
@@ -71,6 +72,7 @@ export interface CpuSnapshot {
  *
  * @example
  * ```ts
+ * declare const serverPid: number;
  * const a = await cpuSnapshot([serverPid, Deno.pid]);
  * const b = await cpuSnapshot([serverPid, Deno.pid]);
  * coresUsed(a, b, serverPid); // e.g. 0.83

@@ -339,6 +339,7 @@ function buildTree(values: Map<string, unknown>): Record<string, unknown> {
  *
  * @example
  * ```ts
+ * import { defineSchema, int } from "./schema_engine.ts";
  * const schema = defineSchema({ "http.port": int(8080, "Port.") });
  * const cfg = loadConfigWith(schema, { env: {}, args: ["--set", "http.port=9090"] });
  * cfg.http.port; // 9090

@@ -124,6 +124,7 @@ export class LatencyHistogram {
    *
    * @example
    * ```ts
+   * declare const total: LatencyHistogram, line: string;
    * total.mergeWire(JSON.parse(line).hist);
    * ```
    */

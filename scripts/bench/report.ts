@@ -62,6 +62,8 @@ function cpuCell(c: CpuUse): string[] {
  *
  * @example
  * ```ts
+ * import type { BenchReport } from "./run.ts";
+ * declare const report: BenchReport;
  * console.log(summarize(report));
  * ```
  */

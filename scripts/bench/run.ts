@@ -402,6 +402,8 @@ export interface TargetContext {
  *
  * @example
  * ```ts
+ * import type { SwarmLayout } from "./wire.ts";
+ * declare const layout: SwarmLayout;
  * const t = pushTargets("keys", { layout, live: [0, 1, 2], roomSize: [3], keysPerPush: 1 });
  * t(4).path; // /goim/push/keys?operation=1000&keys=bench-<run>-1
  * ```

@@ -59,6 +59,8 @@ function path(points: [number, number][]): string {
  *
  * @example
  * ```ts
+ * import type { BenchReport } from "./run.ts";
+ * declare const report: BenchReport;
  * await Deno.writeTextFile("docs/img/bench-push.svg", renderChart(report));
  * ```
  */
