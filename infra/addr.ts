@@ -64,3 +64,22 @@ export function joinHostPort(addr: { readonly hostname: string; readonly port: n
     ? `[${addr.hostname}]:${addr.port}`
     : `${addr.hostname}:${addr.port}`;
 }
+
+/**
+ * Whether `host` (as in a bind address, brackets allowed) accepts
+ * connections only from this machine: `localhost`, `::1`, 127.0.0.0/8,
+ * also as an IPv4-mapped IPv6 address. The exposure rules of the HTTP
+ * listeners and of internal gRPC both decide with it.
+ *
+ * @example
+ * ```ts
+ * import { isLoopbackHost } from "./addr.ts";
+ * isLoopbackHost("[::1]"); // true
+ * isLoopbackHost("0.0.0.0"); // false
+ * ```
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  return h === "localhost" || h === "::1" ||
+    /^(?:::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/i.test(h);
+}

@@ -53,7 +53,7 @@
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import type { Counter, Gauge, Metrics } from "./metrics.ts";
-import { splitHostPort } from "./addr.ts";
+import { isLoopbackHost, joinHostPort, splitHostPort } from "./addr.ts";
 
 /** Largest request line plus header block accepted (bigger: 431). */
 export const MAX_HEADER_BYTES = 16 * 1024;
@@ -475,9 +475,7 @@ export class HttpServer implements Deno.HttpServer<Deno.NetAddr> {
     const { hostname, port } = splitHostPort(opts.bind);
     this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
     this.addr = this.#listener.addr;
-    this.#authority = this.addr.hostname.includes(":")
-      ? `[${this.addr.hostname}]:${this.addr.port}`
-      : `${this.addr.hostname}:${this.addr.port}`;
+    this.#authority = joinHostPort(this.addr);
     const m = opts.metrics;
     if (m) {
       this.#limitCloses = m.counter(
@@ -1091,11 +1089,7 @@ async function halfClose(c: Conn): Promise<void> {
   await c.conn.closeWrite();
 }
 
-/** Whether `host` (as in a bind address) only accepts connections from this machine. */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
-  return h === "localhost" || h === "::1" || /^(?:::ffff:)?127\.\d+\.\d+\.\d+$/i.test(h);
-}
+export { isLoopbackHost };
 
 /** Which HTTP listeners of a configuration a process serves. */
 export interface Exposure {

@@ -27,6 +27,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
+import { isLoopbackHost, splitHostPort } from "../infra/addr.ts";
 import type { Config } from "../infra/config.ts";
 import type { Logger } from "../infra/log.ts";
 import type { Metrics } from "../infra/metrics.ts";
@@ -222,18 +223,7 @@ export async function internalClientOptions(cfg: GrpcSecurityConfig): Promise<Cl
   return opts;
 }
 
-/** Whether `host` (as in a bind address) is reachable only from this machine. */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
-  if (h === "localhost" || h === "::1") return true;
-  const v4 = h.startsWith("::ffff:") ? h.slice(7) : h;
-  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
-}
-
-function hostOf(bind: string): string {
-  const i = bind.lastIndexOf(":");
-  return i < 0 ? bind : bind.slice(0, i);
-}
+export { isLoopbackHost };
 
 /** Options of {@linkcode bindInternal}. */
 export interface BindInternalOptions {
@@ -250,7 +240,7 @@ export interface BindInternalOptions {
  * TLS (the token crosses the network in clear), else `"ok"`.
  */
 export function exposure(bind: string, cfg: GrpcSecurityConfig): "ok" | "open" | "plaintext-token" {
-  if (isLoopbackHost(hostOf(bind))) return "ok";
+  if (isLoopbackHost(splitHostPort(bind).hostname)) return "ok";
   const mtls = cfg.tls.cert_file !== "" && cfg.tls.ca_file !== "";
   if (cfg.token === "" && !mtls) return "open";
   if (cfg.token !== "" && !tlsEnabled(cfg)) return "plaintext-token";
