@@ -27,6 +27,7 @@ import { startEmbedded } from "../../main.ts";
 import { joinHostPort } from "../../infra/addr.ts";
 import { loadConfigOrExit } from "../../infra/config.ts";
 import { createLogger } from "../../infra/log.ts";
+import { shutdownSignal } from "../../infra/process.ts";
 
 /** The line this process prints once it listens. */
 export interface ServerReady {
@@ -53,6 +54,9 @@ if (import.meta.main) {
     format: config.log.format,
     fields: { mode: "embedded" },
   });
+  // Registered before anything listens: Deno 2.9.3 aborts if it first sets
+  // up signal handling while the process is out of descriptors.
+  const signal = shutdownSignal();
   const server = await startEmbedded(config, log);
   const hp = (a: Deno.NetAddr | undefined) => a ? joinHostPort(a) : null;
   const ready: ServerReady = {
@@ -77,8 +81,7 @@ if (import.meta.main) {
     Deno.exit(code);
   };
   setTimeout(() => stop("max life reached", 3), life);
-  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM", 0));
-  Deno.addSignalListener("SIGINT", () => stop("SIGINT", 0));
+  signal.then((sig) => stop(sig, 0));
   // stdin EOF = the driver closed it (done) or died: either way, stop.
   (async () => {
     for await (const _ of Deno.stdin.readable) { /* nothing is sent; wait for EOF */ }
