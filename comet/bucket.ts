@@ -24,7 +24,11 @@ import { Room } from "./room.ts";
  * One shard of channels and rooms.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Batch } from "../protocol/mod.ts";
+ * import type { Channel } from "./channel.ts";
+ * import type { OnlineCounts } from "./online.ts";
+ * declare const online: OnlineCounts, ch: Channel, batch: Batch;
  * const b = new Bucket(online);
  * const old = b.put(ch, "live://1000"); // a replaced channel with the same key, if any
  * b.changeRoom(ch, "live://2000");

@@ -56,7 +56,10 @@ function bytesOf(it: QueueItem): Uint8Array {
  * were built last.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { QueueItem } from "./channel.ts";
+ * declare const q: QueueItem[];
+ * declare function frameForWebSocket(q: readonly QueueItem[]): Uint8Array;
  * const bytes = memoBytes(q, 0, q.length, Framing.WsQueue, () => frameForWebSocket(q));
  * ```
  */
@@ -96,7 +99,9 @@ export function memoBytes(
  * item is returned as is (a view of the shared batch, no copy).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { QueueItem } from "./channel.ts";
+ * declare const items: QueueItem[];
  * const bytes = coalesce(items, 0, items.length, Framing.Plain);
  * ```
  */

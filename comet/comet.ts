@@ -16,10 +16,12 @@
  * - ./online.ts, ./registration.ts, ./admin.ts, ./metrics.ts do the rest.
  *
  * @example
- * ```ts ignore
- * import { Comet } from "./comet/comet.ts";
- * import { loadConfig } from "./infra/config.ts";
- * import { MemoryRegistry } from "./infra/memory/registry.ts";
+ * ```ts
+ * import { loadConfig } from "../infra/config.ts";
+ * import { MemoryRegistry } from "../infra/memory/registry.ts";
+ * import type { LogicApi } from "../proto/api.ts";
+ * import { Comet } from "./comet.ts";
+ * declare const logic: LogicApi, body: Uint8Array;
  * const comet = new Comet({ config: loadConfig(), logic, registry: new MemoryRegistry() });
  * const addrs = await comet.start({ grpc: false });
  * await comet.service.BroadcastRoom({ roomID: "live://1000", proto: { ver: 1, op: 1000, seq: 0, body } });
@@ -124,7 +126,8 @@ async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
  * One comet: listeners, connections, the push service and periodic work.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * declare const { config, logic, registry }: CometDeps;
  * const comet = new Comet({ config, logic, registry });
  * const { tcp, ws } = await comet.start();
  * console.log(comet.stats()); // { connections: 0, rooms: 0, ips: 0 }

@@ -42,7 +42,9 @@ export interface FlusherOptions {
  * Runs channel flushes with bounded concurrency.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Channel } from "./channel.ts";
+ * declare const ch: Channel;
  * const flusher = new Flusher();
  * flusher.schedule(ch); // ch.flush() runs in the next pass
  * await flusher.stop();

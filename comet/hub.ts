@@ -147,7 +147,11 @@ function errorText(e: unknown): string {
  * Every channel of the comet and what happens to them.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Frame } from "../protocol/mod.ts";
+ * import type { Channel } from "./channel.ts";
+ * declare const { id, config, logic, log, metrics, flusher }: ConnectionHubOptions;
+ * declare const ch: Channel, frame: Frame;
  * const hub = new ConnectionHub({ id, config, logic, log, metrics, flusher });
  * hub.accept(ch);
  * const p = hub.frame(ch, frame); // a promise while auth or op 4 is in progress

@@ -77,7 +77,10 @@ export class OnlineCounts {
  * known counts).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { LogicApi } from "../proto/api.ts";
+ * declare const logic: LogicApi;
+ * const online = new OnlineCounts();
  * await renewOnline(logic, "comet-1", online);
  * ```
  */

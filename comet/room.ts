@@ -17,7 +17,11 @@ import type { Channel } from "./channel.ts";
  * The members of one room in one bucket.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Batch } from "../protocol/mod.ts";
+ * import type { Bucket } from "./bucket.ts";
+ * import type { Channel } from "./channel.ts";
+ * declare const ch: Channel, batch: Batch, bucket: Bucket;
  * const room = new Room("live://1000");
  * room.put(ch);
  * room.pushAll(batch);

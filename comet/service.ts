@@ -83,7 +83,8 @@ function checkInnerOps(frames: Uint8Array): void {
  * Encodes a proto from job once, for every recipient and both transports.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * declare const msg: Uint8Array;
  * const batch = batchOf({ ver: 1, op: 1000, seq: 0, body: msg }); // one inner frame
  * ```
  */
@@ -115,7 +116,11 @@ export function batchOf(proto: Proto | null | undefined): Batch {
  * is queued before the call returns.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Logger } from "../infra/log.ts";
+ * import type { ConnectionHub } from "./hub.ts";
+ * import type { CometMetrics } from "./metrics.ts";
+ * declare const hub: ConnectionHub, metrics: CometMetrics, log: Logger, body: Uint8Array;
  * const service = new CometService(hub, metrics, log);
  * await service.BroadcastRoom({ roomID: "live://1000", proto: { ver: 1, op: 1000, seq: 0, body } });
  * service.stop(); // cancels paced broadcasts still running

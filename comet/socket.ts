@@ -486,7 +486,7 @@ class ListenTable {
  * listeners asked about: make one per check and close it after.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * const q = new ListenQueues();
  * q.waiting("127.0.0.1", 3101); // 0: nobody waits to be accepted
  * q.close();
@@ -589,7 +589,11 @@ export interface SocketServerWiring {
  * clients reconnect).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Logger } from "../infra/log.ts";
+ * import type { ConnectionHub } from "./hub.ts";
+ * import { TcpChannel } from "./tcp.ts";
+ * declare const hub: ConnectionHub, log: Logger, gate: AcceptGate;
  * const srv = await SocketServer.listen({ binds: ["127.0.0.1:0"], log }, (sock) => new TcpChannel(hub, sock), (ch) => hub.accept(ch));
  * srv.wire({ transport: "tcp", gate, refusal: "op6" });
  * setInterval(() => {

@@ -65,7 +65,10 @@ export interface TcpOptions {
  * Binds the TCP listeners; accepted sockets become {@linkcode TcpChannel}s.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Logger } from "../infra/log.ts";
+ * import type { ConnectionHub } from "./hub.ts";
+ * declare const hub: ConnectionHub, log: Logger;
  * const tcp = await listenTcp(hub, { binds: ["127.0.0.1:0"], keepalive: false, log });
  * console.log(tcp.addrs[0].port);
  * await tcp.close();

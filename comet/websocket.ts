@@ -333,7 +333,10 @@ export interface WebSocketOptions {
  * byte (the HTTP upgrade and op 7 must both arrive in time).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Logger } from "../infra/log.ts";
+ * import type { ConnectionHub } from "./hub.ts";
+ * declare const hub: ConnectionHub, log: Logger;
  * const ws = await listenWebSocket(hub, { binds: ["127.0.0.1:0"], kind: "ws", log });
  * const url = `ws://127.0.0.1:${ws.addrs[0].port}/sub`;
  * await ws.close();
