@@ -38,7 +38,9 @@
  * comets in order.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { createCometClient } from "../proto/grpc.ts";
+ * declare const { config, consumer, registry }: JobDeps;
  * const job = new Job({ config, consumer, registry, connect: (rec) => createCometClient(rec.grpcAddr) });
  * await job.start();
  * // ...

@@ -76,7 +76,8 @@ export const API_PREFIX = "/goim";
  * Builds the handler.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * declare const { pusher, online, nodes, registry }: HttpApiDeps;
  * const handler = createHttpHandler({ pusher, online, nodes, registry, maxBody: 65536, apiKeys: [] });
  * const res = await handler(new Request("http://x/goim/push/keys?operation=1000&keys=k1", {
  *   method: "POST",

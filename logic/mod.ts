@@ -4,8 +4,9 @@
  * `deno task logic` (./main.ts) runs it as its own process.
  *
  * @example
- * ```ts ignore
- * import { Logic } from "./logic/mod.ts";
+ * ```ts
+ * import { Logic, type LogicDeps } from "./mod.ts";
+ * declare const { config, sessions, registry, producer }: LogicDeps;
  * const logic = new Logic({ config, sessions, registry, producer });
  * await logic.start();
  * ```

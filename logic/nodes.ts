@@ -109,7 +109,8 @@ interface Node {
  * Ranks comets for new clients.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * declare const { registry, config }: NodeBalancerOptions;
  * const nodes = new NodeBalancer({ registry, config });
  * const reply = await nodes.weighted("web", "203.0.113.7");
  * reply.nodes; // ["comet-1.goim.io", ...]

@@ -41,7 +41,8 @@ export interface PusherOptions {
  * Resolves targets and publishes PushMsg messages.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * declare const { sessions, producer }: PusherOptions;
  * const pusher = new Pusher({ sessions, producer });
  * await pusher.keys(1000, ["k1", "k2"], new TextEncoder().encode("hi")); // { keys: 2, comets: 1 }
  * ```

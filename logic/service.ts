@@ -84,7 +84,9 @@ function storeFailed(what: string, e: unknown, log?: Logger): RpcError {
  * Builds the service object.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * declare const { auth, sessions, online, nodes, heartbeatNs }: LogicServiceDeps;
+ * declare const token: Uint8Array; // the client's op 7 body
  * const service = createLogicService({ auth, sessions, online, nodes, webhook: null, heartbeatNs });
  * const reply = await service.Connect({ server: "comet-1", cookie: "", token });
  * ```

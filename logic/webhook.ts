@@ -84,7 +84,7 @@ class RetryableError extends Error {}
  * The delivery queue.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * const hook = new Webhook({ url: "http://127.0.0.1:8080/up", timeoutMs: 2000, retries: 2, buffer: 1024 });
  * hook.enqueue({ mid: 1, op: 4, seq: 1, ver: 1, body: new TextEncoder().encode("hi") });
  * await hook.idle();

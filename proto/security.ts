@@ -82,7 +82,12 @@ export interface InternalServerOptions {
  * before handlers see the metadata.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "../infra/config.ts";
+ * import type { Logger } from "../infra/log.ts";
+ * import type { Metrics } from "../infra/metrics.ts";
+ * import { type CometHandlers, cometServiceDefinition, serveUnary } from "./grpc.ts";
+ * declare const cfg: Config, log: Logger, metrics: Metrics, handlers: CometHandlers;
  * const server = createInternalServer(cfg.grpc, { log, metrics });
  * server.addService(cometServiceDefinition, serveUnary(handlers));
  * const port = await bindInternal(server, cfg.comet.grpc.bind, cfg.grpc, { key: "comet.grpc.bind", log });
@@ -201,7 +206,10 @@ export async function serverCredentials(cfg: GrpcSecurityConfig): Promise<grpc.S
  * set `grpc.tls.server_name` to a DNS name the server's certificate holds.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "../infra/config.ts";
+ * import { createLogicClient } from "./grpc.ts";
+ * declare const cfg: Config;
  * const opts = await internalClientOptions(cfg.grpc);
  * const logic = createLogicClient("logic-1.internal:3119", opts);
  * ```

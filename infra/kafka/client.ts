@@ -39,7 +39,9 @@ export const FAST_RETRY = { retries: 2, initialRetryTime: 100, maxRetryTime: 100
  * `opts.log`.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Logger } from "../log.ts";
+ * declare const log: Logger;
  * const kafka = createKafkaClient({ brokers: ["127.0.0.1:9092"], clientId: "goim", log });
  * const admin = kafka.admin();
  * ```

@@ -122,11 +122,11 @@ interface Track {
  * The Kafka {@linkcode PushConsumer}.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * const consumer = new KafkaConsumer({
  *   brokers: ["127.0.0.1:9092"], clientId: "goim", topic: "goim-push-topic", group: "goim-push-group-job",
  * });
- * await consumer.start(async (msg) => { ... });
+ * await consumer.start(async (msg) => console.log(msg.type));
  * console.log(await consumer.lag());
  * await consumer.close();
  * ```

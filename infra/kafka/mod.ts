@@ -4,8 +4,11 @@
  * memory queue never load kafkajs.
  *
  * @example
- * ```ts ignore
- * const { createKafkaProducer } = await import("./infra/kafka/mod.ts");
+ * ```ts
+ * import type { Config } from "../config.ts";
+ * import type { Logger } from "../log.ts";
+ * declare const config: Config, log: Logger;
+ * const { createKafkaProducer } = await import("./mod.ts");
  * const producer = createKafkaProducer(config, { log });
  * ```
  *

@@ -78,7 +78,8 @@ interface Pending {
  * The Kafka {@linkcode PushProducer}.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * declare const body: Uint8Array;
  * const producer = new KafkaProducer({ brokers: ["127.0.0.1:9092"], clientId: "goim", topic: "goim-push-topic" });
  * await producer.publish({ type: "PUSH", operation: 1000, speed: 0, server: "comet-1", room: "", keys: ["k1"], msg: body });
  * await producer.close();

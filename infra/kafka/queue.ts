@@ -18,9 +18,12 @@
  * - kafkajs' own logging goes to our logger, one level down (./client.ts).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { loadConfig } from "../config.ts";
+ * import type { Logger } from "../log.ts";
+ * import type { Metrics } from "../metrics.ts";
  * import { createKafkaConsumer, createKafkaProducer } from "./queue.ts";
+ * declare const log: Logger, metrics: Metrics, body: Uint8Array;
  * const cfg = loadConfig();
  * const producer = createKafkaProducer(cfg, { log });
  * const consumer = createKafkaConsumer(cfg, { log, metrics });

@@ -65,7 +65,7 @@ type ExecResult = [error: Error | null, result: unknown][] | null;
  * {@linkcode RedisEngineError}.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * const conn = await RedisConnection.connect({ url: "redis://127.0.0.1:6379" });
  * await conn.call("ping", (r) => r.ping());
  * await conn.close();

@@ -9,7 +9,7 @@
  * by themselves when Redis is back.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { createRedisEngines } from "./mod.ts";
  * const { sessions, registry, close } = await createRedisEngines({
  *   url: "redis://127.0.0.1:6379", // config redis.url

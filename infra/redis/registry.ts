@@ -23,7 +23,7 @@
  * dao assumes the same.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { RedisRegistry } from "./registry.ts";
  * const reg = await RedisRegistry.connect({ url: "redis://127.0.0.1:6379" });
  * await reg.register({
