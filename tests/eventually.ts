@@ -10,7 +10,9 @@
  * naming `what` after `timeoutMs`.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { MemoryQueue } from "../infra/memory/queue.ts";
+ * declare const queue: MemoryQueue;
  * await eventually(() => queue.depth() === 0, "the queue to drain", 3000);
  * ```
  */

@@ -12,12 +12,16 @@
  * ({@linkcode uniqueTopic}) and deletes the topic afterwards.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * const kafka = await kafkaTestBrokers();
  * Deno.test({ name: "kafka: x", ignore: kafka.ignore, fn: async () => {
  *   kafka.assertReachable();
  *   const { topic, group } = uniqueTopic();
- *   try { ... } finally { await deleteTopic(kafka.brokers, topic); }
+ *   try {
+ *     // … the test, on topic and group
+ *   } finally {
+ *     await deleteTopic(kafka.brokers, topic);
+ *   }
  * }});
  * ```
  *

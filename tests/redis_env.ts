@@ -12,12 +12,16 @@
  * see each other's data.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * const redis = await redisTestUrl();
  * Deno.test({ name: "redis: x", ignore: redis.ignore, fn: async () => {
  *   redis.assertReachable();
  *   const prefix = uniqueKeyPrefix();
- *   try { ... } finally { await deleteKeys(redis.url, prefix); }
+ *   try {
+ *     // … the test, under prefix
+ *   } finally {
+ *     await deleteKeys(redis.url, prefix);
+ *   }
  * }});
  * ```
  *

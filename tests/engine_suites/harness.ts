@@ -14,7 +14,9 @@ import process from "node:process";
  * sleep.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { SessionStore } from "../../infra/sessions.ts";
+ * declare const store: SessionStore;
  * await waitFor(async () => (await store.serversByKeys(["k"]))[0] === null, {
  *   timeoutMs: 4000, what: "route k to expire",
  * });

@@ -6,10 +6,12 @@
  * garbage record) run only where the harness offers the hook they need.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { createMemoryQueue } from "../../infra/memory/queue.ts";
  * queueSuite("memory", () => {
  *   const q = createMemoryQueue({ capacity: 1000 });
- *   return Promise.resolve({ ...q, pending: () => Promise.resolve(q.depth()), cleanup: ... });
+ *   const cleanup = async () => void await Promise.all([q.producer.close(), q.consumer.close()]);
+ *   return Promise.resolve({ ...q, pending: () => Promise.resolve(q.depth()), cleanup });
  * });
  * ```
  *

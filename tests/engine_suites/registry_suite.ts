@@ -3,7 +3,8 @@
  * that a test file runs once per engine.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { MemoryRegistry } from "../../infra/memory/registry.ts";
  * registrySuite("memory", () => {
  *   let t = 1_000_000;
  *   const registry = new MemoryRegistry({ now: () => t });

@@ -3,7 +3,8 @@
  * suite that a test file runs once per engine (Centrifuge-style).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { MemorySessionStore } from "../../infra/memory/sessions.ts";
  * sessionStoreSuite("memory", ({ ttlMs }) => {
  *   let t = 0;
  *   const store = new MemorySessionStore({ ttlMs, now: () => t });
