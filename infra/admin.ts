@@ -36,7 +36,9 @@ export interface AdminRoutes {
  * Builds the admin request handler.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Metrics } from "./metrics.ts";
+ * declare const metrics: Metrics;
  * Deno.serve({ hostname: "127.0.0.1", port: 3192 }, createAdminHandler({
  *   health: () => ({ healthy: true, body: { status: "ok" } }),
  *   metrics,
@@ -72,7 +74,9 @@ function digest(text: string): Uint8Array {
  * the time taken says nothing about the token or its length.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "./config.ts";
+ * declare const config: Config, routes: AdminRoutes;
  * const guarded = requireAdminToken(config.admin.token, createAdminHandler(routes));
  * ```
  */
@@ -107,7 +111,12 @@ export interface AdminHttpOptions {
  * on the bounded HTTP server. Throws when `bind` cannot be bound.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "./config.ts";
+ * import type { Logger } from "./log.ts";
+ * import type { Metrics } from "./metrics.ts";
+ * declare const config: Config, log: Logger, metrics: Metrics;
+ * declare function handler(req: Request): Promise<Response>;
  * const server = serveAdminHttp({ bind: config.job.admin.bind, config, log, metrics }, handler);
  * ```
  */

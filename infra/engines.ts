@@ -68,7 +68,11 @@ export interface OpenEnginesOptions {
  * when it is back).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "./config.ts";
+ * import type { Logger } from "./log.ts";
+ * import { RedisRegistry } from "./redis/registry.ts";
+ * declare const config: Config, log: Logger;
  * const registry = await RedisRegistry.connect(redisOptions(config, log, "registry"));
  * ```
  */
@@ -97,7 +101,9 @@ const ORDER: readonly EngineName[] = ["sessions", "registry", "consumer", "produ
  * when one fails, closes those already opened and rethrows.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { Job, type JobDeps } from "../job/job.ts";
+ * declare const { config, connect, log, metrics }: Required<JobDeps>;
  * const engines = await openEngines(config, ["registry", "consumer"], { log, metrics });
  * const job = new Job({ config, ...engines, connect, log, metrics });
  * await engines.close();

@@ -86,7 +86,9 @@ export interface HttpLimits {
  * The `http.*` limits of a configuration.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "./config.ts";
+ * declare const config: Config;
  * const limits = httpLimits(config); // { headerTimeoutMs: 10000, ... }
  * ```
  */
@@ -132,7 +134,10 @@ export interface ServeHttpOptions {
  * synchronously when the address cannot be bound, as `Deno.serve` does.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "./config.ts";
+ * import type { Logger } from "./log.ts";
+ * declare const config: Config, log: Logger;
  * const server = serveHttp(
  *   { bind: "127.0.0.1:0", listener: "api", limits: httpLimits(config), log },
  *   () => new Response("ok"),
@@ -1114,7 +1119,9 @@ export interface ExposureReport {
  * Open listeners (insecure, or no secret on loopback) are warnings.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "./config.ts";
+ * declare const config: Config;
  * const { errors, warnings } = checkExposure(config, { api: true, admin: ["logic"] });
  * ```
  */
@@ -1176,7 +1183,10 @@ export function checkExposure(
  * and on any error logs it and exits with code 2 (a configuration error).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "./config.ts";
+ * import type { Logger } from "./log.ts";
+ * declare const config: Config, log: Logger;
  * checkExposureOrExit(config, { admin: ["job"] }, log);
  * ```
  */

@@ -16,7 +16,9 @@ import { createLogger, type Logger } from "./log.ts";
  * configuration, every line tagged with the role and `node.id`.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "./config.ts";
+ * declare const config: Config;
  * const log = roleLogger(config, "job");
  * ```
  */
@@ -39,7 +41,9 @@ export function roleLogger(config: Pick<Config, "log" | "node">, role: string): 
  * make happen at any moment once it listens.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Logger } from "./log.ts";
+ * declare const server: { start(): Promise<void> }, log: Logger;
  * const signal = shutdownSignal(); // first, see above
  * await server.start();
  * log.info("stopping", { signal: await signal });
@@ -94,7 +98,10 @@ export interface RoleEntry {
  * exits (0 after a clean stop, 1 when starting or stopping fails).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "./config.ts";
+ * import type { Logger } from "./log.ts";
+ * declare function startJob(config: Config, log: Logger): Promise<{ stop(): Promise<void> }>;
  * if (import.meta.main) {
  *   await runRole({ role: "job", exposure: { admin: ["job"] }, start: async (config, log) => {
  *     const job = await startJob(config, log);
@@ -146,7 +153,9 @@ let crashGuard = false;
  * process, by each role's entry; later calls do nothing.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "./config.ts";
+ * declare const config: Config;
  * const log = roleLogger(config, "logic");
  * installCrashGuard(log);
  * ```

@@ -38,7 +38,7 @@
  * comet cannot remove a route that a reconnect already moved elsewhere.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { RedisSessionStore } from "./sessions.ts";
  * const store = await RedisSessionStore.connect({ url: "redis://127.0.0.1:6379", routeTtlMs: 1_800_000 });
  * await store.addMapping(42, "key-a", "comet-1");
