@@ -63,7 +63,8 @@ export interface AdminOptions {
  * Starts the admin server.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * declare const { metrics, beforeScrape, health, config, log }: AdminOptions;
  * const admin = serveAdmin({
  *   bind: "127.0.0.1:3190", metricsEnabled: true, metrics, beforeScrape, health, config, log,
  * });

@@ -27,7 +27,8 @@ import { Comet } from "./comet.ts";
  * turn (each call goes to the next one).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { createLogicClient } from "../proto/grpc.ts";
  * const logic = roundRobinLogic(["10.0.0.1:3119", "10.0.0.2:3119"].map((a) => createLogicClient(a)));
  * ```
  */

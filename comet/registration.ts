@@ -19,7 +19,9 @@ export type CometRecordInit = Omit<CometRecord, "updated">;
  * Keeps one comet registered.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Registry } from "../infra/registry.ts";
+ * declare const registry: Registry, record: CometRecordInit;
  * const reg = new Registration(registry, 10_000, () => record);
  * await reg.register(); // at start and on every renew tick
  * await reg.deregister(); // at shutdown

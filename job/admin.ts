@@ -18,7 +18,10 @@ import type { Job } from "./job.ts";
  * with job's health); `/metrics` is served when `metrics` is true.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { type AdminHttpOptions, serveAdminHttp } from "../infra/admin.ts";
+ * import type { Job } from "./job.ts";
+ * declare const { config, log }: AdminHttpOptions, job: Job;
  * serveAdminHttp({ bind: "127.0.0.1:3192", config, log }, createJobAdminHandler(job, true));
  * ```
  */

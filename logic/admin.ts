@@ -28,7 +28,9 @@ export interface AdminDeps {
  * logic's health).
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { type AdminHttpOptions, serveAdminHttp } from "../infra/admin.ts";
+ * declare const { config, log }: AdminHttpOptions, { producer, metrics }: AdminDeps;
  * serveAdminHttp({ bind: "127.0.0.1:3191", config, log }, createLogicAdminHandler({ producer, metrics }));
  * ```
  */

@@ -33,7 +33,11 @@ export class EngineConfigError extends Error {
  * configuration cannot serve a standalone logic.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { Config } from "../infra/config.ts";
+ * import type { Logger } from "../infra/log.ts";
+ * import { Logic } from "./logic.ts";
+ * declare const config: Config, log: Logger;
  * const engines = await openLogicEngines(config, log);
  * const logic = new Logic({ config, ...engines, log });
  * ```

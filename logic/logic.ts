@@ -7,12 +7,14 @@
  * {@linkcode Logic.stop}.
  *
  * @example Embedded, on memory engines
- * ```ts ignore
+ * ```ts
  * import { loadConfig } from "../infra/config.ts";
  * import { MemoryRegistry } from "../infra/memory/registry.ts";
  * import { MemorySessionStore } from "../infra/memory/sessions.ts";
+ * import type { PushProducer } from "../infra/queue.ts";
  * import { Logic } from "./logic.ts";
  *
+ * declare const producer: PushProducer;
  * const config = loadConfig({ args: [], env: {} });
  * const logic = new Logic({
  *   config,

@@ -87,7 +87,8 @@ interface Share {
  * The aggregate.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * declare const { sessions, registry }: OnlineCountsOptions;
  * const online = new OnlineCounts({ sessions, registry, staleAfterMs: 60_000 });
  * await online.report("comet-1", { "live://1": 3 }); // { "live://1": 3 }
  * online.top("live", 10); // [{ room_id: "1", count: 3 }]
