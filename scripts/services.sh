@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Brings up (and down) a real Redis and a real single-node Kafka on loopback for
-# tests and development. Idempotent; keeps all state in the repo's .services/.
+# Brings up (and down) a real Redis, a real single-node Kafka and a real bilibili
+# discovery on loopback for tests and development. Idempotent; keeps all state in
+# the repo's .services/.
 #
-#   scripts/services.sh up     [redis|kafka]   start (default: both); no-op if healthy
-#   scripts/services.sh down   [redis|kafka]   stop what we started (by recorded PID)
-#   scripts/services.sh restart [redis|kafka]  down, then up
-#   scripts/services.sh status [redis|kafka]   what runs; exit 0 if all running, 3 if not
-#   scripts/services.sh reset  [redis|kafka]   down, then delete data (Kafka jars stay)
-#   scripts/services.sh env                    print export lines for tests
+#   scripts/services.sh up     [redis|kafka|discovery]   start (default: all); no-op if healthy
+#   scripts/services.sh down   [redis|kafka|discovery]   stop what we started (by recorded PID)
+#   scripts/services.sh restart [redis|kafka|discovery]  down, then up
+#   scripts/services.sh status [redis|kafka|discovery]   what runs; exit 0 if all running, 3 if not
+#   scripts/services.sh reset  [redis|kafka|discovery]   down, then delete data (jars, binary stay)
+#   scripts/services.sh env                              print export lines for tests
 #
 # Redis comes from Debian's redis-server package; Kafka is assembled from Maven
-# Central jars (scripts/kafka/pom.xml) and runs in KRaft mode. See docs/SERVICES.md.
+# Central jars (scripts/kafka/pom.xml) and runs in KRaft mode; discovery (goim's
+# registry) is built with `go install`. See docs/SERVICES.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +29,11 @@ KAFKA_HEAP="${KAFKA_HEAP:--Xms256m -Xmx512m}"
 KAFKA_NUM_PARTITIONS="${KAFKA_NUM_PARTITIONS:-4}"
 KAFKA_WAIT_SECS="${KAFKA_WAIT_SECS:-120}"
 
+DISCOVERY_VERSION="${DISCOVERY_VERSION:-v1.0.1}"
+DISCOVERY_PORT="${DISCOVERY_PORT:-7171}"
+DISCOVERY_WAIT_SECS="${DISCOVERY_WAIT_SECS:-30}"
+DISCOVERY_PKG="github.com/bilibili/discovery/cmd/discovery"
+
 STOP_WAIT_SECS="${STOP_WAIT_SECS:-30}"
 
 REDIS_DIR="$STATE/redis"
@@ -40,6 +47,12 @@ KAFKA_PIDFILE="$KAFKA_DIR/kafka.pid"
 KAFKA_LOG="$KAFKA_DIR/kafka.log"
 KAFKA_PROPS="$KAFKA_DIR/server.properties"
 KAFKA_CLUSTER_ID_FILE="$KAFKA_DIR/cluster.id"
+
+DISCOVERY_DIR="$STATE/discovery"
+DISCOVERY_BIN="$DISCOVERY_DIR/bin/discovery"
+DISCOVERY_CONF="$DISCOVERY_DIR/discovery.toml"
+DISCOVERY_PIDFILE="$DISCOVERY_DIR/discovery.pid"
+DISCOVERY_LOG="$DISCOVERY_DIR/discovery.log"
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -103,6 +116,23 @@ stop_pid() {
   fi
   rm -f "$pidfile"
   say "$name: stopped in $(elapsed "$t0")s"
+}
+
+# service_status NAME PORT PIDFN PROBEFN UP DOWN: prints one status line; returns 1 unless the
+# process PIDFN finds runs and PROBEFN succeeds (UP and DOWN say what the probe saw).
+service_status() {
+  local name="$1" port="$2" pidfn="$3" probe="$4" up="$5" down="$6" pid other=""
+  if pid="$("$pidfn" 2>/dev/null)"; then
+    if "$probe"; then
+      say "$name: running (pid $pid, 127.0.0.1:$port $up)"
+      return 0
+    fi
+    say "$name: process running (pid $pid) but 127.0.0.1:$port $down"
+    return 1
+  fi
+  port_open "$port" && other=" (port $port is open, but not by our instance: $(port_owner "$port"))"
+  say "$name: not running$other"
+  return 1
 }
 
 APT_UPDATED=0
@@ -187,20 +217,7 @@ redis_up() {
 redis_down() { stop_pid redis "$REDIS_PIDFILE" "redis-server"; }
 
 redis_status() {
-  local pid
-  if pid="$(redis_pid 2>/dev/null)"; then
-    if redis_ping; then
-      say "redis: running (pid $pid, 127.0.0.1:$REDIS_PORT, answers PONG)"
-    else
-      say "redis: process running (pid $pid) but 127.0.0.1:$REDIS_PORT does not answer PING"
-      return 1
-    fi
-  else
-    local other=""
-    port_open "$REDIS_PORT" && other=" (port $REDIS_PORT is open, but not by our instance: $(port_owner "$REDIS_PORT"))"
-    say "redis: not running$other"
-    return 1
-  fi
+  service_status redis "$REDIS_PORT" redis_pid redis_ping "answers PONG" "does not answer PING"
 }
 
 redis_reset() {
@@ -392,21 +409,11 @@ kafka_up() {
 
 kafka_down() { stop_pid kafka "$KAFKA_PIDFILE" "$(kafka_pattern)"; }
 
+kafka_port_open() { port_open "$KAFKA_PORT"; }
 kafka_status() {
-  local pid
-  if pid="$(kafka_pid 2>/dev/null)"; then
-    if port_open "$KAFKA_PORT"; then
-      say "kafka: running (pid $pid, Kafka $(cat "$KAFKA_DIR/running.version" 2>/dev/null || echo '?'), 127.0.0.1:$KAFKA_PORT accepts connections)"
-    else
-      say "kafka: process running (pid $pid) but 127.0.0.1:$KAFKA_PORT is not accepting connections"
-      return 1
-    fi
-  else
-    local other=""
-    port_open "$KAFKA_PORT" && other=" (port $KAFKA_PORT is open, but not by our broker: $(port_owner "$KAFKA_PORT"))"
-    say "kafka: not running$other"
-    return 1
-  fi
+  service_status kafka "$KAFKA_PORT" kafka_pid kafka_port_open \
+    "accepts connections, Kafka $(cat "$KAFKA_DIR/running.version" 2>/dev/null || echo '?')" \
+    "is not accepting connections"
 }
 
 kafka_reset() {
@@ -415,20 +422,164 @@ kafka_reset() {
   say "kafka: data deleted (jar cache kept in ${KAFKA_LIB#"$ROOT"/})"
 }
 
+# ----------------------------------------------------------------------------- discovery
+
+# The binary is cached when the stamp written after a successful build names this version.
+discovery_stamp() { printf '%s@%s\n' "$DISCOVERY_PKG" "$DISCOVERY_VERSION"; }
+discovery_bin_complete() {
+  [[ -x "$DISCOVERY_BIN" && -f "$DISCOVERY_BIN.version" ]] &&
+    [[ "$(cat "$DISCOVERY_BIN.version")" == "$(discovery_stamp)" ]]
+}
+
+discovery_install() {
+  local t0 tmp="$DISCOVERY_DIR/bin.tmp" build="$DISCOVERY_DIR/build" golog="$DISCOVERY_DIR/go.log"
+  if discovery_bin_complete; then
+    say "discovery: $DISCOVERY_VERSION binary cached in ${DISCOVERY_BIN#"$ROOT"/}"
+    return 0
+  fi
+  t0="$(now)"
+  command -v go >/dev/null || apt_install golang-go
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  say "discovery: go install $DISCOVERY_PKG@$DISCOVERY_VERSION (log: ${golog#"$ROOT"/})"
+  if ! GOBIN="$tmp" go install "$DISCOVERY_PKG@$DISCOVERY_VERSION" >"$golog" 2>&1; then
+    # `go install pkg@version` also asks the proxy for the module's version list
+    # (its deprecation check); a proxy that refuses lists fails it. A throwaway
+    # module that requires the version needs only the version itself.
+    warn "discovery: go install pkg@version failed ($(tail -n 1 "$golog")); building it in a module"
+    rm -rf "$build"
+    mkdir -p "$build"
+    if ! (cd "$build" && go mod init goim-deno.local/discovery-build &&
+      go get "$DISCOVERY_PKG@$DISCOVERY_VERSION" && GOBIN="$tmp" go install "$DISCOVERY_PKG") \
+      >>"$golog" 2>&1; then
+      tail -n 20 "$golog" >&2
+      die "discovery: could not build $DISCOVERY_PKG@$DISCOVERY_VERSION (see $golog)"
+    fi
+  fi
+  [[ -x "$tmp/discovery" ]] || die "discovery: no binary after go install (see $golog)"
+  mkdir -p "$(dirname "$DISCOVERY_BIN")"
+  mv -f "$tmp/discovery" "$DISCOVERY_BIN"
+  discovery_stamp >"$DISCOVERY_BIN.version"
+  rm -rf "$tmp" "$build"
+  say "discovery: built $DISCOVERY_VERSION ($(du -h "$DISCOVERY_BIN" | cut -f1), $(go version | awk '{print $3}')) in $(elapsed "$t0")s"
+}
+
+# One node, its own only peer: zone sh001 of region sh, env dev (tests use envs of their own).
+discovery_render_config() {
+  cat >"$DISCOVERY_CONF.tmp" <<EOF
+# Written by scripts/services.sh; changes are overwritten on the next up.
+nodes = ["127.0.0.1:$DISCOVERY_PORT"]
+
+[env]
+region = "sh"
+zone = "sh001"
+host = "goim-deno-services"
+DeployEnv = "dev"
+
+[httpServer]
+addr = "127.0.0.1:$DISCOVERY_PORT"
+
+[httpClient]
+dial = "1s"
+keepAlive = "120s"
+EOF
+  mv "$DISCOVERY_CONF.tmp" "$DISCOVERY_CONF"
+}
+
+discovery_pattern() { echo "$DISCOVERY_BIN -conf $DISCOVERY_CONF"; }
+discovery_pid() { running_pid "$DISCOVERY_PIDFILE" "$(discovery_pattern)"; }
+
+# An HTTP/1.0 GET of /discovery/nodes (bash only, 3 s bound) that answers code 0.
+discovery_probe() {
+  local resp
+  # shellcheck disable=SC2016 # $1 belongs to the inner shell
+  resp="$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+    printf "GET /discovery/nodes HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3 && cat <&3' \
+    _ "$DISCOVERY_PORT" 2>/dev/null)" || return 1
+  [[ "$resp" == *'"code":0'* ]]
+}
+
+discovery_log_tail() {
+  warn "discovery: last lines of ${DISCOVERY_LOG}:"
+  tail -n 30 "$DISCOVERY_LOG" >&2 2>/dev/null || true
+}
+
+# discovery_wait PID: until the process answers /discovery/nodes.
+discovery_wait() {
+  local pid="$1" deadline=$((SECONDS + DISCOVERY_WAIT_SECS))
+  until discovery_probe; do
+    if ! pid_matches "$pid" "$(discovery_pattern)"; then
+      discovery_log_tail
+      rm -f "$DISCOVERY_PIDFILE"
+      die "discovery: process $pid exited during startup"
+    fi
+    if ((SECONDS >= deadline)); then
+      discovery_log_tail
+      die "discovery: not ready on 127.0.0.1:$DISCOVERY_PORT after ${DISCOVERY_WAIT_SECS}s (pid $pid left running; 'scripts/services.sh down discovery' stops it)"
+    fi
+    sleep 0.1
+  done
+}
+
+discovery_up() {
+  local t0 t1 pid
+  t0="$(now)"
+  mkdir -p "$DISCOVERY_DIR"
+  if pid="$(discovery_pid)"; then
+    discovery_wait "$pid"
+    say "discovery: already running (pid $pid, 127.0.0.1:$DISCOVERY_PORT), nothing to do"
+    return 0
+  fi
+  if port_open "$DISCOVERY_PORT"; then
+    die "discovery: port $DISCOVERY_PORT is taken by a process we did not start ($(port_owner "$DISCOVERY_PORT")); stop it or set DISCOVERY_PORT"
+  fi
+  discovery_install
+  discovery_render_config
+  [[ -f "$DISCOVERY_LOG" ]] && mv -f "$DISCOVERY_LOG" "$DISCOVERY_LOG.1"
+  rm -f "$DISCOVERY_PIDFILE"
+  t1="$(now)"
+  # Own session, in its folder (it reads ./scheduler.json if there is one), glog to its log
+  # file; the child records its own PID, then execs the server.
+  # shellcheck disable=SC2016 # $$, $0, $1 and "$@" belong to the inner shell
+  setsid bash -c 'cd "$1" && echo $$ >"$0" && shift && exec "$@"' "$DISCOVERY_PIDFILE" \
+    "$DISCOVERY_DIR" "$DISCOVERY_BIN" -conf "$DISCOVERY_CONF" -logtostderr=true \
+    </dev/null >"$DISCOVERY_LOG" 2>&1 9>&- &
+  local deadline=$((SECONDS + 10))
+  until [[ -s "$DISCOVERY_PIDFILE" ]] || ((SECONDS >= deadline)); do sleep 0.05; done
+  pid="$(tr -dc '0-9' <"$DISCOVERY_PIDFILE" 2>/dev/null || true)"
+  [[ -n "$pid" ]] || { discovery_log_tail; die "discovery: did not start"; }
+  discovery_wait "$pid"
+  say "discovery: up (pid $pid, $DISCOVERY_VERSION, 127.0.0.1:$DISCOVERY_PORT); ready $(elapsed "$t1")s after start, $(elapsed "$t0")s in all"
+}
+
+discovery_down() { stop_pid discovery "$DISCOVERY_PIDFILE" "$(discovery_pattern)"; }
+
+discovery_status() {
+  service_status discovery "$DISCOVERY_PORT" discovery_pid discovery_probe \
+    "answers /discovery/nodes" "does not answer /discovery/nodes"
+}
+
+# discovery keeps its registrations in memory only: reset removes its config and logs.
+discovery_reset() {
+  discovery_down
+  rm -f "$DISCOVERY_CONF" "$DISCOVERY_LOG" "$DISCOVERY_LOG.1"
+  say "discovery: state deleted (binary kept in ${DISCOVERY_BIN#"$ROOT"/})"
+}
+
 # ----------------------------------------------------------------------------- main
 
 usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
 cmd="${1:-}"
 target="${2:-all}"
 case "$target" in
-redis | kafka | all) ;;
+redis | kafka | discovery | all) ;;
 *) usage ;;
 esac
-services=(redis kafka)
+services=(redis kafka discovery)
 [[ "$target" != all ]] && services=("$target")
 
 if [[ "$cmd" == env ]]; then
@@ -438,6 +589,8 @@ if [[ "$cmd" == env ]]; then
   # The same addresses as the server's own config keys (docs/CONFIG.md):
   printf 'export GOIM_REDIS__URL=redis://127.0.0.1:%s\n' "$REDIS_PORT"
   printf 'export GOIM_QUEUE__KAFKA__BROKERS=127.0.0.1:%s\n' "$KAFKA_PORT"
+  printf 'export DISCOVERY_NODES=127.0.0.1:%s\n' "$DISCOVERY_PORT"
+  printf 'export GOIM_DISCOVERY__NODES=127.0.0.1:%s\n' "$DISCOVERY_PORT"
   exit 0
 fi
 
@@ -462,7 +615,7 @@ up)
   ;;
 down)
   # Kafka first: it is the slower one, and nothing of ours depends on Redis to stop.
-  for s in kafka redis; do
+  for s in kafka discovery redis; do
     [[ " ${services[*]} " == *" $s "* ]] && "${s}_down"
   done
   say "down ${target}: done in $(elapsed "$T0")s"
