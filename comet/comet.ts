@@ -32,7 +32,7 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
-import { joinHostPort, splitHostPort } from "../infra/addr.ts";
+import { advertisedAddr, joinHostPort } from "../infra/addr.ts";
 import type { Config } from "../infra/config.ts";
 import { FdBudget } from "../infra/fds.ts";
 import type { Logger } from "../infra/log.ts";
@@ -87,17 +87,6 @@ export interface CometAddrs {
 export interface CometStartOptions {
   /** Serve gRPC `goim.comet.Comet` on comet.grpc.bind (default true; embedded passes false). */
   grpc?: boolean;
-}
-
-function hostForDialing(host: string): string {
-  if (host !== "0.0.0.0" && host !== "::" && host !== "") return host;
-  // A wildcard bind is not dialable: advertise the host name (goim's
-  // server id is the host name too) so job on another machine can resolve it.
-  try {
-    return Deno.hostname();
-  } catch {
-    return "127.0.0.1";
-  }
 }
 
 // A refusal storm logs one line per this period, with the count.
@@ -522,7 +511,9 @@ export class Comet {
       key: "comet.grpc.bind",
       log: this.#log,
     });
-    this.#grpcAddr = joinHostPort({ hostname: hostForDialing(splitHostPort(bind).hostname), port });
+    // What job (and goim's job, through discovery) dials: comet.grpc.advertise, or the bind's
+    // host made dialable (a wildcard bind advertises the host name).
+    this.#grpcAddr = advertisedAddr(this.#cfg.comet.grpc.advertise, bind, port);
   }
 
   // Stops accepting: every listener closes now (their promises settle once

@@ -83,3 +83,43 @@ export function isLoopbackHost(host: string): boolean {
   return h === "localhost" || h === "::1" ||
     /^(?:::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/i.test(h);
 }
+
+/**
+ * The host peers dial for a listener bound to `host`. A wildcard bind
+ * (`0.0.0.0`, `::`, empty) is not dialable, so the machine's host name
+ * stands in (goim's server id is the host name too), and `127.0.0.1` when
+ * the host name cannot be read.
+ *
+ * @example
+ * ```ts
+ * import { dialableHost } from "./addr.ts";
+ * dialableHost("10.0.0.5"); // "10.0.0.5"
+ * dialableHost("0.0.0.0"); // the host name
+ * ```
+ */
+export function dialableHost(host: string): string {
+  if (host !== "0.0.0.0" && host !== "::" && host !== "") return host;
+  try {
+    return Deno.hostname();
+  } catch {
+    return "127.0.0.1";
+  }
+}
+
+/**
+ * The `host:port` a server bound to `bind` (listening on `port`, the real
+ * one when the bind asked for port 0) tells peers to dial: `advertise` when
+ * set (comet.grpc.advertise, logic.grpc.advertise), else the bind's host
+ * made dialable ({@linkcode dialableHost}).
+ *
+ * @example
+ * ```ts
+ * import { advertisedAddr } from "./addr.ts";
+ * advertisedAddr("", "127.0.0.1:0", 43109); // "127.0.0.1:43109"
+ * advertisedAddr("comet-1.internal:3109", "0.0.0.0:3109", 3109); // "comet-1.internal:3109"
+ * ```
+ */
+export function advertisedAddr(advertise: string, bind: string, port: number): string {
+  if (advertise !== "") return advertise;
+  return joinHostPort({ hostname: dialableHost(splitHostPort(bind).hostname), port });
+}

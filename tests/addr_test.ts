@@ -1,6 +1,6 @@
 // The one host:port parser and printer (infra/addr.ts): its edge rules.
 import assert from "node:assert/strict";
-import { joinHostPort, splitHostPort } from "../infra/addr.ts";
+import { advertisedAddr, dialableHost, joinHostPort, splitHostPort } from "../infra/addr.ts";
 
 Deno.test("splitHostPort: IPv4, names, bracketed IPv6, port 0", () => {
   assert.deepEqual(splitHostPort("127.0.0.1:3101"), { hostname: "127.0.0.1", port: 3101 });
@@ -56,4 +56,17 @@ Deno.test("joinHostPort: brackets IPv6 hosts; splitHostPort reads every join bac
   for (const a of [{ hostname: "::", port: 1 }, { hostname: "10.0.0.1", port: 65535 }]) {
     assert.deepEqual(splitHostPort(joinHostPort(a)), a);
   }
+});
+
+Deno.test("advertisedAddr: the advertise key wins; a wildcard bind advertises the host name", () => {
+  assert.equal(
+    advertisedAddr("comet-1.internal:3109", "0.0.0.0:3109", 3109),
+    "comet-1.internal:3109",
+  );
+  assert.equal(advertisedAddr("", "127.0.0.1:0", 43109), "127.0.0.1:43109");
+  assert.equal(advertisedAddr("", "[::1]:0", 3109), "[::1]:3109");
+  assert.equal(advertisedAddr("", "0.0.0.0:3109", 3109), `${Deno.hostname()}:3109`);
+  assert.equal(advertisedAddr("", ":3109", 3109), `${Deno.hostname()}:3109`);
+  assert.equal(dialableHost("::"), Deno.hostname());
+  assert.equal(dialableHost("10.0.0.5"), "10.0.0.5");
 });
