@@ -8,11 +8,15 @@
  * consumer its metrics).
  *
  * What a role may not run on (a standalone logic on the memory queue, a
- * standalone job on anything but Kafka and Redis) is the role's own check,
- * made before it calls {@linkcode openEngines}.
+ * standalone job on anything but Kafka and a Redis or discovery registry)
+ * is the role's own check, made before it calls {@linkcode openEngines}.
  *
- * The Redis and Kafka engines are imported only when chosen, so a process
- * that needs neither never loads ioredis or kafkajs.
+ * `registry.engine = "discovery"` opens bilibili discovery (goim's
+ * registry); another engine with `discovery.register = true` is written to
+ * discovery as well and read from itself (infra/discovery/registry.ts).
+ *
+ * The Redis, Kafka and discovery engines are imported only when chosen, so
+ * a process that needs none never loads ioredis or kafkajs.
  *
  * @module
  */
@@ -125,7 +129,7 @@ export async function openEngines<K extends EngineName>(
   let memoryQueue: ReturnType<typeof createMemoryQueue> | undefined;
   const queue = () => memoryQueue ??= createMemoryQueue({ capacity: config.queue.memory.capacity });
   // Anything but Redis (Kafka for the queue) is the memory engine, as each
-  // role's opener had it; registry.engine = "discovery" has no engine yet.
+  // role's opener had it; the registry may be discovery, alone or mirrored.
   const redis = (key: "sessions" | "registry") => !opts.inMemory && config[key].engine === "redis";
   const kafka = () => !opts.inMemory && config.queue.engine === "kafka";
   try {
@@ -141,15 +145,33 @@ export async function openEngines<K extends EngineName>(
             })
             : new MemorySessionStore({ ttlMs: config.logic.route_ttl });
           break;
-        case "registry":
+        case "registry": {
           // A lone comet on the memory registry is reachable by nobody
           // (the configuration refuses it for mode = "distributed").
-          engine = redis("registry")
+          const discovery = !opts.inMemory &&
+            (config.registry.engine === "discovery" || config.discovery.register);
+          const primary = discovery && config.registry.engine === "discovery"
+            ? null
+            : redis("registry")
             ? await (await import("./redis/mod.ts")).RedisRegistry.connect(
               redisOptions(config, log, "registry"),
             )
             : new MemoryRegistry();
+          if (!discovery) {
+            engine = primary ?? new MemoryRegistry();
+            break;
+          }
+          // discovery alone, or written next to the primary (discovery.register): goim's roles
+          // find ours there (infra/discovery/registry.ts).
+          try {
+            const { openDiscoveryRegistry } = await import("./discovery/registry.ts");
+            engine = openDiscoveryRegistry(config, primary, log);
+          } catch (e) {
+            await primary?.close();
+            throw e;
+          }
           break;
+        }
         case "consumer":
           engine = kafka()
             ? (await import("./kafka/mod.ts")).createKafkaConsumer(config, {

@@ -2,8 +2,9 @@
  * `deno task job`: the job role as its own process (distributed mode).
  *
  * Reads the configuration (`--config FILE`, `GOIM_*`, `--set K=V`), opens
- * the Kafka consumer (`queue.kafka.*`) and the Redis registry
- * (`registry.engine = "redis"`), dials comets over gRPC as they register
+ * the Kafka consumer (`queue.kafka.*`) and the registry
+ * (`registry.engine = "redis"` or `"discovery"`, where goim's comets are
+ * found too), dials comets over gRPC as they register
  * (with the grpc.token / grpc.tls.* credentials),
  * serves `/metrics` and `/healthz` on `job.admin.bind`, and on SIGINT or
  * SIGTERM stops consuming, lets consumed messages reach the comets, and
@@ -52,10 +53,11 @@ export function checkStandaloneConfig(config: Config): void {
         '"kafka", or run every role in one process with `deno task start`.',
     );
   }
-  if (config.registry.engine !== "redis") {
+  if (config.registry.engine === "memory") {
     problems.push(
       `registry.engine "${config.registry.engine}" cannot serve a standalone job process: it ` +
-        'would never see comets registered by other processes. Set registry.engine = "redis".',
+        "would never see comets registered by other processes. Set registry.engine = " +
+        '"redis" or "discovery".',
     );
   }
   if (problems.length > 0) throw new JobConfigError(problems.join("\n"));

@@ -33,7 +33,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { LogicApi } from "../proto/api.ts";
 import { type LogicMethods, logicServiceDefinition, RpcError, serveUnary } from "../proto/grpc.ts";
 import { bindInternal, createInternalServer } from "../proto/security.ts";
-import { joinHostPort, splitHostPort } from "../infra/addr.ts";
+import { advertisedAddr, joinHostPort, splitHostPort } from "../infra/addr.ts";
 import type { Config } from "../infra/config.ts";
 import { requireAdminToken } from "../infra/admin.ts";
 import { checkExposure, httpLimits, serveHttp } from "../infra/http_server.ts";
@@ -41,6 +41,7 @@ import { createLogger, type Logger } from "../infra/log.ts";
 import type { Metrics } from "../infra/metrics.ts";
 import type { PushProducer } from "../infra/queue.ts";
 import type { Registry } from "../infra/registry.ts";
+import { canRegisterLogic, type LogicRegistration } from "../infra/discovery/registry.ts";
 import type { SessionStore } from "../infra/sessions.ts";
 import { createLogicAdminHandler } from "./admin.ts";
 import { type Authenticator, createAuthenticator } from "./auth.ts";
@@ -57,6 +58,9 @@ export const WEBHOOK_DRAIN_MS = 1000;
 
 /** Time {@linkcode Logic.stop} gives gRPC calls in flight before cutting connections. */
 export const GRPC_SHUTDOWN_MS = 2000;
+
+/** Time {@linkcode Logic.stop} gives the discovery cancel of `goim.logic` before going on. */
+export const DEREGISTER_MS = 2000;
 
 /** What the logic role is built from. */
 export interface LogicDeps {
@@ -120,6 +124,7 @@ export class Logic {
   #servers: Deno.HttpServer[] = [];
   #grpc: grpc.Server | undefined;
   #timer: ReturnType<typeof setInterval> | undefined;
+  #registration: LogicRegistration | undefined;
 
   /** Wires the role; nothing listens until {@linkcode Logic.start}. */
   constructor(deps: LogicDeps) {
@@ -181,8 +186,10 @@ export class Logic {
 
   /**
    * Loads the auth key, then binds HTTP, gRPC (unless `{ grpc: false }`)
-   * and admin, and starts the periodic online refresh. On any failure what
-   * was started is stopped again and the error is thrown. Call once.
+   * and admin, starts the periodic online refresh, and registers as
+   * `goim.logic` when the registry is (or mirrors to) discovery. On any
+   * failure what was started is stopped again and the error is thrown.
+   * Call once.
    */
   async start(opts: LogicStartOptions = {}): Promise<LogicAddrs> {
     if (this.#started) throw new Error("logic: start() called twice");
@@ -209,6 +216,14 @@ export class Logic {
       }
       this.#timer = setInterval(() => void this.online.refresh(), ONLINE_REFRESH_MS);
       void this.online.refresh();
+      const registry = this.#deps.registry;
+      if (addrs.grpc && canRegisterLogic(registry)) {
+        // goim's comets find logic as goim.logic in discovery; failures are retried and logged.
+        this.#registration = await registry.registerLogic({
+          id: this.#deps.config.node.id,
+          grpcAddr: advertisedAddr(cfg.grpc.advertise, cfg.grpc.bind, addrs.grpc.port),
+        });
+      }
       this.#log.info("logic started", {
         http: joinHostPort(addrs.http),
         grpc: addrs.grpc && joinHostPort(addrs.grpc),
@@ -223,8 +238,9 @@ export class Logic {
   }
 
   /**
-   * Stops listening (HTTP servers finish their requests, gRPC calls get
-   * {@linkcode GRPC_SHUTDOWN_MS}), drains the webhook for up to
+   * Leaves discovery (when registered there, at most
+   * {@linkcode DEREGISTER_MS}), stops listening (HTTP servers finish their
+   * requests, gRPC calls get {@linkcode GRPC_SHUTDOWN_MS}), drains the webhook for up to
    * {@linkcode WEBHOOK_DRAIN_MS}. Idempotent; engines stay open.
    */
   stop(): Promise<void> {
@@ -235,6 +251,19 @@ export class Logic {
   async #stop(): Promise<void> {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    // Out of discovery first, so goim's comets stop picking this logic before gRPC closes.
+    const registration = this.#registration;
+    this.#registration = undefined;
+    if (registration) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        registration.cancel().catch((error) =>
+          this.#log.warn("discovery cancel of goim.logic failed", { error })
+        ),
+        new Promise<void>((resolve) => timer = setTimeout(resolve, DEREGISTER_MS)),
+      ]);
+      clearTimeout(timer);
+    }
     const servers = this.#servers.splice(0);
     await Promise.all([
       ...servers.map((s) => s.shutdown().catch(() => {})),

@@ -117,6 +117,8 @@ export interface DistributedOptions {
   redisUrl: string;
   /** Extra `--set` pairs for every role. */
   set?: string[];
+  /** Extra `--set` pairs for comet `index` only, after `set` (so they override it). */
+  cometSet?: (index: number) => string[];
   /**
    * The internal gRPC token every role gets as GOIM_GRPC__TOKEN (the way
    * config/distributed.toml asks for it); default a random one, "" = none.
@@ -183,6 +185,7 @@ export async function startDistributed(opts: DistributedOptions): Promise<Distri
           `comet.grpc.bind=127.0.0.1:${freePort()}`,
           `comet.logic_addrs=127.0.0.1:${logicGrpc}`,
           `comet.admin.bind=127.0.0.1:${admin}`,
+          ...(opts.cometSet?.(i) ?? []),
         ]),
       ], admin),
     );
