@@ -430,3 +430,59 @@ test(
   },
   { ignore: redis.ignore },
 );
+
+Deno.test("discovery registry: a hostile discovery's answers are errors and warnings, never a crash", async () => {
+  let renews = 0;
+  const ac = new AbortController();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen() {} },
+    (req) => {
+      const path = new URL(req.url).pathname;
+      if (path.endsWith("/register")) return new Response('{"code":0,"data":null}');
+      if (path.endsWith("/renew")) {
+        return renews++ % 2 ? new Response("<html>") : new Response("{}");
+      }
+      if (path.endsWith("/cancel")) return new Response("nope", { status: 502 });
+      return new Response(JSON.stringify({
+        code: 0,
+        data: {
+          latest_timestamp: 1,
+          instances: {
+            z: [
+              {
+                hostname: "odd",
+                addrs: ["grpc://10.0.0.1:3109"],
+                metadata: { weight: "1e309", conn_count: "-5" },
+              },
+              { hostname: "no-port", addrs: ["grpc://10.0.0.2"] },
+              { hostname: 5 },
+            ],
+          },
+        },
+      }));
+    },
+  );
+  const { log, has } = captureLog();
+  const registry = new DiscoveryRegistry({
+    client: new DiscoveryClient({ nodes: [`127.0.0.1:${server.addr.port}`], env: "dev" }),
+    log,
+    renewIntervalMs: 20,
+    retryBaseMs: 10,
+    retryMaxMs: 40,
+  });
+  try {
+    await registry.register(comet("c1"), 200);
+    const [odd, ...rest] = await registry.list();
+    assert.equal(rest.length, 0);
+    assert.deepEqual([odd.id, odd.weight, odd.connections], ["odd", 0, 0]);
+    assert.ok(has(/left out/));
+    await eventually(() => has(/discovery renew failed/), "renew failures logged", 5000);
+    // The ttl runs out: the cancel fails (HTTP 502) and is logged, nothing throws.
+    await eventually(() => has(/discovery cancel failed/), "the failed cancel logged", 5000);
+    await assert.rejects(() => registry.deregister("c1"), /HTTP 502/);
+  } finally {
+    await registry.close();
+    ac.abort();
+    await server.finished;
+  }
+});

@@ -157,7 +157,12 @@ export class InstanceKeeper {
         this.#sent = null;
         this.#log?.warn("not refreshed within its ttl; cancelling the discovery instance");
         await this.#cancel();
-      });
+      }).catch((e) =>
+        // Unrenewed, discovery evicts it by itself (90-150 s).
+        this.#log?.warn("discovery cancel failed", {
+          error: e instanceof Error ? e.message : String(e),
+        })
+      );
     }, ms);
   }
 
