@@ -180,10 +180,10 @@ export async function serverCredentials(cfg: GrpcSecurityConfig): Promise<grpc.S
       "grpc.tls.ca_file is set but grpc.tls.cert_file / key_file are not: a gRPC server needs its own certificate",
     );
   }
-  const [cert, key] = await Promise.all([
-    pem("grpc.tls.cert_file", t.cert_file),
-    pem("grpc.tls.key_file", t.key_file),
-  ]);
+  // One after the other, not Promise.all: with two bad files the error must
+  // name the same key every time (the first in config order).
+  const cert = await pem("grpc.tls.cert_file", t.cert_file);
+  const key = await pem("grpc.tls.key_file", t.key_file);
   const ca = t.ca_file === "" ? null : await pem("grpc.tls.ca_file", t.ca_file);
   // Without a CA, grpc-js leaves `ca` undefined, and Deno's node:tls then
   // sends a Certificate message too large for clients to accept (the
@@ -219,11 +219,10 @@ export async function internalClientOptions(cfg: GrpcSecurityConfig): Promise<Cl
   if (!tlsEnabled(cfg)) return opts;
   checkTls(cfg);
   const t = cfg.tls;
-  const [ca, cert, key] = await Promise.all([
-    t.ca_file === "" ? null : pem("grpc.tls.ca_file", t.ca_file),
-    t.cert_file === "" ? null : pem("grpc.tls.cert_file", t.cert_file),
-    t.key_file === "" ? null : pem("grpc.tls.key_file", t.key_file),
-  ]);
+  // Sequential for a deterministic error, as in serverCredentials.
+  const ca = t.ca_file === "" ? null : await pem("grpc.tls.ca_file", t.ca_file);
+  const cert = t.cert_file === "" ? null : await pem("grpc.tls.cert_file", t.cert_file);
+  const key = t.key_file === "" ? null : await pem("grpc.tls.key_file", t.key_file);
   opts.credentials = grpc.credentials.createSsl(ca, key, cert);
   if (t.server_name !== "") {
     opts.channelOptions = { "grpc.ssl_target_name_override": t.server_name };

@@ -314,7 +314,13 @@ kafka_format() {
   t0="$(now)"
   if [[ ! -s "$KAFKA_CLUSTER_ID_FILE" ]]; then
     # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding.
-    head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$KAFKA_CLUSTER_ID_FILE"
+    # One that starts with "-" reads as an option to kafka-storage (1 in 64
+    # draws; Kafka's own Uuid.randomUuid() redraws those too), so redraw.
+    id="-"
+    while [[ "$id" == -* ]]; do
+      id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    done
+    printf '%s' "$id" >"$KAFKA_CLUSTER_ID_FILE"
   fi
   id="$(cat "$KAFKA_CLUSTER_ID_FILE")"
   mkdir -p "$KAFKA_DATA"
