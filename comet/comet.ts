@@ -405,7 +405,14 @@ export class Comet {
     const b = this.#fds;
     b.sample(this.#owned());
     const st = b.stats(this.#owned());
-    if (st.limit !== null && !b.fits(0, 1)) {
+    if (st.limit === null) {
+      // Deno grants /proc only to --allow-all: with narrower flags neither
+      // the budget nor the listener watch can see anything.
+      this.#log.warn(
+        "descriptor budget and listener watch are off: cannot read /proc/self/limits (not Linux, or Deno runs without --allow-all)",
+        { ...st },
+      );
+    } else if (!b.fits(0, 1)) {
       this.#log.warn(
         "comet.limits.fd_reserve leaves no descriptor for clients: every one is refused",
         { ...st },

@@ -61,3 +61,37 @@ Deno.test("FdBudget without a known limit admits everything", () => {
   assert.ok(b.fits(1_000_000));
   assert.equal(b.stats(3).limit, null);
 });
+
+Deno.test("the role tasks' permissions let the descriptor budget read /proc (Linux)", async () => {
+  // Deno grants /proc/self/* only to --allow-all; with the narrower flags the
+  // tasks once had, the budget and the listener watch were silently off.
+  const tasks = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)))
+    .tasks as Record<string, string>;
+  const probe = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(
+      probe,
+      `import { readFdLimit } from ${
+        JSON.stringify(new URL("../infra/fds.ts", import.meta.url).href)
+      };\n` +
+        "console.log(JSON.stringify(readFdLimit()));\n",
+    );
+    for (const task of ["start", "comet", "logic", "job"]) {
+      const words = tasks[task].split(/\s+/);
+      assert.equal(words.slice(0, 2).join(" "), "deno run", `task ${task}`);
+      const flags = words.slice(2).filter((w) => w.startsWith("-"));
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", ...flags, probe],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const limit = JSON.parse(new TextDecoder().decode(out.stdout).trim() || "null");
+      assert.ok(
+        typeof limit === "number" && limit > 0,
+        `task ${task} (${flags.join(" ")}) cannot read the open-files limit`,
+      );
+    }
+  } finally {
+    await Deno.remove(probe);
+  }
+});
