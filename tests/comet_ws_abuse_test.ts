@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { encodeAuthToken, encodeFrame, Op, ReasonCode } from "../protocol/mod.ts";
+import { concat, encodeAuthToken, encodeFrame, Op, ReasonCode } from "../protocol/mod.ts";
 import {
   type CometHarness,
   eventually,
@@ -39,18 +39,6 @@ function frame(
   const mask = [0x12, 0x34, 0x56, 0x78];
   out.set(mask, hdr);
   for (let i = 0; i < payload.length; i++) out[hdr + 4 + i] = payload[i] ^ mask[i & 3];
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
   return out;
 }
 

@@ -11,6 +11,7 @@ import {
   BatchBuilder,
   batchFromFrames,
   checkHeader,
+  concat,
   decodeFrame,
   decodeFrames,
   decodeHeader,
@@ -431,18 +432,10 @@ Deno.test(`property: a TCP client reassembles many batches split at random (seed
   forAll("batch stream", 200, (rng) => {
     const batches = Array.from({ length: rng.int(1, 6) }, () => randomPushes(rng));
     const all = batches.flat();
-    const wires = batches.map((m) => encodeBatch(m).tcp);
-    let n = 0;
-    for (const w of wires) n += w.length;
-    const stream = new Uint8Array(n);
-    let o = 0;
-    for (const w of wires) {
-      stream.set(w, o);
-      o += w.length;
-    }
+    const stream = concat(batches.map((m) => encodeBatch(m).tcp));
     const r = new FrameReader({ maxBody: 5000 });
     const got: Frame[] = [];
-    o = 0;
+    let o = 0;
     for (const size of splitPlan(rng, stream.length, rng.pick(PLANS))) {
       got.push(...r.pushCollect(stream.subarray(o, o + size)));
       o += size;
