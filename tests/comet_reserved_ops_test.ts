@@ -7,23 +7,15 @@
  */
 
 import assert from "node:assert/strict";
-import { createCometClient, RpcError } from "../proto/grpc.ts";
+import { createCometClient } from "../proto/grpc.ts";
 import { encodeBatch, Op } from "../protocol/mod.ts";
 import { sample, scrape, startComet, TcpTestClient } from "./fixtures/comet_fixtures.ts";
+import { rejectsWith } from "./fixtures/rpc_assert.ts";
 
 const enc = new TextEncoder();
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 const proto = (op: number, body: string) => ({ ver: 1, op, seq: 0, body: enc.encode(body) });
 const SECRET = "reserved-ops-test-secret";
-
-/** Asserts `p` rejects with an RpcError of gRPC status `code` (a grpc-js status name). */
-async function rejectsWith(p: Promise<unknown>, code: string, what: string): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof RpcError, `${what}: ${e}`);
-    assert.match(e.message, new RegExp(`: ${code}: `), what);
-    return true;
-  }, `${what} must be refused ${code}`);
-}
 
 Deno.test("comet: protocol ops pushed through gRPC are refused even with the token, op 9 inner frames too", async () => {
   const h = await startComet([`grpc.token=${SECRET}`], { grpc: true });

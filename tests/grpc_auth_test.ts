@@ -8,24 +8,16 @@
  */
 
 import assert from "node:assert/strict";
-import { createCometClient, createLogicClient, RpcError } from "../proto/grpc.ts";
+import { createCometClient, createLogicClient } from "../proto/grpc.ts";
 import { sample, scrape, startComet, TcpTestClient } from "./fixtures/comet_fixtures.ts";
 import { logicHarness, token } from "./fixtures/logic_fixtures.ts";
 import { eventually } from "./eventually.ts";
+import { rejectsWith } from "./fixtures/rpc_assert.ts";
 
 const enc = new TextEncoder();
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 const proto = (op: number, body: string) => ({ ver: 1, op, seq: 0, body: enc.encode(body) });
 const SECRET = "grpc-auth-test-secret-0123456789";
-
-/** Asserts `p` rejects with an RpcError of gRPC status `code` (a grpc-js status name). */
-async function rejectsWith(p: Promise<unknown>, code: string, what: string): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof RpcError, `${what}: ${e}`);
-    assert.match(e.message, new RegExp(`: ${code}: `), what);
-    return true;
-  }, `${what} must be refused ${code}`);
-}
 
 Deno.test("grpc auth: comet refuses forged PushMsg, Broadcast and BroadcastRoom without the right token", async () => {
   const h = await startComet([`grpc.token=${SECRET}`], { grpc: true });
