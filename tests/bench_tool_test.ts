@@ -16,7 +16,18 @@ import {
 } from "../scripts/bench/histogram.ts";
 import { encodeBody, parseBody, transportOf } from "../scripts/bench/wire.ts";
 import { runBench, slices, sumMetrics, transportCounts } from "../scripts/bench/run.ts";
-import { parseCli, parseDurationArg, UsageError } from "../scripts/bench/main.ts";
+import {
+  distributedTarget,
+  parseCli,
+  parseDurationArg,
+  UsageError,
+} from "../scripts/bench/main.ts";
+import { startDistributed } from "./e2e/cluster.ts";
+import { kafkaTestBrokers } from "./kafka_env.ts";
+import { redisTestUrl } from "./redis_env.ts";
+
+const kafka = await kafkaTestBrokers();
+const redis = await redisTestUrl();
 import { niceTicks, renderChart } from "../scripts/bench/svg.ts";
 import { summarize } from "../scripts/bench/report.ts";
 
@@ -103,6 +114,18 @@ Deno.test("bench CLI: scenarios, flags, durations, usage errors", () => {
   assert.throws(() => parseCli(["push", "--bogus", "1"]), UsageError);
   assert.throws(() => parseCli(["push", "--tcp", "127.0.0.1:1"]), UsageError);
   assert.throws(() => parseDurationArg("soon"), UsageError);
+  assert.deepEqual(parseCli(["push", "--mode", "distributed", "--comets", "2"]).distributed, {
+    comets: 2,
+    cpuProfDir: undefined,
+  });
+  assert.equal(parseCli(["push"]).distributed, undefined);
+  assert.throws(() => parseCli(["push", "--mode", "cluster"]), UsageError);
+  assert.throws(() => parseCli(["push", "--comets", "2"]), UsageError);
+  assert.throws(() => parseCli(["push", "--mode", "distributed", "--comets", "0"]), UsageError);
+  assert.throws(
+    () => parseCli(["push", "--mode", "distributed", "--http", "http://127.0.0.1:1"]),
+    UsageError,
+  );
 });
 
 Deno.test("bench metrics: Prometheus samples summed over label sets", () => {
@@ -164,5 +187,55 @@ Deno.test({
     assert.match(svg, /^<svg [^>]*>/);
     assert.match(svg, /<\/svg>\n$/);
     assert.match(summarize(report), /Phases/);
+  },
+});
+
+Deno.test({
+  name: "bench tool: distributed mode measures every role process and stops them all",
+  ignore: kafka.ignore || redis.ignore,
+  // Role processes and swarm workers; bounded (≈ 15 s, most of it startup).
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    kafka.assertReachable();
+    redis.assertReachable();
+    const cluster = await startDistributed({
+      comets: 1,
+      kafkaBrokers: kafka.brokers.join(","),
+      redisUrl: redis.url,
+    });
+    const pids = [cluster.logic, cluster.job, ...cluster.cometProcs].map((p) => p.pid!);
+    try {
+      const report = await runBench({
+        scenario: "test",
+        clients: 10,
+        wsRatio: 0.5,
+        workers: 1,
+        rooms: 1,
+        phases: [{ name: "mids", kind: "mids", rate: 20, durationMs: 1000 }],
+        heartbeatMs: 30_000,
+        connectConcurrency: 10,
+        authTimeoutMs: 10_000,
+        bodyBytes: 0,
+        keysPerPush: 1,
+        inflight: 8,
+        drainMs: 5000,
+        settleMs: 200,
+        serverSet: [],
+        external: distributedTarget(cluster),
+      });
+      assert.deepEqual(report.errors, [], summarize(report));
+      const [p] = report.phases;
+      assert.ok(p.delivered > 0, "delivered through Kafka and job");
+      assert.deepEqual(p.roles?.map((r) => r.name), ["logic", "job", "comet-0"]);
+      assert.deepEqual(p.roles?.map((r) => r.pid), pids);
+      for (const r of p.roles!) assert.ok(r.cores !== null && r.rssBytes !== null, r.name);
+      assert.match(summarize(report), /Server processes per phase/);
+    } finally {
+      await cluster.stop();
+    }
+    for (const pid of pids) {
+      assert.equal(await Deno.stat(`/proc/${pid}`).then(() => true, () => false), false, `${pid}`);
+    }
   },
 });

@@ -20,6 +20,41 @@ import { type BenchOptions, type BenchReport, type ExternalServer, runBench } fr
 import { defaultWorkers, SCENARIOS } from "./scenarios.ts";
 import { summarize } from "./report.ts";
 import { renderChart } from "./svg.ts";
+import { type DistributedCluster, startDistributed } from "../../tests/e2e/cluster.ts";
+
+/** Brokers and Redis of `scripts/services.sh` (docs/SERVICES.md). */
+const KAFKA_BROKERS = "127.0.0.1:9092";
+const REDIS_URL = "redis://127.0.0.1:6379";
+
+/** Runs `scripts/services.sh up` (idempotent: running services are left alone). */
+async function servicesUp(): Promise<void> {
+  const root = new URL("../../", import.meta.url).pathname;
+  const out = await new Deno.Command(`${root}scripts/services.sh`, {
+    args: ["up"],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(`scripts/services.sh up failed:\n${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+/**
+ * The bench target of a distributed cluster: the swarm on comet-0, pushes
+ * to logic, and every role process measured on its own.
+ */
+export function distributedTarget(c: DistributedCluster): ExternalServer {
+  const comet = c.cometProcs[0];
+  return {
+    http: c.http,
+    tcp: c.comets[0].tcp,
+    ws: c.comets[0].ws,
+    serverPid: comet.pid,
+    cometAdmin: `http://127.0.0.1:${comet.adminPort}`,
+    roles: [c.logic, c.job, ...c.cometProcs].map((p) => ({ name: p.name, pid: p.pid! })),
+  };
+}
 
 /** A usage error: printed with the help hint, exit code 2. */
 export class UsageError extends Error {}
@@ -50,6 +85,8 @@ export interface Cli {
   svg?: string;
   /** No progress lines. */
   quiet: boolean;
+  /** `--mode distributed`: start logic, job and this many comets as processes. */
+  distributed?: { comets: number; cpuProfDir?: string };
 }
 
 const FLAGS = new Set([
@@ -77,6 +114,9 @@ const FLAGS = new Set([
   "api-key",
   "server-set",
   "svg",
+  "mode",
+  "comets",
+  "cpu-prof",
 ]);
 
 /**
@@ -154,6 +194,20 @@ export function parseCli(argv: string[], now = new Date()): Cli {
   } else if (get("tcp") || get("ws") || get("server-pid")) {
     throw new UsageError("--tcp, --ws and --server-pid target a running server: add --http too");
   }
+  const mode = get("mode") ?? "embedded";
+  if (mode !== "embedded" && mode !== "distributed") {
+    throw new UsageError("--mode must be embedded or distributed");
+  }
+  if (mode === "distributed" && http) {
+    throw new UsageError("--mode distributed starts its own server: drop --http");
+  }
+  if (mode !== "distributed" && (get("comets") || get("cpu-prof"))) {
+    throw new UsageError("--comets and --cpu-prof need --mode distributed");
+  }
+  const comets = num("comets", 1);
+  if (!Number.isInteger(comets) || comets < 1 || comets > 16) {
+    throw new UsageError("--comets must be an integer in 1..16");
+  }
   const wsRatio = num("ws-ratio", sc.wsRatio);
   if (external) {
     if (wsRatio < 1 && !external.tcp) throw new UsageError("--tcp is needed (ws ratio < 1)");
@@ -180,7 +234,13 @@ export function parseCli(argv: string[], now = new Date()): Cli {
   };
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
   const out = (get("out") ?? `bench-results/${scenario}-${stamp}`).replace(/\.(json|txt|svg)$/, "");
-  return { options, out, svg: get("svg"), quiet };
+  return {
+    options,
+    out,
+    svg: get("svg"),
+    quiet,
+    distributed: mode === "distributed" ? { comets, cpuProfDir: get("cpu-prof") } : undefined,
+  };
 }
 
 /** The `--help` text. */
@@ -214,7 +274,12 @@ Pushes:
   --drain D                longest wait for a phase's last messages (5s)
   --settle D               pause after connecting before reading RSS (2s)
 Server (default: start main.ts's embedded server as a child on free loopback ports):
-  --server-set k=v         extra --set for that server (repeatable)
+  --mode embedded|distributed
+                           distributed: scripts/services.sh up (Redis, Kafka), then logic, job
+                           and --comets N (1) comets as processes on a fresh topic; the swarm
+                           connects to comet-0, pushes go to logic; CPU/RSS per process
+  --cpu-prof DIR           distributed: V8 CPU profile of every role (written at its exit)
+  --server-set k=v         extra --set for that server (repeatable; every role)
   --http URL --tcp HOST:PORT --ws URL [--server-pid PID] [--comet-admin URL] [--api-key K]
                            target a running server instead
 Output:
@@ -308,14 +373,35 @@ if (import.meta.main) {
     : (line: string) =>
       console.error(`[bench ${((performance.now() - t0) / 1000).toFixed(1)}s] ${line}`);
   let report: BenchReport;
+  let cluster: DistributedCluster | undefined;
   try {
-    report = await runBench({ ...cli.options, log });
+    let options = cli.options;
+    if (cli.distributed) {
+      log?.("scripts/services.sh up (Redis, Kafka)");
+      await servicesUp();
+      log?.(`starting logic, job and ${cli.distributed.comets} comet(s) as processes`);
+      cluster = await startDistributed({
+        comets: cli.distributed.comets,
+        kafkaBrokers: KAFKA_BROKERS,
+        redisUrl: REDIS_URL,
+        set: ["log.level=warn", ...options.serverSet],
+        denoFlags: cli.distributed.cpuProfDir
+          ? [`--cpu-prof-dir=${cli.distributed.cpuProfDir}`, "--cpu-prof-md"]
+          : [],
+      });
+      options = { ...options, external: distributedTarget(cluster) };
+    }
+    report = await runBench({ ...options, log });
   } catch (e) {
     if (e instanceof RangeError) {
       console.error(`bench: ${e.message} (see --help)`);
+      await cluster?.stop();
       Deno.exit(2);
     }
     throw e;
+  } finally {
+    // Every role we started is stopped by its pid, also on failure.
+    await cluster?.stop();
   }
   const paths = await writeOutputs(report, cli.out, cli.svg);
   console.log(summarize(report));

@@ -167,6 +167,15 @@ export function summarize(r: BenchReport): string {
       ms(p.pushes?.http.p99 ?? null),
     ]),
   ));
+  const roles = r.phases.flatMap((p) => (p.roles ?? []).map((x) => ({ phase: p.name, ...x })));
+  if (roles.length) {
+    out.push("");
+    out.push("Server processes per phase (CPU in cores; RSS at the phase end)");
+    out.push(table(
+      ["phase", "process", "pid", "cores", "RSS"],
+      roles.map((x) => [x.phase, x.name, String(x.pid), cores(x.cores), mib(x.rssBytes)]),
+    ));
+  }
   out.push("");
   out.push(
     `heartbeat round trip (op 2 → op 3): p50 ${ms(r.heartbeatRttMs.p50)} ms, p99 ${

@@ -70,6 +70,23 @@ export interface ExternalServer {
   serverPid?: number;
   /** Comet admin base URL for /metrics (optional). */
   cometAdmin?: string;
+  /**
+   * Server processes measured one by one (distributed mode: logic, job,
+   * each comet); each phase reports their CPU and RSS in `roles`.
+   */
+  roles?: { name: string; pid: number }[];
+}
+
+/** One server process's CPU and RSS over a phase (distributed mode). */
+export interface RoleUse {
+  /** Role name, e.g. `logic`, `job`, `comet-0`. */
+  name: string;
+  /** Its pid. */
+  pid: number;
+  /** CPU over the phase, cores (null if unreadable). */
+  cores: number | null;
+  /** RSS at the phase end, bytes (null if unreadable). */
+  rssBytes: number | null;
 }
 
 /** Everything a run needs. */
@@ -176,6 +193,8 @@ export interface PhaseReport {
   heartbeatsPerSec: number;
   /** CPU use over the phase (push window + drain). */
   cpu: CpuUse;
+  /** Per server process CPU/RSS, when the target names its `roles` (else empty). */
+  roles?: RoleUse[];
   /** Comet counters, when its /metrics is reachable. */
   comet: CometCounters | null;
   /** Epoch ms of the phase start and end (drain included). */
@@ -670,7 +689,8 @@ class BenchRun {
 
   #allPids(): number[] {
     const pid = this.#serverPid;
-    return [...(pid ? [pid] : []), Deno.pid, ...this.#workers.map((h) => h.proc.pid)];
+    const roles = (this.#target?.roles ?? []).map((r) => r.pid).filter((p) => p !== pid);
+    return [...(pid ? [pid] : []), ...roles, Deno.pid, ...this.#workers.map((h) => h.proc.pid)];
   }
 
   #cpuUse(a: CpuSnapshot, b: CpuSnapshot): CpuUse {
@@ -975,6 +995,13 @@ class BenchRun {
       latencyMs: new LatencyHistogram().summary(),
       heartbeatsPerSec: 0, // filled once the last second's bins arrived
       cpu: this.#cpuUse(cA, cB),
+      roles: await Promise.all(
+        (target.roles ?? []).map(async (r) => ({
+          ...r,
+          cores: coresUsed(cA, cB, r.pid),
+          rssBytes: await readRssBytes(r.pid),
+        })),
+      ),
       comet: cometDelta(mA, mB),
       start,
       end,

@@ -25,6 +25,8 @@ export class RoleProcess {
   readonly adminPort: number;
   /** Environment added to the inherited one. */
   readonly env: Record<string, string> = {};
+  /** Deno flags before the script, e.g. `--cpu-prof-dir=DIR` (default none). */
+  denoFlags: string[] = [];
   #child: Deno.ChildProcess | null = null;
   #log: string[] = [];
 
@@ -46,7 +48,7 @@ export class RoleProcess {
   /** Spawns the process and waits until its /healthz answers 200. */
   async start(readyMs = 60_000): Promise<void> {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", ...this.args],
+      args: ["run", "--allow-all", ...this.denoFlags, ...this.args],
       cwd: ROOT,
       stdin: "null",
       stdout: "null",
@@ -124,6 +126,8 @@ export interface DistributedOptions {
    * config/distributed.toml asks for it); default a random one, "" = none.
    */
   grpcToken?: string;
+  /** Deno flags for every role process, e.g. `--cpu-prof-dir=DIR` (default none). */
+  denoFlags?: string[];
 }
 
 /** A running distributed cluster with handles on each process. */
@@ -199,7 +203,10 @@ export async function startDistributed(opts: DistributedOptions): Promise<Distri
 
   const all = [logic, ...cometProcs, job];
   const grpcToken = opts.grpcToken ?? crypto.randomUUID();
-  for (const p of all) p.env.GOIM_GRPC__TOKEN = grpcToken;
+  for (const p of all) {
+    p.env.GOIM_GRPC__TOKEN = grpcToken;
+    p.denoFlags = opts.denoFlags ?? [];
+  }
   const stop = async () => {
     await Promise.all(all.map((p) => p.stop("SIGTERM")));
   };
