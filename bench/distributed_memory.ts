@@ -29,6 +29,9 @@ const n = Number(arg("n", "10000"));
 const perProc = Number(arg("per-proc", "10000"));
 // Idle time after the last connection before the "after" sample, ms.
 const settleMs = Number(arg("settle", "2000"));
+// With --alloc-top=K: the K call sites that allocated most in each role
+// while the connections opened (V8 sampling heap profiler, every 32 KiB).
+const allocTop = Number(arg("alloc-top", "0"));
 const redisUrl = arg("redis", "redis://127.0.0.1:6379");
 const brokers = arg("kafka", "127.0.0.1:9092");
 // Extra `--set k=v` for every role (repeatable).
@@ -50,6 +53,13 @@ interface Sample {
   rss: number;
   heap: number;
   external: number;
+}
+
+/** A node of a V8 sampling heap profile. */
+interface AllocNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: AllocNode[];
 }
 
 /** One inspector session (Chrome DevTools protocol over a WebSocket). */
@@ -111,6 +121,30 @@ class Inspector {
     return { rssNoGc, rss, heap: mem.heapUsed, external: mem.external };
   }
 
+  /** Sums a sampling heap profile by allocating function, largest first. */
+  async topAllocations(k: number): Promise<string[]> {
+    const { profile } = await this.call("HeapProfiler.stopSampling") as {
+      profile: { head: AllocNode };
+    };
+    const by = new Map<string, number>();
+    const walk = (node: AllocNode) => {
+      const f = node.callFrame;
+      const site = `${f.functionName || "(anonymous)"} ${f.url.split("/").slice(-2).join("/")}:${
+        f.lineNumber + 1
+      }`;
+      if (node.selfSize) by.set(site, (by.get(site) ?? 0) + node.selfSize);
+      for (const c of node.children) walk(c);
+    };
+    walk(profile.head);
+    const total = [...by.values()].reduce((a, b) => a + b, 0);
+    return [
+      `${(total / 2 ** 20).toFixed(1)} MiB allocated in all`,
+      ...[...by].sort((a, b) => b[1] - a[1]).slice(0, k).map(([site, bytes]) =>
+        `${(bytes / 2 ** 20).toFixed(1)} MiB ${site}`
+      ),
+    ];
+  }
+
   close(): void {
     this.#ws.close();
   }
@@ -166,6 +200,15 @@ try {
   for (const r of roles) inspectors.push(await Inspector.open(r.inspect));
   await pause(2000);
   const before = await Promise.all(roles.map((r, i) => inspectors[i].sample(r.p.pid!)));
+  if (allocTop > 0) {
+    await Promise.all(inspectors.map((i) =>
+      i.call("HeapProfiler.startSampling", {
+        samplingInterval: 32768,
+        includeObjectsCollectedByMajorGC: true,
+        includeObjectsCollectedByMinorGC: true,
+      })
+    ));
+  }
   const t0 = performance.now();
   for (let i = 0, left = n; left > 0; i++, left -= perProc) {
     clients.push(
@@ -181,6 +224,11 @@ try {
   const readies = await Promise.all(clients.map((c) => c.next("ready")));
   const openSeconds = +((performance.now() - t0) / 1000).toFixed(1);
   const authed = readies.reduce((a, r) => a + (r.authed as number), 0);
+  for (let i = 0; allocTop > 0 && i < roles.length; i++) {
+    console.log(
+      `${roles[i].p.name}:\n  ${(await inspectors[i].topAllocations(allocTop)).join("\n  ")}`,
+    );
+  }
   await pause(settleMs);
   const after = await Promise.all(roles.map((r, i) => inspectors[i].sample(r.p.pid!)));
   const kb = (b: number) => +(b / authed / 1024).toFixed(2);
