@@ -26,17 +26,23 @@ import { type DistributedCluster, startDistributed } from "../../tests/e2e/clust
 const KAFKA_BROKERS = "127.0.0.1:9092";
 const REDIS_URL = "redis://127.0.0.1:6379";
 
-/** Runs `scripts/services.sh up` (idempotent: running services are left alone). */
+/**
+ * Runs `scripts/services.sh up redis` and `up kafka` (idempotent: running
+ * services are left alone; discovery is not needed by this topology).
+ */
 async function servicesUp(): Promise<void> {
   const root = new URL("../../", import.meta.url).pathname;
-  const out = await new Deno.Command(`${root}scripts/services.sh`, {
-    args: ["up"],
-    cwd: root,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(`scripts/services.sh up failed:\n${new TextDecoder().decode(out.stderr)}`);
+  for (const service of ["redis", "kafka"]) {
+    const out = await new Deno.Command(`${root}scripts/services.sh`, {
+      args: ["up", service],
+      cwd: root,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      const err = new TextDecoder().decode(out.stderr);
+      throw new Error(`scripts/services.sh up ${service} failed:\n${err}`);
+    }
   }
 }
 
