@@ -26,6 +26,7 @@ import {
   writeHeader,
 } from "../protocol/mod.ts";
 import { Rng as BaseRng, seedFromEnv } from "./prng.ts";
+import { flipBits, spliceIn } from "./mutate.ts";
 
 // ------------------------------------------------------------------ PRNG and knobs
 
@@ -110,8 +111,7 @@ function mutate(rng: Rng, input: Input, maxBody: number): Input {
     switch (what) {
       case 0: { // flip bits in a few bytes
         if (b.length === 0) break;
-        b = b.slice();
-        for (let k = rng.int(1, 4); k > 0; k--) b[rng.int(0, b.length - 1)] ^= 1 << rng.int(0, 7);
+        b = flipBits(rng, b);
         kinds.push("flip");
         break;
       }
@@ -123,11 +123,7 @@ function mutate(rng: Rng, input: Input, maxBody: number): Input {
       case 2: { // insert random bytes
         const at = rng.int(0, b.length);
         const ins = rng.bytes(rng.int(1, 20));
-        const out = new Uint8Array(b.length + ins.length);
-        out.set(b.subarray(0, at));
-        out.set(ins, at);
-        out.set(b.subarray(at), at + ins.length);
-        b = out;
+        b = spliceIn(b, at, ins);
         kinds.push("insert");
         break;
       }
@@ -137,11 +133,7 @@ function mutate(rng: Rng, input: Input, maxBody: number): Input {
         const to = rng.int(from, Math.min(b.length, from + 64));
         const at = rng.int(0, b.length);
         const dup = b.slice(from, to);
-        const out = new Uint8Array(b.length + dup.length);
-        out.set(b.subarray(0, at));
-        out.set(dup, at);
-        out.set(b.subarray(at), at + dup.length);
-        b = out;
+        b = spliceIn(b, at, dup);
         kinds.push("duplicate");
         break;
       }

@@ -20,6 +20,7 @@
 import assert from "node:assert/strict";
 import { WebSocketError, type WsLimits, WsReader, type WsSink } from "../comet/ws_codec.ts";
 import { Rng, seedFromEnv } from "./prng.ts";
+import { flipBits, spliceIn } from "./mutate.ts";
 
 function env(name: string): string | undefined {
   try {
@@ -132,8 +133,7 @@ function mutate(rng: Rng, input: Input): Input {
     switch (rng.int(0, 9)) {
       case 0: { // flip bits
         if (b.length === 0) break;
-        b = b.slice();
-        for (let k = rng.int(1, 4); k > 0; k--) b[rng.int(0, b.length - 1)] ^= 1 << rng.int(0, 7);
+        b = flipBits(rng, b);
         kinds.push("flip");
         break;
       }
@@ -145,11 +145,7 @@ function mutate(rng: Rng, input: Input): Input {
       case 2: { // insert random bytes
         const i = rng.int(0, b.length);
         const ins = rng.bytes(rng.int(1, 20));
-        const out = new Uint8Array(b.length + ins.length);
-        out.set(b.subarray(0, i));
-        out.set(ins, i);
-        out.set(b.subarray(i), i + ins.length);
-        b = out;
+        b = spliceIn(b, i, ins);
         kinds.push("insert");
         break;
       }
@@ -159,11 +155,7 @@ function mutate(rng: Rng, input: Input): Input {
         const to = Math.min(b.length, from + rng.int(1, 200));
         const i = rng.bool(0.5) ? to : rng.int(0, b.length);
         const dup = b.slice(from, to);
-        const out = new Uint8Array(b.length + dup.length);
-        out.set(b.subarray(0, i));
-        out.set(dup, i);
-        out.set(b.subarray(i), i + dup.length);
-        b = out;
+        b = spliceIn(b, i, dup);
         kinds.push("duplicate");
         break;
       }
