@@ -6,47 +6,11 @@ import assert from "node:assert/strict";
 import { freePort } from "./e2e/cluster.ts";
 import { eventually } from "./eventually.ts";
 import { logicHarness } from "./fixtures/logic_fixtures.ts";
+import { rawRequest, readToEnd } from "./fixtures/http_raw.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const utf8 = new TextEncoder();
 const text = new TextDecoder();
-
-/** What a raw connection received until the server closed it, and when. */
-interface Received {
-  text: string;
-  /** ms from `t0` to EOF, or null when still open after `capMs`. */
-  closedAfter: number | null;
-}
-
-/** Reads `conn` until EOF (or `capMs`, then closes it); times are from `t0`. */
-async function readToEnd(conn: Deno.Conn, t0: number, capMs = 5000): Promise<Received> {
-  let out = "", timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    conn.close();
-  }, capMs);
-  const buf = new Uint8Array(4096);
-  try {
-    for (;;) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      out += text.decode(buf.subarray(0, n));
-    }
-  } catch {
-    // reset by the server, or closed by the cap
-  }
-  const closedAfter = timedOut ? null : performance.now() - t0;
-  clearTimeout(timer);
-  if (!timedOut) conn.close();
-  return { text: out, closedAfter };
-}
-
-/** One raw request on a fresh connection, the whole answer as text. */
-async function rawRequest(port: number, request: string): Promise<Received> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await conn.write(utf8.encode(request));
-  return await readToEnd(conn, performance.now());
-}
 
 /** Reads one response (Content-Length framed) off a kept-alive connection. */
 async function readResponse(conn: Deno.Conn): Promise<string> {

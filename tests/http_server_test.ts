@@ -16,6 +16,7 @@ import {
 import { createLogger } from "../infra/log.ts";
 import { createMetrics, type Metrics } from "../infra/metrics.ts";
 import { eventually } from "./eventually.ts";
+import { rawRequest } from "./fixtures/http_raw.ts";
 
 const utf8 = new TextEncoder();
 const text = new TextDecoder();
@@ -57,26 +58,8 @@ function start(
 
 /** Sends `request`, reads until the server closes (or `capMs`). */
 async function exchange(port: number, request: string | Uint8Array, capMs = 5000) {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await conn.write(typeof request === "string" ? utf8.encode(request) : request);
-  let out = "", closed = true;
-  const timer = setTimeout(() => {
-    closed = false;
-    conn.close();
-  }, capMs);
-  const buf = new Uint8Array(65536);
-  try {
-    for (;;) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      out += text.decode(buf.subarray(0, n));
-    }
-  } catch {
-    // reset
-  }
-  clearTimeout(timer);
-  if (closed) conn.close();
-  return { out, closed };
+  const r = await rawRequest(port, request, capMs);
+  return { out: r.text, closed: r.closedAfter !== null };
 }
 
 /** Splits concatenated HTTP responses (Content-Length framed). */
