@@ -19,16 +19,12 @@ import {
   startComet,
   TcpTestClient,
   type TestClient,
+  TRANSPORTS,
   WsTestClient,
 } from "./fixtures/comet_fixtures.ts";
 
 const enc = new TextEncoder();
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
-
-const TRANSPORTS = [
-  ["tcp", (h: CometHarness) => TcpTestClient.connect(h.addrs.tcp[0])],
-  ["ws", (h: CometHarness) => WsTestClient.connect(h.addrs.ws[0])],
-] as const;
 
 const SCOPE: ScopeFields = {
   allowed_rooms: ["live://1", "chat://*"],

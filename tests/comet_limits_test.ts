@@ -23,16 +23,11 @@ import {
   startComet,
   TcpTestClient,
   type TestClient,
-  WsTestClient,
+  TRANSPORTS,
 } from "./fixtures/comet_fixtures.ts";
 
 const enc = new TextEncoder();
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
-
-const TRANSPORTS = [
-  ["tcp", (h: CometHarness) => TcpTestClient.connect(h.addrs.tcp[0])],
-  ["ws", (h: CometHarness) => WsTestClient.connect(h.addrs.ws[0])],
-] as const;
 
 /** `n` frames back to back, as one buffer (one write: the server reads them together). */
 function frames(n: number, op: number, body: (i: number) => string = () => ""): Uint8Array {
