@@ -31,6 +31,7 @@
  */
 
 import { freePort } from "./e2e/cluster.ts";
+import { type ServiceTarget, serviceTarget } from "./service_env.ts";
 
 /** Env var naming the discovery nodes the tests use. */
 export const DISCOVERY_NODES_ENV = "GOIM_TEST_DISCOVERY_NODES";
@@ -41,15 +42,9 @@ export const DISCOVERY_BINARY = new URL("../.services/discovery/bin/discovery", 
   .pathname;
 
 /** The outcome of probing the test discovery. */
-export interface DiscoveryTestTarget {
+export interface DiscoveryTestTarget extends ServiceTarget {
   /** The nodes probed (and to use). */
   nodes: string[];
-  /** Whether the first one answered. */
-  reachable: boolean;
-  /** Register discovery tests with this `ignore` (true only when unreachable and not CI). */
-  ignore: boolean;
-  /** Throws the CI failure message when unreachable; call it first in each discovery test. */
-  assertReachable(): void;
 }
 
 let probed: Promise<DiscoveryTestTarget> | undefined;
@@ -62,24 +57,16 @@ export function discoveryTestNodes(): Promise<DiscoveryTestTarget> {
 async function probe(): Promise<DiscoveryTestTarget> {
   const nodes = (Deno.env.get(DISCOVERY_NODES_ENV) || DEFAULT_TEST_DISCOVERY_NODES)
     .split(",").map((s) => s.trim()).filter((s) => s !== "");
-  const ci = Deno.env.get("CI") === "true";
   const error = await ping(nodes[0] ?? "", 1000);
-  const reachable = error === undefined;
-  const message = `CI=true: discovery at ${nodes.join(",")} unreachable (${error}); ` +
-    `start it with scripts/services.sh up discovery, or point ${DISCOVERY_NODES_ENV} at one`;
-  if (!reachable && !ci) {
-    console.warn(
-      `note: discovery at ${nodes.join(",")} unreachable (${error}); discovery tests are ` +
-        `ignored. Start it with scripts/services.sh up discovery or set ${DISCOVERY_NODES_ENV}.`,
-    );
-  }
   return {
     nodes,
-    reachable,
-    ignore: !reachable && !ci,
-    assertReachable() {
-      if (!reachable) throw new Error(message);
-    },
+    ...serviceTarget({
+      name: "discovery",
+      where: nodes.join(","),
+      service: "discovery",
+      envVar: DISCOVERY_NODES_ENV,
+      error,
+    }),
   };
 }
 

@@ -29,6 +29,7 @@
  */
 
 import { Kafka, logLevel } from "kafkajs";
+import { type ServiceTarget, serviceTarget } from "./service_env.ts";
 
 /** Env var naming the brokers the tests use. */
 export const KAFKA_BROKERS_ENV = "GOIM_TEST_KAFKA_BROKERS";
@@ -36,15 +37,9 @@ export const KAFKA_BROKERS_ENV = "GOIM_TEST_KAFKA_BROKERS";
 export const DEFAULT_TEST_KAFKA_BROKERS = "127.0.0.1:9092";
 
 /** The outcome of probing the test Kafka. */
-export interface KafkaTestTarget {
+export interface KafkaTestTarget extends ServiceTarget {
   /** The brokers probed (and to use). */
   brokers: string[];
-  /** Whether they answered. */
-  reachable: boolean;
-  /** Register Kafka tests with this `ignore` (true only when unreachable and not CI). */
-  ignore: boolean;
-  /** Throws the CI failure message when unreachable; call it first in each Kafka test. */
-  assertReachable(): void;
 }
 
 let probed: Promise<KafkaTestTarget> | undefined;
@@ -57,24 +52,16 @@ export function kafkaTestBrokers(): Promise<KafkaTestTarget> {
 async function probe(): Promise<KafkaTestTarget> {
   const brokers = (Deno.env.get(KAFKA_BROKERS_ENV) || DEFAULT_TEST_KAFKA_BROKERS)
     .split(",").map((s) => s.trim()).filter((s) => s !== "");
-  const ci = Deno.env.get("CI") === "true";
   const error = await ping(brokers, 3000);
-  const reachable = error === undefined;
-  const message = `CI=true: Kafka at ${brokers.join(",")} unreachable (${error}); ` +
-    `start it with scripts/services.sh up kafka, or point ${KAFKA_BROKERS_ENV} at one`;
-  if (!reachable && !ci) {
-    console.warn(
-      `note: Kafka at ${brokers.join(",")} unreachable (${error}); Kafka tests are ignored. ` +
-        `Start it with scripts/services.sh up kafka or set ${KAFKA_BROKERS_ENV}.`,
-    );
-  }
   return {
     brokers,
-    reachable,
-    ignore: !reachable && !ci,
-    assertReachable() {
-      if (!reachable) throw new Error(message);
-    },
+    ...serviceTarget({
+      name: "Kafka",
+      where: brokers.join(","),
+      service: "kafka",
+      envVar: KAFKA_BROKERS_ENV,
+      error,
+    }),
   };
 }
 

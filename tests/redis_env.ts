@@ -29,6 +29,7 @@
  */
 
 import { Redis } from "ioredis";
+import { type ServiceTarget, serviceTarget } from "./service_env.ts";
 
 /** Env var naming the Redis the tests use. */
 export const REDIS_URL_ENV = "GOIM_TEST_REDIS_URL";
@@ -36,15 +37,9 @@ export const REDIS_URL_ENV = "GOIM_TEST_REDIS_URL";
 export const DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379";
 
 /** The outcome of probing the test Redis. */
-export interface RedisTestTarget {
+export interface RedisTestTarget extends ServiceTarget {
   /** The URL probed (and to use). */
   url: string;
-  /** Whether it answered PING. */
-  reachable: boolean;
-  /** Register Redis tests with this `ignore` (true only when unreachable and not CI). */
-  ignore: boolean;
-  /** Throws the CI failure message when unreachable; call it first in each Redis test. */
-  assertReachable(): void;
 }
 
 let probed: Promise<RedisTestTarget> | undefined;
@@ -59,25 +54,10 @@ export function redisTestUrl(): Promise<RedisTestTarget> {
 
 async function probe(): Promise<RedisTestTarget> {
   const url = Deno.env.get(REDIS_URL_ENV) || DEFAULT_TEST_REDIS_URL;
-  const ci = Deno.env.get("CI") === "true";
   const error = await ping(url, 1000);
-  const reachable = error === undefined;
-  const message =
-    `CI=true: Redis at ${url} unreachable (${error}); start it with scripts/services.sh up redis, ` +
-    `or point ${REDIS_URL_ENV} at one`;
-  if (!reachable && !ci) {
-    console.warn(
-      `note: Redis at ${url} unreachable (${error}); Redis tests are ignored. ` +
-        `Start it with scripts/services.sh up redis or set ${REDIS_URL_ENV}.`,
-    );
-  }
   return {
     url,
-    reachable,
-    ignore: !reachable && !ci,
-    assertReachable() {
-      if (!reachable) throw new Error(message);
-    },
+    ...serviceTarget({ name: "Redis", where: url, service: "redis", envVar: REDIS_URL_ENV, error }),
   };
 }
 
