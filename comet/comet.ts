@@ -35,7 +35,7 @@ import * as grpc from "@grpc/grpc-js";
 import { advertisedAddr, joinHostPort } from "../infra/addr.ts";
 import type { Config } from "../infra/config.ts";
 import { FdBudget } from "../infra/fds.ts";
-import type { Logger } from "../infra/log.ts";
+import { type Logger, LogThrottle } from "../infra/log.ts";
 import { roleLogger } from "../infra/process.ts";
 import { type Counter, createMetrics, type Metrics } from "../infra/metrics.ts";
 import type { Registry } from "../infra/registry.ts";
@@ -148,7 +148,7 @@ export class Comet {
   readonly #fds: FdBudget;
   readonly #gate: AcceptGate;
   readonly #relistens: Counter<"transport">;
-  #refusals = { count: 0, loggedAt: -Infinity };
+  readonly #refusals = new LogThrottle(REFUSAL_LOG_MS);
   #listenersCheckedAt = -Infinity;
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   #renewTimer: ReturnType<typeof setInterval> | undefined;
@@ -375,16 +375,12 @@ export class Comet {
 
   #refused(transport: string): void {
     this.#cometMetrics.limitCloses.inc({ limit: "fd_budget" });
-    const r = this.#refusals;
-    r.count++;
-    const now = performance.now();
-    if (now - r.loggedAt < REFUSAL_LOG_MS) return;
+    const refused = this.#refusals.take();
+    if (refused === null) return;
     this.#log.warn(
       "refusing client connections: open descriptors reached the process limit minus comet.limits.fd_reserve",
-      { transport, refused: r.count, ...this.#fds.stats(this.#owned()) },
+      { transport, refused, ...this.#fds.stats(this.#owned()) },
     );
-    r.count = 0;
-    r.loggedAt = now;
   }
 
   // Puts every client listener behind the descriptor budget and names it.

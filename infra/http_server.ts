@@ -51,7 +51,7 @@
  */
 
 import type { Config } from "./config.ts";
-import type { Logger } from "./log.ts";
+import { type Logger, LogThrottle } from "./log.ts";
 import type { Counter, Gauge, Metrics } from "./metrics.ts";
 import { isLoopbackHost, joinHostPort, splitHostPort } from "./addr.ts";
 
@@ -136,7 +136,7 @@ export interface ServeHttpOptions {
  * @example
  * ```ts
  * import type { Config } from "./config.ts";
- * import type { Logger } from "./log.ts";
+ * import { type Logger, LogThrottle } from "./log.ts";
  * declare const config: Config, log: Logger;
  * const server = serveHttp(
  *   { bind: "127.0.0.1:0", listener: "api", limits: httpLimits(config), log },
@@ -465,8 +465,7 @@ export class HttpServer implements Deno.HttpServer<Deno.NetAddr> {
   #accepting: Promise<void>;
   #finish: () => void;
   #wakeAccept: (() => void) | null = null;
-  #acceptLogged = -Infinity;
-  #acceptSuppressed = 0;
+  readonly #acceptThrottle = new LogThrottle(ACCEPT_LOG_EVERY_MS);
   readonly #limitCloses?: Counter<"listener" | "limit">;
   readonly #acceptErrors?: Counter<"listener">;
   readonly #gauge?: Gauge<"listener">;
@@ -608,19 +607,15 @@ export class HttpServer implements Deno.HttpServer<Deno.NetAddr> {
 
   #acceptFailed(e: unknown): void {
     this.#acceptErrors?.inc({ listener: this.#opts.listener });
-    const now = performance.now();
-    if (now - this.#acceptLogged < ACCEPT_LOG_EVERY_MS) {
-      this.#acceptSuppressed++;
-      return;
-    }
+    const failures = this.#acceptThrottle.take();
+    if (failures === null) return;
     this.#opts.log.error("http accept failed; retrying", {
       listener: this.#opts.listener,
       addr: this.#authority,
       error: e instanceof Error ? e.message : String(e),
-      suppressed: this.#acceptSuppressed,
+      // The failures since the last line, this one not counted.
+      suppressed: failures - 1,
     });
-    this.#acceptLogged = now;
-    this.#acceptSuppressed = 0;
   }
 
   #admit(conn: Deno.TcpConn): void {
@@ -1186,7 +1181,7 @@ export function checkExposure(
  * @example
  * ```ts
  * import type { Config } from "./config.ts";
- * import type { Logger } from "./log.ts";
+ * import { type Logger, LogThrottle } from "./log.ts";
  * declare const config: Config, log: Logger;
  * checkExposureOrExit(config, { admin: ["job"] }, log);
  * ```

@@ -186,3 +186,38 @@ function build(
     child: (fields: LogFields) => build(level, render, writer, now, { ...bound, ...fields }),
   });
 }
+
+/**
+ * Lets a repeated event (a refused connection, a failed accept) be logged
+ * at most once per `intervalMs`, with the number of events since the last
+ * line, so a flood counts instead of flooding the log.
+ *
+ * @example
+ * ```ts
+ * import { createLogger, LogThrottle } from "./log.ts";
+ * const log = createLogger();
+ * const throttle = new LogThrottle(10_000);
+ * const events = throttle.take(); // null while within the interval
+ * if (events !== null) log.warn("connection refused", { refused: events });
+ * ```
+ */
+export class LogThrottle {
+  #loggedAt = -Infinity;
+  #events = 0;
+
+  /** Creates a throttle that opens once per `intervalMs`. */
+  constructor(readonly intervalMs: number) {}
+
+  /**
+   * Counts one event. Returns the events since the last logged one, this
+   * one included, when a line is due now; null (still counting) otherwise.
+   */
+  take(now: number = performance.now()): number | null {
+    this.#events++;
+    if (now - this.#loggedAt < this.intervalMs) return null;
+    const n = this.#events;
+    this.#events = 0;
+    this.#loggedAt = now;
+    return n;
+  }
+}

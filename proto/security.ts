@@ -29,7 +29,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { isLoopbackHost, splitHostPort } from "../infra/addr.ts";
 import type { Config } from "../infra/config.ts";
-import type { Logger } from "../infra/log.ts";
+import { type Logger, LogThrottle } from "../infra/log.ts";
 import type { Metrics } from "../infra/metrics.ts";
 import type { ClientOptions } from "./grpc.ts";
 
@@ -84,7 +84,7 @@ export interface InternalServerOptions {
  * @example
  * ```ts
  * import type { Config } from "../infra/config.ts";
- * import type { Logger } from "../infra/log.ts";
+ * import { type Logger, LogThrottle } from "../infra/log.ts";
  * import type { Metrics } from "../infra/metrics.ts";
  * import { type CometHandlers, cometServiceDefinition, serveUnary } from "./grpc.ts";
  * declare const cfg: Config, log: Logger, metrics: Metrics, handlers: CometHandlers;
@@ -108,21 +108,17 @@ function tokenInterceptor(token: string, opts: InternalServerOptions): grpc.Serv
     "Internal gRPC calls refused UNAUTHENTICATED for a missing or wrong grpc.token, by method.",
     ["method"],
   );
-  let lastLog = -Infinity;
-  let unlogged = 0;
+  const throttle = new LogThrottle(REFUSAL_LOG_INTERVAL_MS);
   const refused = (path: string, peer: string) => {
     const method = path.slice(path.lastIndexOf("/") + 1);
     counter?.inc({ method });
-    unlogged++;
-    const now = performance.now();
-    if (opts.log && now - lastLog >= REFUSAL_LOG_INTERVAL_MS) {
+    const n = throttle.take();
+    if (opts.log && n !== null) {
       opts.log.warn("internal gRPC call refused: missing or wrong grpc.token", {
         method,
         peer,
-        refused: unlogged,
+        refused: n,
       });
-      lastLog = now;
-      unlogged = 0;
     }
   };
   return (descriptor, call) =>

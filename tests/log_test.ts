@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createLogger, type LoggerOptions, serializeError } from "../infra/log.ts";
+import { createLogger, type LoggerOptions, LogThrottle, serializeError } from "../infra/log.ts";
 
 const T0 = Date.UTC(2025, 0, 2, 3, 4, 5, 678);
 
@@ -137,4 +137,14 @@ Deno.test("default writer goes to stderr and leaves stdout clean", async () => {
   assert.equal(new TextDecoder().decode(out.stdout), "");
   const rec = JSON.parse(new TextDecoder().decode(out.stderr));
   assert.deepEqual([rec.level, rec.msg, rec.role, rec.x], ["info", "to stderr", "t", 1]);
+});
+
+Deno.test("LogThrottle: one line per interval, carrying the events since the last", () => {
+  const t = new LogThrottle(1000);
+  assert.equal(t.take(0), 1);
+  assert.equal(t.take(10), null);
+  assert.equal(t.take(999), null);
+  assert.equal(t.take(1000), 3);
+  assert.equal(t.take(1500), null);
+  assert.equal(t.take(5000), 2);
 });
