@@ -35,7 +35,7 @@ import * as grpc from "@grpc/grpc-js";
 import { advertisedAddr, joinHostPort } from "../infra/addr.ts";
 import type { Config } from "../infra/config.ts";
 import { FdBudget } from "../infra/fds.ts";
-import { type Logger, LogThrottle } from "../infra/log.ts";
+import { errorMessage, type Logger, LogThrottle } from "../infra/log.ts";
 import { roleLogger } from "../infra/process.ts";
 import { type Counter, createMetrics, type Metrics } from "../infra/metrics.ts";
 import type { Registry } from "../infra/registry.ts";
@@ -93,10 +93,6 @@ export interface CometStartOptions {
 const REFUSAL_LOG_MS = 10_000;
 // Refusing on a sample older than this looks again first (one stat call).
 const FD_RESAMPLE_MS = 100;
-
-function messageOf(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
 
 /** Resolves after `p` or `ms`, whichever comes first; clears its timer either way. */
 async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
@@ -481,10 +477,10 @@ export class Comet {
       ]);
       // Messages only: these repeat every interval while logic or the registry is down.
       if (online.status === "rejected") {
-        this.#log.warn("logic RenewOnline failed", { error: messageOf(online.reason) });
+        this.#log.warn("logic RenewOnline failed", { error: errorMessage(online.reason) });
       }
       if (reg.status === "rejected") {
-        this.#log.warn("registry register failed", { error: messageOf(reg.reason) });
+        this.#log.warn("registry register failed", { error: errorMessage(reg.reason) });
       }
     })();
     try {

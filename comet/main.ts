@@ -21,6 +21,7 @@ import type { LogicApi } from "../proto/api.ts";
 import { type ClientOptions, createLogicClient, type LogicRpcClient } from "../proto/grpc.ts";
 import { internalClientOptions } from "../proto/security.ts";
 import { Comet } from "./comet.ts";
+import { errorMessage } from "../infra/log.ts";
 
 /**
  * A {@linkcode LogicApi} that spreads calls over several logic clients in
@@ -47,10 +48,6 @@ export function roundRobinLogic(clients: readonly LogicRpcClient[]): LogicApi {
   };
 }
 
-function messageOf(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
 if (import.meta.main) {
   await runRole({
     role: "comet",
@@ -60,7 +57,7 @@ if (import.meta.main) {
       try {
         dial = await internalClientOptions(config.grpc);
       } catch (e) {
-        throw new StartupError("cannot set up gRPC to logic", 1, { cause: messageOf(e) });
+        throw new StartupError("cannot set up gRPC to logic", 1, { cause: errorMessage(e) });
       }
       const clients = config.comet.logic_addrs.map((a) => createLogicClient(a, dial));
       const closeClients = () => clients.forEach((c) => c.close());

@@ -28,7 +28,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import { joinHostPort, splitHostPort } from "../infra/addr.ts";
-import type { Logger } from "../infra/log.ts";
+import { errorMessage, type Logger } from "../infra/log.ts";
 import {
   encodeFrame,
   encodeReason,
@@ -550,10 +550,6 @@ function countAccept(this: TaggedServer): void {
   if (l !== undefined) l.accepts++;
 }
 
-function messageOf(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
 /** What the comet tells a {@linkcode SocketServer} after binding it. */
 export interface SocketServerWiring {
   /** Transport label for logs, metrics and health (`tcp`, `ws`, `wss`). */
@@ -791,7 +787,7 @@ export class SocketServer {
         log.error("listening again failed; retrying at every check", {
           transport,
           addr: l.addr,
-          error: messageOf(e),
+          error: errorMessage(e),
         });
       }
     } finally {

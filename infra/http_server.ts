@@ -51,7 +51,7 @@
  */
 
 import type { Config } from "./config.ts";
-import { type Logger, LogThrottle } from "./log.ts";
+import { errorMessage, type Logger, LogThrottle } from "./log.ts";
 import type { Counter, Gauge, Metrics } from "./metrics.ts";
 import { isLoopbackHost, joinHostPort, splitHostPort } from "./addr.ts";
 
@@ -136,7 +136,7 @@ export interface ServeHttpOptions {
  * @example
  * ```ts
  * import type { Config } from "./config.ts";
- * import { type Logger, LogThrottle } from "./log.ts";
+ * import type { Logger } from "./log.ts";
  * declare const config: Config, log: Logger;
  * const server = serveHttp(
  *   { bind: "127.0.0.1:0", listener: "api", limits: httpLimits(config), log },
@@ -612,7 +612,7 @@ export class HttpServer implements Deno.HttpServer<Deno.NetAddr> {
     this.#opts.log.error("http accept failed; retrying", {
       listener: this.#opts.listener,
       addr: this.#authority,
-      error: e instanceof Error ? e.message : String(e),
+      error: errorMessage(e),
       // The failures since the last line, this one not counted.
       suppressed: failures - 1,
     });
@@ -1181,7 +1181,7 @@ export function checkExposure(
  * @example
  * ```ts
  * import type { Config } from "./config.ts";
- * import { type Logger, LogThrottle } from "./log.ts";
+ * import type { Logger } from "./log.ts";
  * declare const config: Config, log: Logger;
  * checkExposureOrExit(config, { admin: ["job"] }, log);
  * ```

@@ -221,3 +221,18 @@ export class LogThrottle {
     return n;
   }
 }
+
+/**
+ * The message of a thrown value, for a log field or an error text: an
+ * Error's `message`, anything else as a string.
+ *
+ * @example
+ * ```ts
+ * import { errorMessage } from "./log.ts";
+ * errorMessage(new Error("boom")); // "boom"
+ * errorMessage("plain"); // "plain"
+ * ```
+ */
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

@@ -84,7 +84,7 @@ export interface InternalServerOptions {
  * @example
  * ```ts
  * import type { Config } from "../infra/config.ts";
- * import { type Logger, LogThrottle } from "../infra/log.ts";
+ * import type { Logger } from "../infra/log.ts";
  * import type { Metrics } from "../infra/metrics.ts";
  * import { type CometHandlers, cometServiceDefinition, serveUnary } from "./grpc.ts";
  * declare const cfg: Config, log: Logger, metrics: Metrics, handlers: CometHandlers;

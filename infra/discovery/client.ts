@@ -66,6 +66,8 @@
  * @module
  */
 
+import { errorMessage } from "../log.ts";
+
 /** discovery's error codes (`errors/errors.go`), the `code` of every answer. */
 export const ECODE = Object.freeze({
   OK: 0,
@@ -233,10 +235,6 @@ function parseJson(text: string): unknown {
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function describe(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
 
 /**
@@ -587,7 +585,7 @@ export class DiscoveryClient {
       } catch (e) {
         if (this.closed) throw new DiscoveryError("discovery: client closed");
         if (signal?.aborted) throw new DiscoveryError("discovery: call aborted");
-        failures.push(`${node}: ${describe(e)}`);
+        failures.push(`${node}: ${errorMessage(e)}`);
         // Move on only if no other call moved already.
         if (this.#current === at) this.#current = (at + 1) % this.#nodes.length;
       }
@@ -620,7 +618,7 @@ export class DiscoveryClient {
           : {}),
       });
     } catch (e) {
-      throw new Error(timeout.aborted ? `no answer within ${timeoutMs} ms` : describe(e));
+      throw new Error(timeout.aborted ? `no answer within ${timeoutMs} ms` : errorMessage(e));
     }
     let text: string;
     try {
@@ -630,7 +628,7 @@ export class DiscoveryClient {
       }
       text = await readCapped(res, this.#maxBytes);
     } catch (e) {
-      throw new Error(timeout.aborted ? `no answer within ${timeoutMs} ms` : describe(e));
+      throw new Error(timeout.aborted ? `no answer within ${timeoutMs} ms` : errorMessage(e));
     }
     let body: unknown;
     try {

@@ -23,7 +23,7 @@
  */
 
 import { doublingDelay } from "../backoff.ts";
-import type { Logger } from "../log.ts";
+import { errorMessage, type Logger } from "../log.ts";
 import { type DiscoveryClient, DiscoveryError, ECODE, type InstanceInit } from "./client.ts";
 
 /** Renewal period (goim/discovery `_registerGap`), ms. */
@@ -160,7 +160,7 @@ export class InstanceKeeper {
       }).catch((e) =>
         // Unrenewed, discovery evicts it by itself (90-150 s).
         this.#log?.warn("discovery cancel failed", {
-          error: e instanceof Error ? e.message : String(e),
+          error: errorMessage(e),
         })
       );
     }, ms);
@@ -256,7 +256,7 @@ export class InstanceKeeper {
     this.#failures++;
     const delay = doublingDelay(this.#retryBaseMs, this.#retryMaxMs, this.#failures);
     this.#log?.warn(`discovery ${what} failed`, {
-      error: e instanceof Error ? e.message : String(e),
+      error: errorMessage(e),
       attempt: this.#failures,
       retry_in_ms: retry ? delay : undefined,
     });
