@@ -28,6 +28,14 @@ export interface CometRecord {
   connections: number;
   /** Distinct client IPs. */
   ips: number;
+  /**
+   * Region the comet runs in (`node.region`; goim REGION); absent or "" =
+   * none. The node balancer prefers comets in the client's region.
+   * Optional so that records written before it existed still read.
+   */
+  region?: string;
+  /** Zone within the region (`node.zone`; goim ZONE); absent or "" = none. */
+  zone?: string;
   /** Last renewal (ms since the epoch), set by the registry. */
   updated: number;
 }
