@@ -199,6 +199,8 @@ export class Comet {
         weight: cfg.comet.weight,
         connections: this.#hub.connections,
         ips: this.#hub.ips.size,
+        region: cfg.node.region,
+        zone: cfg.node.zone,
       }),
     );
   }

@@ -74,12 +74,13 @@ function captureLog() {
 registrySuite("discovery", () => {
   disc.assertReachable();
   const env = uniqueEnv();
-  // No region: a record read back is exactly the record registered (a region would come along).
+  // No region: a record read back is the record registered with the client's zone.
   const registry = new DiscoveryRegistry({
     client: new DiscoveryClient({ nodes: disc.nodes, env, zone: ZONE }),
   });
   return Promise.resolve({
     registry,
+    location: { region: "", zone: ZONE },
     cleanup: async () => {
       await registry.close();
       await sweepEnv(env);
@@ -261,6 +262,7 @@ test("goim's comets, registered the way goim registers them, are listed for our 
       ips: 2,
       updated: 0,
       region: "sh",
+      zone: "sh002",
     });
     assert.ok(g1.updated > Date.now() - 60_000 && g1.updated <= Date.now() + 1000);
     // Offline: still delivered to by job, never offered to clients.
@@ -273,6 +275,27 @@ test("goim's comets, registered the way goim registers them, are listed for our 
     );
   } finally {
     goim.close();
+    await registry.close();
+  }
+});
+
+test("a comet's region and zone are the client's; a record naming others is refused", async (env) => {
+  const registry = newRegistry(env);
+  try {
+    await registry.register(comet("c1", { region: "sh", zone: ZONE }), 30_000);
+    const [got] = await registry.list();
+    assert.deepEqual([got.region, got.zone], ["sh", ZONE]);
+    await assert.rejects(
+      () => registry.register(comet("c2", { region: "bj" }), 30_000),
+      (e: Error) =>
+        e instanceof RangeError && /region "bj" differs .* "sh" \(node\.region\)/.test(e.message),
+    );
+    await assert.rejects(
+      () => registry.register(comet("c2", { zone: "bj001" }), 30_000),
+      RangeError,
+    );
+    assert.deepEqual((await registry.list()).map((c) => c.id), ["c1"]);
+  } finally {
     await registry.close();
   }
 });

@@ -11,7 +11,7 @@
  * | appid       | `goim.comet`                                                             |
  * | hostname    | the comet's id (`node.id`; goim: its host name, the `server` of routes)  |
  * | addrs       | `["grpc://<grpcAddr>"]` (comet.grpc.advertise, or derived from the bind) |
- * | region/zone | `node.region` / `node.zone`                                              |
+ * | region/zone | `node.region` / `node.zone` (the client's; a record's own region and zone must match them) |
  * | env         | `discovery.env`                                                          |
  * | metadata    | strings: `weight`, `offline` ("false"), `addrs` (public client addresses, comma-joined), `conn_count`, `ip_count` |
  *
@@ -24,7 +24,8 @@
  * 10 s like goim); renewals run every 30 s ({@linkcode RENEW_INTERVAL_MS}).
  *
  * `list()` reads every up `goim.comet` instance of `discovery.env`, every
- * zone, goim's comets as well as ours: the `grpc://` address is where job
+ * zone, goim's comets as well as ours, each with its instance's region and
+ * zone (left out when ""): the `grpc://` address is where job
  * dials (the last one, as goim's job takes), the metadata gives weight
  * (0 when `offline` is true or the weight does not parse: listed for job,
  * never offered to clients), public addresses and counts. goim's metadata
@@ -95,10 +96,11 @@ export const META = Object.freeze({
 });
 
 /**
- * A comet record read from discovery: the instance's region comes along
- * when it has one (the nodes API prefers comets in the client's region).
+ * A comet record read from discovery: the instance's region and zone come
+ * along when it has them (the nodes API prefers comets in the client's
+ * region). The same as {@linkcode CometRecord}, kept as a name.
  */
-export type DiscoveredComet = CometRecord & { region?: string };
+export type DiscoveredComet = CometRecord;
 
 /** A logic's registration in discovery; cancel it before the gRPC server stops. */
 export interface LogicRegistration {
@@ -206,6 +208,7 @@ export function cometRecord(ins: Instance): DiscoveredComet | string {
     ips: count(md[META.IP_COUNT]),
     updated: Number(stamp / 1_000_000n),
     ...(ins.region !== "" ? { region: ins.region } : {}),
+    ...(ins.zone !== "" ? { zone: ins.zone } : {}),
   };
 }
 
@@ -264,6 +267,17 @@ export class DiscoveryRegistry implements Registry, LogicRegistrar {
   async register(record: Omit<CometRecord, "updated">, ttlMs: number): Promise<void> {
     this.#check();
     if (!(ttlMs >= 1)) throw new RangeError(`ttlMs must be >= 1, got ${ttlMs}`);
+    // discovery files an instance under the region and zone of the client that
+    // registers and renews it; a record saying otherwise would be listed wrongly.
+    for (const k of ["region", "zone"] as const) {
+      const want = record[k] ?? "";
+      if (want !== "" && want !== this.#client[k]) {
+        throw new RangeError(
+          `comet ${record.id}: ${k} ${JSON.stringify(want)} differs from the discovery ` +
+            `client's ${JSON.stringify(this.#client[k])} (node.${k})`,
+        );
+      }
+    }
     let keeper = this.#comets.get(record.id);
     if (!keeper) {
       keeper = new InstanceKeeper(this.#client, cometInstance(record), {

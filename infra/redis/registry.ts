@@ -101,6 +101,8 @@ export class RedisRegistry implements Registry {
   async register(record: Omit<CometRecord, "updated">, ttlMs: number): Promise<void> {
     if (!(ttlMs >= 1)) throw new RangeError(`ttlMs must be >= 1, got ${ttlMs}`);
     const { id, grpcAddr, addrs, tcpPort, wsPort, wssPort, weight, connections, ips } = record;
+    // region and zone only when set (JSON.stringify drops undefined): a record
+    // without them reads back as it was written, by this version and older ones.
     const json = JSON.stringify({
       id,
       grpcAddr,
@@ -111,6 +113,8 @@ export class RedisRegistry implements Registry {
       weight,
       connections,
       ips,
+      region: record.region || undefined,
+      zone: record.zone || undefined,
     });
     await this.#conn.eval("register", REGISTER, [this.#index(), this.#cometKey(id)], [
       id,

@@ -28,6 +28,12 @@ export interface RegistryHarness {
   advance?: (ms: number) => void | Promise<void>;
   /** Deletes what the test wrote and closes the registry. */
   cleanup: () => Promise<void>;
+  /**
+   * The one region and zone the engine files records under, whatever a
+   * record says (discovery: its client's, "" when unset); absent = each
+   * record's own.
+   */
+  location?: { region: string; zone: string };
 }
 
 /** Builds a fresh, empty registry. */
@@ -54,6 +60,14 @@ export function comet(
   };
 }
 
+/** The non-empty fields of an engine's fixed location, as a record read back carries them. */
+function located(where: RegistryHarness["location"]): Partial<CometRecord> {
+  const out: Partial<CometRecord> = {};
+  if (where?.region) out.region = where.region;
+  if (where?.zone) out.zone = where.zone;
+  return out;
+}
+
 /** Registers the registry tests for one engine as `Deno.test`s named `<name> registry: …`. */
 export function registrySuite(name: string, make: MakeRegistry, opts: SuiteOptions = {}): void {
   const test = (title: string, fn: (h: RegistryHarness) => Promise<void>) =>
@@ -70,7 +84,8 @@ export function registrySuite(name: string, make: MakeRegistry, opts: SuiteOptio
       },
     });
 
-  test("register then list returns the record with updated set", async ({ registry }) => {
+  test("register then list returns the record with updated set", async (h) => {
+    const { registry } = h;
     assert.deepEqual(await registry.list(), []);
     const rec = comet("c1", {
       addrs: ["10.0.0.1"],
@@ -83,8 +98,18 @@ export function registrySuite(name: string, make: MakeRegistry, opts: SuiteOptio
     const [got, ...rest] = await registry.list();
     assert.equal(rest.length, 0);
     const { updated, ...fields } = got;
-    assert.deepEqual(fields, rec);
+    assert.deepEqual(fields, { ...rec, ...located(h.location) });
     assert.ok(Number.isInteger(updated) && updated > 0, `updated = ${updated}`);
+  });
+
+  test("region and zone come back; a record without them has none", async (h) => {
+    const where = h.location ?? { region: "sh", zone: "sh001" };
+    await h.registry.register(comet("a", where), LONG_TTL);
+    await h.registry.register(comet("b"), LONG_TTL);
+    const [a, b] = await h.registry.list();
+    assert.deepEqual([a.region ?? "", a.zone ?? ""], [where.region, where.zone]);
+    const none = h.location ?? { region: "", zone: "" };
+    assert.deepEqual([b.region ?? "", b.zone ?? ""], [none.region, none.zone]);
   });
 
   test("list is ordered by id", async ({ registry }) => {
