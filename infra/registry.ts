@@ -8,6 +8,9 @@
  * @module
  */
 
+/** What a comet says about itself beside its weight: absent in a record means `up`. */
+export type CometState = "up" | "draining";
+
 /** One comet as it advertises itself. */
 export interface CometRecord {
   /** Unique server id (goim: hostname); the `server` of routes. */
@@ -36,6 +39,13 @@ export interface CometRecord {
   region?: string;
   /** Zone within the region (`node.zone`; goim ZONE); absent or "" = none. */
   zone?: string;
+  /**
+   * `draining`: an operator asked the comet to empty itself (docs/CONSOLE.md,
+   * "Drain"); it registers with weight 0, so the node balancer offers it to
+   * no new client, while job still delivers to the clients it holds. Absent
+   * (records of older versions too) = `up`.
+   */
+  state?: CometState;
   /** Last renewal (ms since the epoch), set by the registry. */
   updated: number;
 }

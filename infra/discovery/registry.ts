@@ -13,9 +13,10 @@
  * | addrs       | `["grpc://<grpcAddr>"]` (comet.grpc.advertise, or derived from the bind) |
  * | region/zone | `node.region` / `node.zone` (the client's; a record's own region and zone must match them) |
  * | env         | `discovery.env`                                                          |
- * | metadata    | strings: `weight`, `offline` ("false"), `addrs` (public client addresses, comma-joined), `conn_count`, `ip_count` |
+ * | metadata    | strings: `weight`, `offline` ("false"; "true" while draining), `addrs` (public client addresses, comma-joined), `conn_count`, `ip_count` |
  *
- * plus `tcp_port`, `ws_port`, `wss_port`, this project's own keys (goim
+ * plus `tcp_port`, `ws_port`, `wss_port` and, while the comet drains,
+ * `state` = "draining", this project's own keys (goim
  * ignores unknown metadata). goim registers without `conn_count` and
  * `ip_count` and sends them with `set` every 10 s; goim's logic skips an
  * instance until they parse, so they go out with the registration here.
@@ -93,6 +94,7 @@ export const META = Object.freeze({
   TCP_PORT: "tcp_port",
   WS_PORT: "ws_port",
   WSS_PORT: "wss_port",
+  STATE: "state",
 });
 
 /**
@@ -133,19 +135,22 @@ export function canRegisterLogic(registry: Registry): registry is Registry & Log
 
 /** The `goim.comet` instance of a record, with goim's metadata. */
 export function cometInstance(record: Omit<CometRecord, "updated">): InstanceInit {
+  const draining = record.state === "draining";
   return {
     appid: COMET_APPID,
     hostname: record.id,
     addrs: [`grpc://${record.grpcAddr}`],
     metadata: {
       [META.WEIGHT]: String(record.weight),
-      [META.OFFLINE]: "false",
+      // A draining comet is offline to goim's logic too (it offers no offline comet).
+      [META.OFFLINE]: String(draining),
       [META.ADDRS]: record.addrs.join(","),
       [META.CONN_COUNT]: String(record.connections),
       [META.IP_COUNT]: String(record.ips),
       [META.TCP_PORT]: String(record.tcpPort),
       [META.WS_PORT]: String(record.wsPort),
       [META.WSS_PORT]: String(record.wssPort),
+      ...(draining ? { [META.STATE]: "draining" } : {}),
     },
   };
 }
@@ -209,6 +214,7 @@ export function cometRecord(ins: Instance): DiscoveredComet | string {
     updated: Number(stamp / 1_000_000n),
     ...(ins.region !== "" ? { region: ins.region } : {}),
     ...(ins.zone !== "" ? { zone: ins.zone } : {}),
+    ...(md[META.STATE] === "draining" ? { state: "draining" as const } : {}),
   };
 }
 

@@ -115,6 +115,8 @@ export class RedisRegistry implements Registry {
       ips,
       region: record.region || undefined,
       zone: record.zone || undefined,
+      // Likewise state: only "draining" is written, so "up" records stay as before.
+      state: record.state === "draining" ? "draining" : undefined,
     });
     await this.#conn.eval("register", REGISTER, [this.#index(), this.#cometKey(id)], [
       id,
