@@ -71,6 +71,11 @@ export const ReasonCode = {
    * or the server refused it for lack of capacity; the message names it.
    */
   LimitExceeded: 4007,
+  /**
+   * An operator closed the connection (docs/CONSOLE.md, "Kick"); the
+   * message says why. Not a ban: the client may connect again.
+   */
+  Kicked: 4008,
   /** An internal error on the server's side (logic unreachable, ...). */
   ServerError: 4500,
 } as const;
@@ -81,6 +86,13 @@ export interface DisconnectReason {
   code: number;
   /** A clear, human-readable explanation. */
   message: string;
+  /**
+   * A reconnect hint: wait this long (ms) before connecting again, to a
+   * comet the nodes API names. Sent with 4006 when an operator drains a
+   * comet (docs/CONSOLE.md, "Drain"), each client its own share of the
+   * drain's spread so they do not all come back at once. Absent = none.
+   */
+  reconnect_after_ms?: number;
 }
 
 const utf8 = new TextEncoder();
@@ -94,7 +106,16 @@ const utf8 = new TextEncoder();
  * ```
  */
 export function encodeReason(reason: DisconnectReason): Uint8Array {
-  return utf8.encode(JSON.stringify({ code: reason.code, message: reason.message }));
+  const hint = reason.reconnect_after_ms;
+  return utf8.encode(JSON.stringify(
+    validHint(hint)
+      ? { code: reason.code, message: reason.message, reconnect_after_ms: hint }
+      : { code: reason.code, message: reason.message },
+  ));
+}
+
+function validHint(v: unknown): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v >= 0;
 }
 
 /**
@@ -107,7 +128,9 @@ export function decodeReason(body: Uint8Array): DisconnectReason {
   try {
     const v = JSON.parse(text);
     if (v && typeof v === "object" && typeof v.code === "number" && typeof v.message === "string") {
-      return { code: v.code, message: v.message };
+      return validHint(v.reconnect_after_ms)
+        ? { code: v.code, message: v.message, reconnect_after_ms: v.reconnect_after_ms }
+        : { code: v.code, message: v.message };
     }
   } catch {
     // not JSON: fall through

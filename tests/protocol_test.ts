@@ -366,6 +366,7 @@ Deno.test("ReasonCode: values sit in the 4000–4999 application range", () => {
     SlowConsumer: 4005,
     ShuttingDown: 4006,
     LimitExceeded: 4007,
+    Kicked: 4008,
     ServerError: 4500,
   });
 });
@@ -397,4 +398,22 @@ Deno.test("bytes helpers: concat, equals, utf8, text", () => {
   assert.ok(!equals(new Uint8Array([1]), new Uint8Array([1, 0])));
   assert.deepEqual([...utf8("é")], [0xc3, 0xa9]);
   assert.equal(text(utf8("live://1000 中")), "live://1000 中");
+});
+
+Deno.test("encodeReason / decodeReason: the reconnect hint of a drain (docs/PROTOCOL.md)", () => {
+  const r = { code: ReasonCode.ShuttingDown, message: "drain", reconnect_after_ms: 1830 };
+  assert.equal(
+    text(encodeReason(r)),
+    '{"code":4006,"message":"drain","reconnect_after_ms":1830}',
+  );
+  assert.deepEqual(decodeReason(encodeReason(r)), r);
+  // Not a non-negative integer: no hint, either way.
+  for (const bad of [-1, 1.5, Number.NaN]) {
+    const body = encodeReason({ code: 4006, message: "m", reconnect_after_ms: bad });
+    assert.equal(text(body), '{"code":4006,"message":"m"}');
+  }
+  assert.deepEqual(decodeReason(utf8('{"code":4006,"message":"m","reconnect_after_ms":"9"}')), {
+    code: 4006,
+    message: "m",
+  });
 });
