@@ -1,5 +1,6 @@
 /**
- * The few byte helpers the project needs (jsr:@std/bytes is unreachable here).
+ * The few byte helpers the project needs (jsr:@std/bytes is unreachable here),
+ * Web APIs only (browser-safe).
  *
  * @module
  */
@@ -42,4 +43,38 @@ export function utf8(s: string): Uint8Array {
 /** UTF-8 decodes bytes (invalid sequences become U+FFFD). */
 export function text(b: Uint8Array): string {
   return dec.decode(b);
+}
+
+/**
+ * Reads a response body as UTF-8 text, refusing more than `max` bytes: a
+ * declared Content-Length over `max` before any byte is read, else once the
+ * bytes read pass `max` (the stream is cancelled). Rejects with an `Error`
+ * saying `over the <max>-byte limit`.
+ *
+ * @example
+ * ```ts
+ * const body = await readCapped(new Response("hello"), 64 * 1024); // "hello"
+ * ```
+ */
+export async function readCapped(res: Response, max: number): Promise<string> {
+  const declared = Number(res.headers.get("content-length") ?? NaN);
+  if (declared > max) {
+    await res.body?.cancel().catch(() => {});
+    throw new Error(`answer of ${declared} bytes is over the ${max}-byte limit`);
+  }
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > max) {
+      await reader.cancel().catch(() => {});
+      throw new Error(`answer is over the ${max}-byte limit`);
+    }
+    chunks.push(value);
+  }
+  return text(concat(chunks));
 }

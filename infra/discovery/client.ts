@@ -67,6 +67,7 @@
  */
 
 import { errorMessage } from "../log.ts";
+import { readCapped } from "../../protocol/bytes.ts";
 
 /** discovery's error codes (`errors/errors.go`), the `code` of every answer. */
 export const ECODE = Object.freeze({
@@ -331,35 +332,6 @@ export function parseInstancesInfo(raw: unknown): InstancesInfo {
     invalid.push(`... ${dropped - invalid.length} more`);
   }
   return { instances, latestTimestamp: latest, invalid };
-}
-
-async function readCapped(res: Response, max: number): Promise<string> {
-  const declared = Number(res.headers.get("content-length") ?? NaN);
-  if (declared > max) {
-    await res.body?.cancel().catch(() => {});
-    throw new Error(`answer of ${declared} bytes is over the ${max}-byte limit`);
-  }
-  if (!res.body) return "";
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.length;
-    if (total > max) {
-      await reader.cancel().catch(() => {});
-      throw new Error(`answer is over the ${max}-byte limit`);
-    }
-    chunks.push(value);
-  }
-  const all = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.length;
-  }
-  return new TextDecoder().decode(all);
 }
 
 /**
