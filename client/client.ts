@@ -1,6 +1,8 @@
 /**
  * `GoimClient`: a goim v2 client with auth, heartbeats, seq-matched
- * requests, typed events and reconnects with capped exponential backoff.
+ * requests, typed events and reconnects with capped exponential backoff,
+ * to the same comet or (with `nodes`) to another one from logic's nodes
+ * answer or the app's own list (./nodes.ts).
  *
  * Runs in Deno and browsers (with `ws://`/`wss://`; `tcp://` is Deno only).
  *
@@ -15,6 +17,7 @@ import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts
 import { Connection, type ConnectionEnd, type PushMessage } from "./connection.ts";
 import { Emitter, type Listener } from "./emitter.ts";
 import { GoimClientError } from "./errors.ts";
+import { DEFAULT_NODES_TIMEOUT_MS, NodeRotation, type NodeSource, resolveNodes } from "./nodes.ts";
 import { openTransport, type TransportFactory } from "./transport.ts";
 
 /**
@@ -107,7 +110,12 @@ export interface ReconnectOptions extends BackoffOptions {
  * ```
  */
 export interface GoimClientOptions {
-  /** `tcp://host:3101` (Deno only), `ws://host:3102/sub` or `wss://...`. */
+  /**
+   * `tcp://host:3101` (Deno only), `ws://host:3102/sub` or `wss://...`: the
+   * comet `connect()` opens. With `nodes`, also the transport (scheme, and
+   * the WebSocket path) of the URLs built from a nodes answer, and the
+   * fallback while no nodes list could be had.
+   */
   url: string | URL;
   /** The op 7 token. The client keeps its own copy, updated by changeRoom/sub/unsub. */
   token: AuthToken;
@@ -119,6 +127,18 @@ export interface GoimClientOptions {
   requestTimeoutMs?: number;
   /** Reconnect policy (defaults: enabled, 500 ms → 30 s, ×2, equal jitter). */
   reconnect?: Partial<ReconnectOptions>;
+  /**
+   * Where reconnects find comets (default none: every reconnect goes back to
+   * `url`, as before). Logic's `/goim/nodes/weighted` URL or a callback
+   * returning comet URLs (./nodes.ts, {@linkcode NodeSource}); it is asked
+   * before every reconnect attempt, and the attempt goes to the best-ranked
+   * candidate that has not failed since the last successful auth (a killed
+   * comet stays listed until its registry record expires). A failed lookup
+   * is reported as an `error` event and the last list (else `url`) is used.
+   */
+  nodes?: NodeSource;
+  /** Bound on one nodes lookup (default 5 000 ms). */
+  nodesTimeoutMs?: number;
   /** Largest accepted server→client frame body (default 16 MiB). */
   maxBody?: number;
   /** `ver` written into client frames (default 1). */
@@ -145,6 +165,8 @@ export interface AuthEvent {
   reconnected: boolean;
   /** The token this connection authenticated with. */
   token: AuthToken;
+  /** The comet this connection authenticated with. */
+  url: string;
 }
 
 /**
@@ -225,8 +247,9 @@ export interface GoimClientEvents {
   /**
    * Every error that ended a connection or a reconnect attempt (the same
    * error as `disconnect.error`, except `closed`), and errors thrown by
-   * listeners. Listening is optional; a listener error with no `error`
-   * listener goes to `reportError`.
+   * listeners, and failed nodes lookups (the attempt then falls back).
+   * Listening is optional; a listener error with no `error` listener goes
+   * to `reportError`.
    */
   error: unknown;
 }
@@ -274,6 +297,13 @@ export class GoimClient {
   #random: () => number;
   #transport: TransportFactory;
   #events: Emitter<GoimClientEvents>;
+  #nodes: NodeSource | undefined;
+  #nodesTimeoutMs: number;
+  #rotation = new NodeRotation();
+  /** The last nodes list that resolved. */
+  #candidates: URL[] = [];
+  /** The comet of the current connection or the last attempt. */
+  #target: URL;
 
   #state: ClientState = "idle";
   #conn: Connection | null = null;
@@ -288,6 +318,7 @@ export class GoimClient {
   /** Validates `options`; nothing connects until {@linkcode GoimClient.connect}. */
   constructor(options: GoimClientOptions) {
     this.#url = typeof options.url === "string" ? new URL(options.url) : new URL(options.url.href);
+    this.#target = this.#url;
     this.#token = copyToken(options.token);
     this.#ver = options.ver ?? 1;
     this.#maxBody = options.maxBody ?? DEFAULT_CLIENT_MAX_BODY;
@@ -315,6 +346,11 @@ export class GoimClient {
     };
     this.#random = options.random ?? Math.random;
     this.#transport = options.transport ?? openTransport;
+    this.#nodes = options.nodes;
+    this.#nodesTimeoutMs = positive(
+      "nodesTimeoutMs",
+      options.nodesTimeoutMs ?? DEFAULT_NODES_TIMEOUT_MS,
+    );
     this.#events = new Emitter<GoimClientEvents>((e) => this.#onListenerError(e));
   }
 
@@ -326,6 +362,11 @@ export class GoimClient {
   /** Whether the client is authenticated and can make requests. */
   get connected(): boolean {
     return this.#state === "connected" && this.#conn !== null && this.#conn.ready;
+  }
+
+  /** The comet of the current connection, or of the last attempt. */
+  get url(): string {
+    return this.#target.href;
   }
 
   /** The online count of the last op 3 reply, `undefined` before the first. */
@@ -420,17 +461,18 @@ export class GoimClient {
     this.#state = "connecting";
     this.#abort = new AbortController();
     try {
-      await this.#open(0);
+      await this.#open(0, this.#url);
     } catch (e) {
       if (this.#state === "connecting") this.#state = "closed";
       throw e;
     }
   }
 
-  #open(attempt: number): Promise<void> {
+  #open(attempt: number, url: URL): Promise<void> {
+    this.#target = url;
     const token = copyToken(this.#token);
     const opening = Connection.open({
-      url: this.#url,
+      url,
       token,
       ver: this.#ver,
       maxBody: this.#maxBody,
@@ -442,7 +484,8 @@ export class GoimClient {
         this.#conn = conn;
         this.#state = "connected";
         this.#attempt = 0;
-        this.#events.emit("auth", { attempt, reconnected: attempt > 0, token });
+        this.#rotation.succeeded();
+        this.#events.emit("auth", { attempt, reconnected: attempt > 0, token, url: url.href });
       },
       onMessage: (m) => this.#events.emit("message", m),
       onHeartbeat: (online) => {
@@ -467,6 +510,7 @@ export class GoimClient {
   #afterFailure(error: GoimClientError, reason: DisconnectReason | undefined): void {
     const r = this.#reconnect;
     const attempt = ++this.#attempt;
+    if (this.#nodes !== undefined) this.#rotation.failed(this.#target);
     const willReconnect = !this.#closing && r.enabled && attempt <= r.maxAttempts &&
       !(reason !== undefined && r.stopCodes.includes(reason.code));
     const delayMs = willReconnect ? backoffDelay(attempt, r, this.#random) : undefined;
@@ -488,7 +532,9 @@ export class GoimClient {
     this.#events.emit("reconnect", { attempt, delayMs });
     if (this.#closing) return;
     try {
-      await this.#open(attempt);
+      const url = this.#nodes === undefined ? this.#url : await this.#nextNode(this.#nodes);
+      if (this.#closing) return;
+      await this.#open(attempt, url);
     } catch (e) {
       if (this.#closing) return;
       const error = e instanceof GoimClientError
@@ -496,6 +542,19 @@ export class GoimClient {
         : new GoimClientError("connect_failed", String(e), { cause: e });
       this.#afterFailure(error, error.reason);
     }
+  }
+
+  // The comet a reconnect tries: a fresh list when the source answers, else the last one.
+  async #nextNode(source: NodeSource): Promise<URL> {
+    try {
+      this.#candidates = await resolveNodes(source, this.#url, {
+        timeoutMs: this.#nodesTimeoutMs,
+        signal: this.#abort?.signal,
+      });
+    } catch (e) {
+      if (!this.#closing) this.#events.emit("error", e);
+    }
+    return this.#rotation.pick(this.#candidates.length > 0 ? this.#candidates : [this.#url]);
   }
 
   /**

@@ -2,13 +2,15 @@
  * The goim v2 client SDK: {@linkcode GoimClient} over raw TCP or WebSocket,
  * with auth, heartbeats (online counts), seq-matched requests (change room,
  * sub, unsub, send), typed events and reconnects with capped exponential
- * backoff and jitter. Built on the pure codec in `protocol/`.
+ * backoff and jitter, optionally to another comet of logic's nodes answer
+ * (`nodes`, `nodes.ts`). Built on the pure codec in `protocol/`.
  *
  * ## Where it runs
  * - **Browsers and Deno**: everything here with `ws://` / `wss://` URLs:
  *   `client.ts`, `connection.ts`, `websocket.ts`, `transport.ts`,
- *   `backoff.ts`, `emitter.ts`, `errors.ts` use only Web APIs (`WebSocket`,
- *   `Uint8Array`, `TextEncoder`, `AbortController`, timers).
+ *   `backoff.ts`, `emitter.ts`, `errors.ts`, `nodes.ts` use only Web APIs
+ *   (`WebSocket`, `fetch`, `Uint8Array`, `TextEncoder`, `AbortController`,
+ *   timers).
  * - **Deno only**: `tcp://` URLs. The TCP transport (`tcp.ts`, on
  *   `Deno.connect`) is the only module that references `Deno`, and it is
  *   loaded by a dynamic `import()` only when a `tcp://` URL is opened, so a
@@ -55,6 +57,18 @@ export {
   type PushMessage,
 } from "./connection.ts";
 export { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF, type Jitter } from "./backoff.ts";
+export {
+  DEFAULT_NODES_TIMEOUT_MS,
+  fetchNodeUrls,
+  MAX_NODE_CANDIDATES,
+  MAX_NODES_REPLY_BYTES,
+  type NodeList,
+  NodeRotation,
+  type NodeSource,
+  type NodesReply,
+  nodeUrls,
+  resolveNodes,
+} from "./nodes.ts";
 export { Emitter, type Listener } from "./emitter.ts";
 export { GoimClientError, type GoimClientErrorCode } from "./errors.ts";
 export {
