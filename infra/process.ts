@@ -10,6 +10,7 @@
 import { type Config, loadConfigOrExit } from "./config.ts";
 import { checkExposureOrExit, type Exposure } from "./http_server.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { acquireLoopLag } from "./loop_lag.ts";
 
 /**
  * The logger of a role process: `log.level` and `log.format` from the
@@ -117,6 +118,8 @@ export async function runRole(entry: RoleEntry): Promise<never> {
   // Before anything listens: see shutdownSignal.
   const signal = shutdownSignal();
   checkExposureOrExit(config, entry.exposure, log);
+  // Every role process measures its event-loop lag (held until exit; unref'd).
+  acquireLoopLag();
   let running: RunningRole;
   try {
     running = await entry.start(config, log);
