@@ -1,7 +1,7 @@
 /**
  * Prometheus metrics on prom-client (checked under the pinned Deno 2.9.3:
- * counters, gauges, histograms, text exposition and the default process
- * metrics all work).
+ * counters, gauges, histograms and the text exposition work; its default
+ * process collectors do not, see ./process_metrics.ts).
  *
  * Each role gets its own registry, and every metric it defines is named
  * `goim_<role>_<name>`. Separate registries keep roles independent (a role
@@ -11,10 +11,11 @@
  * exposed together. A `role` label on shared names was rejected: the roles
  * measure different things, and a clash would only show at scrape time.
  *
- * Process-wide metrics (`process_*` and prom-client's `nodejs_*` heap, event
- * loop and resource gauges, which Deno provides through its Node
- * compatibility) live in one separate registry, {@linkcode processMetrics},
- * because they describe the process, not a role.
+ * Process-wide metrics (`process_*` CPU, memory and descriptors, `nodejs_*`
+ * V8 heap and event-loop lag, `deno_version_info`; ./process_metrics.ts)
+ * live in one separate registry, {@linkcode processMetrics}, because they
+ * describe the process, not a role. Every series is listed in
+ * docs/METRICS.md.
  *
  * @example
  * ```ts
@@ -34,13 +35,13 @@
  * @module
  */
 import {
-  collectDefaultMetrics,
   Counter,
   exponentialBuckets as promExponentialBuckets,
   Gauge,
   Histogram,
   Registry,
 } from "prom-client";
+import { registerProcessMetrics } from "./process_metrics.ts";
 
 export type { Counter, Gauge, Histogram, Registry };
 
@@ -202,14 +203,14 @@ export function createMetrics(role: string, options: MetricsOptions = {}): Metri
 let processRegistry: Registry | undefined;
 
 /**
- * The process-wide registry with prom-client's default metrics (CPU, RSS,
- * heap, open fds, event-loop lag, ...), created on first use so the
- * all-in-one process registers them once however many roles it runs.
+ * The process-wide registry with the process metrics (CPU, memory, open
+ * fds, V8 heap, event-loop lag; ./process_metrics.ts), created on first use
+ * so the all-in-one process registers them once however many roles it runs.
  */
 export function processMetrics(): Registry {
   if (!processRegistry) {
     processRegistry = new Registry();
-    collectDefaultMetrics({ register: processRegistry });
+    registerProcessMetrics(processRegistry);
   }
   return processRegistry;
 }
