@@ -130,7 +130,7 @@ async function main(): Promise<void> {
           ev: "counters",
           writes: get("goim_comet_writes_total"),
           frames: get("goim_comet_frames_out_total"),
-          bytes: get("goim_comet_bytes_out_total"),
+          bytes: get("goim_comet_sent_bytes_total"),
           builds: coalesceStats.builds,
           copied: coalesceStats.bytes,
         });

@@ -126,7 +126,7 @@ export class CometMetrics {
       ["transport"],
     );
     this.bytesOutTotal = registry.counter(
-      "bytes_out_total",
+      "sent_bytes_total",
       "Bytes handed to client sockets.",
       ["transport"],
     );

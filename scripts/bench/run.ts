@@ -364,7 +364,7 @@ export function sumMetrics(text: string, names: string[]): Record<string, number
 const COMET_METRICS = [
   "goim_comet_writes_total",
   "goim_comet_frames_out_total",
-  "goim_comet_bytes_out_total",
+  "goim_comet_sent_bytes_total",
   "goim_comet_slow_consumer_disconnects_total",
   "goim_comet_dropped_total",
 ];
@@ -394,7 +394,7 @@ function cometDelta(
   return {
     writes,
     frames,
-    bytes: d("goim_comet_bytes_out_total"),
+    bytes: d("goim_comet_sent_bytes_total"),
     framesPerWrite: writes > 0 ? frames / writes : null,
     slowConsumerDisconnects: d("goim_comet_slow_consumer_disconnects_total"),
     dropped: d("goim_comet_dropped_total"),
