@@ -9,9 +9,11 @@
  * `process_open_fds` at 0 instead of saying "unknown"; the CPU counters start
  * at zero when prom-client loads, not at process start; Deno's
  * `monitorEventLoopDelay` does not see a blocked loop (a 500 ms busy loop
- * left `nodejs_eventloop_lag_max_seconds` at 2 ms), `nodejs_active_handles`
- * counts nothing, and `nodejs_version_info` names Deno's Node-compatibility
- * version. So this module defines the series itself, on prom-client's types:
+ * left `nodejs_eventloop_lag_max_seconds` at 2 ms; infra/loop_lag.ts samples
+ * the lag instead, as `goim_event_loop_lag_seconds` in the same registry),
+ * `nodejs_active_handles` counts nothing, and `nodejs_version_info` names
+ * Deno's Node-compatibility version. So this module defines the series
+ * itself, on prom-client's types:
  *
  * - CPU: `process.cpuUsage()` (getrusage), since process start;
  * - memory: RSS from `Deno.memoryUsage()`, virtual size and data segment from
@@ -19,8 +21,7 @@
  *   `Deno.memoryUsage()` and `v8.getHeapSpaceStatistics()`;
  * - descriptors: infra/fds.ts (`/proc/self/fd`, the soft limit of
  *   `/proc/self/limits`, re-read at each scrape since it can change);
- * - start time: `performance.timeOrigin` (the runtime's start);
- * - event-loop lag: how late a zero-delay timer set at the scrape fires.
+ * - start time: `performance.timeOrigin` (the runtime's start).
  *
  * A series whose source cannot be read when the registry is built (not Linux,
  * or no read permission for /proc: the check never prompts) is not defined
@@ -107,12 +108,6 @@ function readGauge(registry: Registry, name: string, help: string, read: () => n
       this.set(read());
     },
   });
-}
-
-// How late a zero-delay timer fires when set now: the time the loop is too busy to run it.
-function timerDelaySeconds(): Promise<number> {
-  const start = performance.now();
-  return new Promise((resolve) => setTimeout(() => resolve((performance.now() - start) / 1000), 0));
 }
 
 /**
@@ -231,15 +226,6 @@ export function registerProcessMetrics(registry: Registry): void {
       },
     });
   }
-  new Gauge({
-    name: "nodejs_eventloop_lag_seconds",
-    help:
-      "How late a zero-delay timer set at the scrape fired: the event loop's current lag, in seconds.",
-    registers: [registry],
-    async collect(this: Gauge) {
-      this.set(await timerDelaySeconds());
-    },
-  });
   new Gauge({
     name: "deno_version_info",
     help: "The Deno runtime running the process (value 1; the versions are labels).",

@@ -1,7 +1,7 @@
 /**
  * The process metrics (infra/process_metrics.ts) are true: a child process
  * (tests/fixtures/process_metrics_child.ts) changes what they measure —
- * opens files, allocates, spins, blocks its event loop — and each scrape is
+ * opens files, allocates, spins, runs out of descriptors — and each scrape is
  * compared with the child's /proc files read from here, where the reading
  * cannot disturb what it reads.
  *
@@ -216,15 +216,6 @@ Deno.test("process metrics: CPU seconds match /proc/<pid>/stat and count from pr
     assert.ok(near(user + system, cpu2, 0, 0.002), `${user} + ${system} = ${cpu2}`);
   });
 });
-
-Deno.test("process metrics: event-loop lag is small when idle and shows a blocked loop", () =>
-  withChild(async (child) => {
-    // Idle: a zero-delay timer fires within a few ms (generous bound for a busy CI machine).
-    const idle = must(await child.scrape(), "nodejs_eventloop_lag_seconds");
-    assert.ok(idle >= 0 && idle < 0.2, `idle lag ${idle}`);
-    const blocked = must(await child.scrape("blocked 300"), "nodejs_eventloop_lag_seconds");
-    assert.ok(blocked >= 0.3, `loop blocked 300 ms: lag ${blocked}`);
-  }));
 
 Deno.test("process metrics: the Deno version is the one running", () =>
   withChild(async (child) => {
