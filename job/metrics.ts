@@ -71,13 +71,15 @@ export function jobMetrics(m: Metrics, src: JobGaugeSources): JobMetrics {
     const lag = src.lag;
     m.gauge(
       "consumer_lag",
-      "Messages in the queue not yet acknowledged by job (Kafka: uncommitted records).",
+      "Messages in the queue not yet acknowledged by job (Kafka: uncommitted records; NaN while it cannot be read).",
       [],
       async (g: Gauge) => {
         try {
           g.set(await lag());
         } catch {
-          // Unknown right now (Kafka unreachable): keep the last value rather than failing the scrape.
+          // Unknown right now (Kafka unreachable): NaN, not the last value (which would look
+          // current) and not a failed scrape (which would hide every other job series).
+          g.set(NaN);
         }
       },
     );
