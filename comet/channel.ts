@@ -167,6 +167,12 @@ export abstract class Channel {
    * tokens plus last refill (ms, performance clock; 0 = full).
    */
   rateAt = 0;
+  /**
+   * When the socket was accepted, in whole seconds of the performance clock:
+   * the console's "connected since" (comet/operator.ts). Seconds keep it a
+   * small integer, stored in the object like the other numbers here.
+   */
+  readonly connectedAt: number = Math.floor(performance.now() / 1000);
   #ops: OpSet = NO_OPS;
 
   /** Creates a channel in the handshake state. */

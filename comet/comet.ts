@@ -36,11 +36,17 @@ import { advertisedAddr, joinHostPort } from "../infra/addr.ts";
 import type { Config } from "../infra/config.ts";
 import { FdBudget } from "../infra/fds.ts";
 import { errorMessage, type Logger, LogThrottle } from "../infra/log.ts";
+import { acquireLoopLag } from "../infra/loop_lag.ts";
 import { roleLogger } from "../infra/process.ts";
 import { type Counter, createMetrics, type Metrics } from "../infra/metrics.ts";
 import type { Registry } from "../infra/registry.ts";
 import type { CometApi, LogicApi } from "../proto/api.ts";
-import { type CometHandlers, cometServiceDefinition, serveUnary } from "../proto/grpc.ts";
+import { type CometHandlers, cometServiceDefinition, RpcError, serveUnary } from "../proto/grpc.ts";
+import {
+  type CometOperatorApi,
+  type OperatorMethods,
+  operatorServiceDefinition,
+} from "../proto/operator.ts";
 import { bindInternal, createInternalServer } from "../proto/security.ts";
 import { ReasonCode } from "../protocol/mod.ts";
 import { type Health, serveAdmin } from "./admin.ts";
@@ -48,6 +54,7 @@ import { resetCoalesceMemo } from "./coalesce.ts";
 import { Flusher } from "./flusher.ts";
 import { CometMetrics } from "./metrics.ts";
 import { renewOnline } from "./online.ts";
+import { CometOperator } from "./operator.ts";
 import { Registration } from "./registration.ts";
 import { CometService } from "./service.ts";
 import { ConnectionHub } from "./hub.ts";
@@ -126,6 +133,8 @@ export class Comet {
   readonly service: CometApi;
   /** The metrics registry (`goim_comet_*`). */
   readonly metrics: Metrics;
+  /** `goim.operator.CometOperator` (logic's console), callable in-process (comet/operator.ts). */
+  readonly operator: CometOperatorApi;
 
   readonly #cfg: Config;
   readonly #logic: LogicApi;
@@ -135,6 +144,7 @@ export class Comet {
   readonly #hub: ConnectionHub;
   readonly #cometService: CometService;
   readonly #registration: Registration;
+  readonly #operator: CometOperator;
   #tcp: SocketServer | null = null;
   #ws: SocketServer | null = null;
   #wss: SocketServer | null = null;
@@ -186,6 +196,15 @@ export class Comet {
       ["transport"],
     );
     this.service = this.#cometService;
+    this.#operator = new CometOperator({
+      id: this.id,
+      hub: this.#hub,
+      metrics: this.#cometMetrics,
+      register: () => this.#registration.register(),
+      deregister: () => this.#registration.deregister(),
+      log: this.#log,
+    });
+    this.operator = this.#operator;
     this.#registration = new Registration(
       deps.registry,
       cfg.comet.renew_online_interval,
@@ -196,7 +215,9 @@ export class Comet {
         tcpPort: this.#tcp?.addrs[0]?.port ?? 0,
         wsPort: this.#ws?.addrs[0]?.port ?? 0,
         wssPort: this.#wss?.addrs[0]?.port ?? 0,
-        weight: cfg.comet.weight,
+        // A draining comet is offered to no new client (docs/CONSOLE.md, "Drain").
+        weight: this.#operator.registryState === "draining" ? 0 : cfg.comet.weight,
+        state: this.#operator.registryState,
         connections: this.#hub.connections,
         ips: this.#hub.ips.size,
         region: cfg.node.region,
@@ -213,6 +234,7 @@ export class Comet {
     if (this.#started) throw new Error("comet already started");
     if (this.#shutdown) throw new Error("comet is shut down");
     this.#started = true;
+    this.#operator.hold(acquireLoopLag());
     const c = this.#cfg.comet;
     const hub = this.#hub;
     try {
@@ -325,6 +347,7 @@ export class Comet {
     this.#log.info("comet shutting down", { reason, connections: hub.connections });
     clearInterval(this.#renewTimer);
     this.#cometService.stop();
+    this.#operator.stop();
     const listeners = this.#stopAccepting(deadline);
     if (this.#started) {
       try {
@@ -475,7 +498,8 @@ export class Comet {
     this.#renewing = (async () => {
       const [online, reg] = await Promise.allSettled([
         renewOnline(this.#logic, this.id, hub.online),
-        this.#registration.register(),
+        // A drained comet has left the registry for good.
+        this.#operator.registers ? this.#registration.register() : Promise.resolve(),
       ]);
       // Messages only: these repeat every interval while logic or the registry is down.
       if (online.status === "rejected") {
@@ -505,6 +529,16 @@ export class Comet {
       cometServiceDefinition,
       serveUnary(handlers, {
         onError: (method, error) => this.#log.warn("comet rpc failed", { method, error }),
+      }),
+    );
+    server.addService(
+      operatorServiceDefinition,
+      serveUnary<OperatorMethods>(this.operator, {
+        onError: (method, error) => {
+          if (!(error instanceof RpcError)) {
+            this.#log.warn("operator rpc failed", { method, error });
+          }
+        },
       }),
     );
     this.#grpc = server;
