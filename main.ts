@@ -8,13 +8,16 @@
  */
 
 import { joinHostPort } from "./infra/addr.ts";
+import { serveAdminHttp } from "./infra/admin.ts";
 import type { Config } from "./infra/config.ts";
+import type { HttpServer } from "./infra/http_server.ts";
 import { openEngines } from "./infra/engines.ts";
 import { createLogger, type Logger } from "./infra/log.ts";
 import { runRole } from "./infra/process.ts";
 import { Comet, type CometAddrs } from "./comet/comet.ts";
 import { Logic, type LogicAddrs } from "./logic/logic.ts";
 import { Job } from "./job/job.ts";
+import { createJobAdminHandler } from "./job/admin.ts";
 
 /** A running embedded server. */
 export interface Embedded {
@@ -28,6 +31,8 @@ export interface Embedded {
   cometAddrs: CometAddrs;
   /** Where logic listens. */
   logicAddrs: LogicAddrs;
+  /** Job's admin endpoint (`job.admin.bind`), unless that is empty. */
+  jobAdmin?: Deno.NetAddr;
   /** Stops every role in order (comet, then job, then logic) and the engines. */
   stop(): Promise<void>;
 }
@@ -78,22 +83,40 @@ export async function startEmbedded(config: Config, log?: Logger): Promise<Embed
   const logicAddrs = await logic.start({ grpc: false });
   const cometAddrs = await comet.start({ grpc: false });
   await job.start();
-
+  let jobAdmin: HttpServer | undefined;
   let stopping: Promise<void> | null = null;
   const stop = () =>
     stopping ??= (async () => {
       await comet.shutdown("server shutting down");
       await job.stop();
+      await jobAdmin?.shutdown();
       await logic.stop();
       await engines.close();
     })();
-  return { comet, logic, job, cometAddrs, logicAddrs, stop };
+  // As job/main.ts serves it: without it job's series (lag, latency) reach no scrape.
+  if (config.job.admin.bind !== "") {
+    try {
+      jobAdmin = serveAdminHttp(
+        {
+          bind: config.job.admin.bind,
+          config,
+          log: logger.child({ role: "job" }),
+          metrics: job.metrics,
+        },
+        createJobAdminHandler(job, config.metrics.enabled),
+      );
+    } catch (e) {
+      await stop();
+      throw e;
+    }
+  }
+  return { comet, logic, job, cometAddrs, logicAddrs, jobAdmin: jobAdmin?.addr, stop };
 }
 
 if (import.meta.main) {
   await runRole({
     role: "embedded",
-    exposure: { api: true, admin: ["comet", "logic"] },
+    exposure: { api: true, admin: ["comet", "logic", "job"] },
     logger: (config) =>
       createLogger({
         level: config.log.level,

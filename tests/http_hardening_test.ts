@@ -254,6 +254,7 @@ function embeddedArgs(extra: string[] = []): { args: string[]; api: number; admi
     `logic.http.bind=127.0.0.1:${api}`,
     `logic.admin.bind=127.0.0.1:${admin}`,
     "comet.admin.bind=",
+    "job.admin.bind=",
     "log.format=json",
     ...extra,
   ];

@@ -1,11 +1,16 @@
 /**
- * The role metrics say what is true: a value that cannot be read is NaN,
- * never a stale or made-up number.
+ * The role metrics say what is true and reach a scrape: a value that cannot
+ * be read is NaN, never a stale or made-up number, and every role's
+ * registry has an admin endpoint in the embedded mode too.
  */
 
 import assert from "node:assert/strict";
+import { loadConfig } from "../infra/config.ts";
+import { createLogger } from "../infra/log.ts";
 import { createMetrics } from "../infra/metrics.ts";
 import { jobMetrics } from "../job/metrics.ts";
+import { startEmbedded } from "../main.ts";
+import { eventually } from "./eventually.ts";
 
 Deno.test("job: consumer lag is NaN while the queue cannot say, the value once it can", async () => {
   const m = createMetrics("job");
@@ -22,4 +27,36 @@ Deno.test("job: consumer lag is NaN while the queue cannot say, the value once i
   assert.match(await m.text(), /^goim_job_consumer_lag Nan$/m);
   lag = () => Promise.resolve(0);
   assert.match(await m.text(), /^goim_job_consumer_lag 0$/m);
+});
+
+Deno.test("embedded: job's admin endpoint serves its series (lag, latency) like job/main.ts", async () => {
+  const set = (kv: string) => ["--set", kv];
+  const config = loadConfig({
+    env: {},
+    args: [
+      ...set("comet.tcp.bind=127.0.0.1:0"),
+      ...set("comet.websocket.bind=127.0.0.1:0"),
+      ...set("comet.admin.bind="),
+      ...set("logic.http.bind=127.0.0.1:0"),
+      ...set("logic.admin.bind="),
+      ...set("job.admin.bind=127.0.0.1:0"),
+    ],
+  });
+  const server = await startEmbedded(config, createLogger({ level: "error" }));
+  try {
+    assert.ok(server.jobAdmin, "job.admin.bind is served in embedded mode too");
+    const metrics = async () => {
+      const res = await fetch(`http://127.0.0.1:${server.jobAdmin!.port}/metrics`);
+      assert.equal(res.status, 200);
+      return await res.text();
+    };
+    assert.match(await metrics(), /^goim_job_consumer_lag 0$/m);
+    const http = `http://127.0.0.1:${server.logicAddrs.http.port}`;
+    const res = await fetch(`${http}/goim/push/all?operation=1000`, { method: "POST", body: "x" });
+    assert.equal(res.status, 200, await res.text());
+    const count = /^goim_job_push_latency_seconds_count\{type="BROADCAST"\} (\d+)$/m;
+    await eventually(async () => Number(count.exec(await metrics())?.[1] ?? 0) === 1, "latency");
+  } finally {
+    await server.stop();
+  }
 });

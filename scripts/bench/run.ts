@@ -475,6 +475,7 @@ async function startServer(
     "logic.http.bind=127.0.0.1:0",
     "comet.admin.bind=127.0.0.1:0",
     "logic.admin.bind=127.0.0.1:0",
+    "job.admin.bind=",
     "log.level=warn",
     ...extraSets,
   ];
