@@ -315,6 +315,14 @@ export const CONFIG_SCHEMA = defineSchema({
     { min: 0 },
   ),
 
+  "logic.operator.keys": strings(
+    [],
+    "Bearer keys of the operator console and API (/console/, /operator/v1/ on logic.admin.bind; docs/CONSOLE.md), a set of their own: a push API key cannot kick. [] = the console answers only on a loopback logic.admin.bind (logged at WARN) and is off elsewhere. Prefer the env var GOIM_LOGIC__OPERATOR__KEYS.",
+  ),
+  "logic.operator.jobs": addrs(
+    [],
+    "Admin endpoints (job.admin.bind) of the job processes whose queue lag, push latency and event-loop lag the console shows, read from their /metrics with admin.token; [] = none (the embedded server passes its own job).",
+  ),
   "job.comet_lanes": int(
     32,
     "Ordered worker lanes per comet that pushes are spread over (goim Comet.RoutineSize).",
