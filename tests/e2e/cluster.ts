@@ -1,11 +1,14 @@
 /**
- * Starts the distributed mode for tests: logic, job and N comets as separate
- * `deno run` processes on a real Kafka and a real Redis, each test isolated
- * by its own topic, consumer group and Redis key prefix.
+ * Starts the distributed mode for tests: logics, jobs and comets (one of
+ * each role by default, two comets) as separate `deno run` processes on a
+ * real Kafka and a real Redis, each test isolated by its own topic,
+ * consumer group and Redis key prefix.
  *
  * @module
  */
 
+import { Kafka, logLevel } from "kafkajs";
+import { deleteTopic } from "../kafka_env.ts";
 import type { Cluster } from "./suite.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -115,12 +118,32 @@ export class RoleProcess {
 /** Options of {@linkcode startDistributed}. */
 export interface DistributedOptions {
   comets?: number;
+  /** Logic processes (default 1), all on the same topic and Redis prefix. */
+  logics?: number;
+  /** Job processes (default 1), all in the same consumer group. */
+  jobs?: number;
   kafkaBrokers: string;
   redisUrl: string;
   /** Extra `--set` pairs for every role. */
   set?: string[];
   /** Extra `--set` pairs for comet `index` only, after `set` (so they override it). */
   cometSet?: (index: number) => string[];
+  /** Extra `--set` pairs for job `index` only (also for jobs added later), after `set`. */
+  jobSet?: (index: number) => string[];
+  /**
+   * Create the topic with this many partitions before any role starts (and
+   * delete it in `stop()`); default: the roles create it with the broker's
+   * `num.partitions`.
+   */
+  partitions?: number;
+  /**
+   * Lay the comets out the way goim's nodes answer can name them: comet i
+   * listens on its own loopback address 127.0.0.(i+2), every comet on the
+   * same TCP and WebSocket ports, advertises that address (`comet.addrs`),
+   * and logic's `logic.nodes.tcp_port` / `ws_port` are those ports. Default
+   * false: every comet on 127.0.0.1 with ports of its own, not advertised.
+   */
+  nodes?: boolean;
   /**
    * The internal gRPC token every role gets as GOIM_GRPC__TOKEN (the way
    * config/distributed.toml asks for it); default a random one, "" = none.
@@ -132,18 +155,72 @@ export interface DistributedOptions {
 
 /** A running distributed cluster with handles on each process. */
 export interface DistributedCluster extends Cluster {
+  /** The first logic (`logicProcs[0]`); `http` is its API. */
   logic: RoleProcess;
+  /** The first job (`jobProcs[0]`). */
   job: RoleProcess;
+  /** Every logic, in start order. */
+  logicProcs: RoleProcess[];
+  /** Logic `i`'s HTTP base URL, for every logic. */
+  https: string[];
+  /** Every job, those added by `addJob` included. */
+  jobProcs: RoleProcess[];
   cometProcs: RoleProcess[];
+  /** Comet `i`'s `node.id` (the `server` of its routes and registry record). */
+  cometIds: string[];
   topic: string;
+  /** The job consumer group. */
+  group: string;
+  /** The Redis key prefix of every role. */
+  redisPrefix: string;
   /** The internal gRPC token of the roles ("" = none). */
   grpcToken: string;
+  /** Starts one more job in the group (index `jobProcs.length`); `stop()` stops it too. */
+  addJob(): Promise<RoleProcess>;
 }
 
-/** Starts logic, job and `comets` comets as processes; stops them all on failure. */
+/**
+ * A loopback port free on every one of `hosts` at once (for comets that
+ * share their client ports on distinct loopback addresses); bounded retries.
+ */
+export function sharedFreePort(hosts: readonly string[]): number {
+  for (let tries = 0; tries < 50; tries++) {
+    const first = Deno.listen({ hostname: hosts[0], port: 0 });
+    const port = (first.addr as Deno.NetAddr).port;
+    const held: Deno.Listener[] = [first];
+    try {
+      for (const hostname of hosts.slice(1)) held.push(Deno.listen({ hostname, port }));
+      return port;
+    } catch {
+      // taken on one of them: try another
+    } finally {
+      for (const l of held) l.close();
+    }
+  }
+  throw new Error(`no port free on all of ${hosts.join(", ")} after 50 tries`);
+}
+
+/** Creates `topic` with `partitions` partitions (replication 1: the test broker is one node). */
+async function createTopic(brokers: string[], topic: string, partitions: number): Promise<void> {
+  const admin = new Kafka({ brokers, clientId: "goim-test", logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({
+      topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }],
+      waitForLeaders: true,
+    });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Starts the logics, comets and jobs as processes; stops them all on failure. */
 export async function startDistributed(opts: DistributedOptions): Promise<DistributedCluster> {
   const id = crypto.randomUUID().slice(0, 8);
   const topic = `e2e-${id}`;
+  const group = `${topic}-job`;
+  const redisPrefix = `${topic}:`;
+  const brokers = opts.kafkaBrokers.split(",");
   const common = [
     "mode=distributed",
     "queue.engine=kafka",
@@ -151,81 +228,134 @@ export async function startDistributed(opts: DistributedOptions): Promise<Distri
     "registry.engine=redis",
     `queue.kafka.brokers=${opts.kafkaBrokers}`,
     `queue.kafka.topic=${topic}`,
-    `queue.kafka.group=${topic}-job`,
+    `queue.kafka.group=${group}`,
     `redis.url=${opts.redisUrl}`,
-    `redis.key_prefix=${topic}:`,
+    `redis.key_prefix=${redisPrefix}`,
     "log.level=warn",
     "comet.renew_online_interval=300ms",
     ...(opts.set ?? []),
   ];
   const sets = (extra: string[]) => [...common, ...extra].flatMap((kv) => ["--set", kv]);
 
-  const logicHttp = freePort();
-  const logicGrpc = freePort();
-  const logicAdmin = freePort();
-  const logic = new RoleProcess("logic", [
-    "logic/main.ts",
-    ...sets([
-      `node.id=logic-${id}`,
-      `logic.http.bind=127.0.0.1:${logicHttp}`,
-      `logic.grpc.bind=127.0.0.1:${logicGrpc}`,
-      `logic.admin.bind=127.0.0.1:${logicAdmin}`,
-    ]),
-  ], logicAdmin);
+  const cometCount = opts.comets ?? 2;
+  const cometHosts = Array.from(
+    { length: cometCount },
+    (_, i) => opts.nodes ? `127.0.0.${i + 2}` : "127.0.0.1",
+  );
+  const shared = opts.nodes
+    ? { tcp: sharedFreePort(cometHosts), ws: sharedFreePort(cometHosts) }
+    : undefined;
+
+  const logicGrpcs: number[] = [];
+  const https: string[] = [];
+  const logicProcs: RoleProcess[] = [];
+  for (let i = 0; i < (opts.logics ?? 1); i++) {
+    const http = freePort();
+    const grpc = freePort();
+    const admin = freePort();
+    logicGrpcs.push(grpc);
+    https.push(`http://127.0.0.1:${http}`);
+    logicProcs.push(
+      new RoleProcess(i === 0 ? "logic" : `logic-${i}`, [
+        "logic/main.ts",
+        ...sets([
+          `node.id=logic-${i}-${id}`,
+          `logic.http.bind=127.0.0.1:${http}`,
+          `logic.grpc.bind=127.0.0.1:${grpc}`,
+          `logic.admin.bind=127.0.0.1:${admin}`,
+          ...(shared
+            ? [`logic.nodes.tcp_port=${shared.tcp}`, `logic.nodes.ws_port=${shared.ws}`]
+            : []),
+        ]),
+      ], admin),
+    );
+  }
 
   const cometProcs: RoleProcess[] = [];
+  const cometIds: string[] = [];
   const endpoints: { tcp: string; ws: string }[] = [];
-  for (let i = 0; i < (opts.comets ?? 2); i++) {
-    const tcp = freePort();
-    const ws = freePort();
+  for (let i = 0; i < cometCount; i++) {
+    const host = cometHosts[i];
+    const tcp = shared?.tcp ?? freePort();
+    const ws = shared?.ws ?? freePort();
     const admin = freePort();
+    cometIds.push(`comet-${i}-${id}`);
     cometProcs.push(
       new RoleProcess(`comet-${i}`, [
         "comet/main.ts",
         ...sets([
-          `node.id=comet-${i}-${id}`,
-          `comet.tcp.bind=127.0.0.1:${tcp}`,
-          `comet.websocket.bind=127.0.0.1:${ws}`,
+          `node.id=${cometIds[i]}`,
+          `comet.tcp.bind=${host}:${tcp}`,
+          `comet.websocket.bind=${host}:${ws}`,
           `comet.grpc.bind=127.0.0.1:${freePort()}`,
-          `comet.logic_addrs=127.0.0.1:${logicGrpc}`,
+          `comet.logic_addrs=${logicGrpcs.map((p) => `127.0.0.1:${p}`).join(",")}`,
           `comet.admin.bind=127.0.0.1:${admin}`,
+          ...(shared ? [`comet.addrs=${host}`] : []),
           ...(opts.cometSet?.(i) ?? []),
         ]),
       ], admin),
     );
-    endpoints.push({ tcp: `tcp://127.0.0.1:${tcp}`, ws: `ws://127.0.0.1:${ws}/sub` });
+    endpoints.push({ tcp: `tcp://${host}:${tcp}`, ws: `ws://${host}:${ws}/sub` });
   }
-  const jobAdmin = freePort();
-  const job = new RoleProcess("job", [
-    "job/main.ts",
-    ...sets([`node.id=job-${id}`, `job.admin.bind=127.0.0.1:${jobAdmin}`]),
-  ], jobAdmin);
 
-  const all = [logic, ...cometProcs, job];
   const grpcToken = opts.grpcToken ?? crypto.randomUUID();
-  for (const p of all) {
+  const prepare = (p: RoleProcess) => {
     p.env.GOIM_GRPC__TOKEN = grpcToken;
     p.denoFlags = opts.denoFlags ?? [];
-  }
+    return p;
+  };
+  const jobProcs: RoleProcess[] = [];
+  const newJob = () => {
+    const i = jobProcs.length;
+    const admin = freePort();
+    const job = prepare(
+      new RoleProcess(i === 0 ? "job" : `job-${i}`, [
+        "job/main.ts",
+        ...sets([
+          `node.id=job-${i}-${id}`,
+          `job.admin.bind=127.0.0.1:${admin}`,
+          ...(opts.jobSet?.(i) ?? []),
+        ]),
+      ], admin),
+    );
+    jobProcs.push(job);
+    return job;
+  };
+  for (let i = 0; i < (opts.jobs ?? 1); i++) newJob();
+
+  for (const p of [...logicProcs, ...cometProcs]) prepare(p);
   const stop = async () => {
-    await Promise.all(all.map((p) => p.stop("SIGTERM")));
+    await Promise.all([...logicProcs, ...cometProcs, ...jobProcs].map((p) => p.stop("SIGTERM")));
+    if (opts.partitions !== undefined) await deleteTopic(brokers, topic);
   };
   try {
-    await logic.start();
+    if (opts.partitions !== undefined) await createTopic(brokers, topic, opts.partitions);
+    await Promise.all(logicProcs.map((l) => l.start()));
     await Promise.all(cometProcs.map((c) => c.start()));
-    await job.start();
+    await Promise.all(jobProcs.map((j) => j.start()));
   } catch (e) {
     await stop();
     throw e;
   }
   return {
-    http: `http://127.0.0.1:${logicHttp}`,
+    http: https[0],
+    https,
     comets: endpoints,
     stop,
-    logic,
-    job,
+    logic: logicProcs[0],
+    logicProcs,
+    job: jobProcs[0],
+    jobProcs,
     cometProcs,
+    cometIds,
     topic,
+    group,
+    redisPrefix,
     grpcToken,
+    async addJob() {
+      const job = newJob();
+      await job.start();
+      return job;
+    },
   };
 }
