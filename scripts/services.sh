@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Brings up (and down) a real Redis, a real single-node Kafka and a real bilibili
-# discovery on loopback for tests and development. Idempotent; keeps all state in
-# the repo's .services/.
+# Brings up (and down) a real Redis, a real 3-master Redis Cluster, a real single-node
+# Kafka and a real bilibili discovery on loopback for tests and development.
+# Idempotent; keeps all state in the repo's .services/.
 #
-#   scripts/services.sh up     [redis|kafka|discovery]   start (default: all); no-op if healthy
-#   scripts/services.sh down   [redis|kafka|discovery]   stop what we started (by recorded PID)
-#   scripts/services.sh restart [redis|kafka|discovery]  down, then up
-#   scripts/services.sh status [redis|kafka|discovery]   what runs; exit 0 if all running, 3 if not
-#   scripts/services.sh reset  [redis|kafka|discovery]   down, then delete data (jars, binary stay)
-#   scripts/services.sh env                              print export lines for tests
+#   scripts/services.sh up     [redis|cluster|kafka|discovery]   start (default: all); no-op if healthy
+#   scripts/services.sh down   [redis|cluster|kafka|discovery]   stop what we started (by recorded PID)
+#   scripts/services.sh restart [redis|cluster|kafka|discovery]  down, then up
+#   scripts/services.sh status [redis|cluster|kafka|discovery]   what runs; exit 0 if all running, 3 if not
+#   scripts/services.sh reset  [redis|cluster|kafka|discovery]   down, then delete data (jars, binary stay)
+#   scripts/services.sh env                                      print export lines for tests
 #
-# Redis comes from Debian's redis-server package; Kafka is assembled from Maven
-# Central jars (scripts/kafka/pom.xml) and runs in KRaft mode; discovery (goim's
-# registry) is built with `go install`. See docs/SERVICES.md.
+# Redis (and the cluster's nodes) come from Debian's redis-server package; Kafka is
+# assembled from Maven Central jars (scripts/kafka/pom.xml) and runs in KRaft mode;
+# discovery (goim's registry) is built with `go install`. See docs/SERVICES.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +21,10 @@ STATE="${SERVICES_DIR:-$ROOT/.services}"
 
 REDIS_PORT="${REDIS_PORT:-6379}"
 REDIS_WAIT_SECS="${REDIS_WAIT_SECS:-30}"
+
+# Three masters, no replicas: the smallest cluster whose slots span several nodes.
+CLUSTER_PORTS="${CLUSTER_PORTS:-7001 7002 7003}"
+CLUSTER_WAIT_SECS="${CLUSTER_WAIT_SECS:-30}"
 
 KAFKA_VERSION="${KAFKA_VERSION:-4.4.0}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
@@ -39,6 +43,8 @@ STOP_WAIT_SECS="${STOP_WAIT_SECS:-30}"
 REDIS_DIR="$STATE/redis"
 REDIS_PIDFILE="$REDIS_DIR/redis.pid"
 REDIS_LOG="$REDIS_DIR/redis.log"
+
+CLUSTER_DIR="$STATE/cluster"
 
 KAFKA_DIR="$STATE/kafka"
 KAFKA_LIB="$KAFKA_DIR/lib"
@@ -224,6 +230,150 @@ redis_reset() {
   redis_down
   rm -rf "$REDIS_DIR"
   say "redis: state deleted"
+}
+
+# ----------------------------------------------------------------------------- cluster
+
+# Each node lives in $CLUSTER_DIR/<port>/: redis.pid, redis.log, nodes.conf (the
+# cluster's own state file: node ids, slots, peers; kept across down/up).
+read -r -a CLUSTER_PORT_LIST <<<"$CLUSTER_PORTS"
+cluster_node_dir() { echo "$CLUSTER_DIR/$1"; }
+cluster_node_pattern() { echo "redis-server 127.0.0.1:$1"; }
+cluster_node_pid() { running_pid "$(cluster_node_dir "$1")/redis.pid" "$(cluster_node_pattern "$1")"; }
+cluster_cli() { local p="$1"; shift; redis-cli -h 127.0.0.1 -p "$p" "$@" 2>/dev/null; }
+# cluster_info PORT FIELD: one field of CLUSTER INFO (e.g. cluster_state).
+cluster_info() { cluster_cli "$1" cluster info | tr -d '\r' | sed -n "s/^$2://p"; }
+cluster_seeds() { local p; for p in "${CLUSTER_PORT_LIST[@]}"; do printf '127.0.0.1:%s\n' "$p"; done; }
+
+# Every node answers and says the cluster is ok (all 16384 slots served).
+cluster_ok() {
+  local p
+  for p in "${CLUSTER_PORT_LIST[@]}"; do
+    [[ "$(cluster_info "$p" cluster_state)" == ok ]] || return 1
+  done
+}
+
+cluster_log_tail() {
+  local p
+  for p in "${CLUSTER_PORT_LIST[@]}"; do
+    warn "cluster: last lines of $(cluster_node_dir "$p")/redis.log:"
+    tail -n 10 "$(cluster_node_dir "$p")/redis.log" >&2 2>/dev/null || true
+  done
+}
+
+cluster_node_up() {
+  local p="$1" dir deadline
+  dir="$(cluster_node_dir "$p")"
+  mkdir -p "$dir"
+  cluster_node_pid "$p" >/dev/null && return 0
+  if port_open "$p"; then
+    die "cluster: port $p is taken by a process we did not start ($(port_owner "$p")); stop it or set CLUSTER_PORTS"
+  fi
+  : >"$dir/redis.log"
+  redis-server --bind 127.0.0.1 --port "$p" --cluster-enabled yes \
+    --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 5000 \
+    --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir" \
+    --save "" --appendonly no 9>&- >&2 \
+    || { tail -n 30 "$dir/redis.log" >&2 2>/dev/null || true; die "cluster: redis-server on port $p failed to start"; }
+  deadline=$((SECONDS + 10))
+  until [[ -s "$dir/redis.pid" ]] || ((SECONDS >= deadline)); do sleep 0.05; done
+}
+
+cluster_pid_list() {
+  local p pids=()
+  for p in "${CLUSTER_PORT_LIST[@]}"; do pids+=("$(cluster_node_pid "$p" || echo '?')"); done
+  echo "${pids[*]}"
+}
+
+# cluster_wait WHAT TEST: until TEST succeeds, dying after CLUSTER_WAIT_SECS or when a node exits.
+cluster_wait() {
+  local what="$1" test="$2" deadline=$((SECONDS + CLUSTER_WAIT_SECS)) p
+  until "$test"; do
+    for p in "${CLUSTER_PORT_LIST[@]}"; do
+      cluster_node_pid "$p" >/dev/null || { cluster_log_tail; die "cluster: node $p exited during startup"; }
+    done
+    if ((SECONDS >= deadline)); then
+      cluster_log_tail
+      die "cluster: $what not reached after ${CLUSTER_WAIT_SECS}s (nodes left running; 'scripts/services.sh reset cluster' starts over)"
+    fi
+    sleep 0.1
+  done
+}
+
+cluster_pinged() {
+  local p
+  for p in "${CLUSTER_PORT_LIST[@]}"; do [[ "$(cluster_cli "$p" ping)" == PONG ]] || return 1; done
+}
+
+# No node has a slot or knows a peer: a fresh set of nodes that `--cluster create` may join.
+cluster_blank() {
+  local p
+  for p in "${CLUSTER_PORT_LIST[@]}"; do
+    [[ "$(cluster_info "$p" cluster_slots_assigned)" == 0 ]] || return 1
+    [[ "$(cluster_info "$p" cluster_known_nodes)" == 1 ]] || return 1
+  done
+}
+
+cluster_up() {
+  local t0 p created=""
+  t0="$(now)"
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    apt_install redis-server
+  fi
+  ((${#CLUSTER_PORT_LIST[@]} >= 3)) || die "cluster: CLUSTER_PORTS needs 3 ports or more (redis-cli --cluster create wants 3 masters)"
+  mkdir -p "$CLUSTER_DIR"
+  if cluster_pinged && cluster_ok; then
+    say "cluster: already running (pids $(cluster_pid_list), 127.0.0.1:${CLUSTER_PORTS// /,}), nothing to do"
+    return 0
+  fi
+  for p in "${CLUSTER_PORT_LIST[@]}"; do cluster_node_up "$p"; done
+  cluster_wait "PONG from every node" cluster_pinged
+  if cluster_blank; then
+    # Assigns the 16384 slots evenly over the masters and joins them (it waits for the join).
+    # shellcheck disable=SC2046 # one seed per word
+    redis-cli --cluster create $(cluster_seeds) --cluster-replicas 0 --cluster-yes \
+      >"$CLUSTER_DIR/create.log" 2>&1 \
+      || { tail -n 20 "$CLUSTER_DIR/create.log" >&2; die "cluster: redis-cli --cluster create failed (see $CLUSTER_DIR/create.log)"; }
+    created=", created"
+  fi
+  # Restarted nodes rejoin from their nodes.conf; a new cluster spreads its config by gossip.
+  cluster_wait "cluster_state:ok on every node" cluster_ok
+  say "cluster: up (pids $(cluster_pid_list), 127.0.0.1:${CLUSTER_PORTS// /,}, 3 masters$created) in $(elapsed "$t0")s"
+}
+
+cluster_down() {
+  local p
+  for p in "${CLUSTER_PORT_LIST[@]}"; do
+    stop_pid "cluster node $p" "$(cluster_node_dir "$p")/redis.pid" "$(cluster_node_pattern "$p")"
+  done
+}
+
+cluster_status() {
+  local p pid pids=() missing=() other=""
+  for p in "${CLUSTER_PORT_LIST[@]}"; do
+    if pid="$(cluster_node_pid "$p" 2>/dev/null)"; then
+      pids+=("$pid")
+    else
+      missing+=("$p")
+      port_open "$p" && other+=" (port $p is open, but not by our instance: $(port_owner "$p"))"
+    fi
+  done
+  if ((${#missing[@]} > 0)); then
+    say "cluster: not running (nodes ${missing[*]} down${other})"
+    return 1
+  fi
+  if cluster_ok; then
+    say "cluster: running (pids ${pids[*]}, 127.0.0.1:${CLUSTER_PORTS// /,} cluster_state ok)"
+    return 0
+  fi
+  say "cluster: processes running (pids ${pids[*]}) but cluster_state is not ok on every node"
+  return 1
+}
+
+cluster_reset() {
+  cluster_down
+  rm -rf "$CLUSTER_DIR"
+  say "cluster: state deleted"
 }
 
 # ----------------------------------------------------------------------------- kafka
@@ -575,17 +725,17 @@ discovery_reset() {
 # ----------------------------------------------------------------------------- main
 
 usage() {
-  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
 cmd="${1:-}"
 target="${2:-all}"
 case "$target" in
-redis | kafka | discovery | all) ;;
+redis | cluster | kafka | discovery | all) ;;
 *) usage ;;
 esac
-services=(redis kafka discovery)
+services=(redis cluster kafka discovery)
 [[ "$target" != all ]] && services=("$target")
 
 if [[ "$cmd" == env ]]; then
@@ -597,6 +747,8 @@ if [[ "$cmd" == env ]]; then
   printf 'export GOIM_QUEUE__KAFKA__BROKERS=127.0.0.1:%s\n' "$KAFKA_PORT"
   printf 'export DISCOVERY_NODES=127.0.0.1:%s\n' "$DISCOVERY_PORT"
   printf 'export GOIM_DISCOVERY__NODES=127.0.0.1:%s\n' "$DISCOVERY_PORT"
+  printf 'export GOIM_TEST_REDIS_CLUSTER_NODES=%s\n' "$(cluster_seeds | paste -sd,)"
+  printf 'export GOIM_REDIS__CLUSTER__NODES=%s\n' "$(cluster_seeds | paste -sd,)"
   exit 0
 fi
 
@@ -621,7 +773,7 @@ up)
   ;;
 down)
   # Kafka first: it is the slower one, and nothing of ours depends on Redis to stop.
-  for s in kafka discovery redis; do
+  for s in kafka discovery cluster redis; do
     [[ " ${services[*]} " == *" $s "* ]] && "${s}_down"
   done
   say "down ${target}: done in $(elapsed "$T0")s"
