@@ -3,7 +3,7 @@
  * session store (`sessions.engine`), the comet registry
  * (`registry.engine`), and the queue's producer and consumer
  * (`queue.engine`). Every Redis connection gets `redis.url`,
- * `redis.key_prefix` and `redis.command_timeout`, and logs when it goes
+ * `redis.cluster.nodes`, `redis.key_prefix` and `redis.command_timeout`, and logs when it goes
  * down and comes back; the Kafka ends get the role's logger (and the
  * consumer its metrics).
  *
@@ -87,6 +87,7 @@ export function redisOptions(
 ): RedisConnectionOptions {
   return {
     url: config.redis.url,
+    clusterNodes: config.redis.cluster.nodes,
     keyPrefix: config.redis.key_prefix,
     commandTimeoutMs: config.redis.command_timeout,
     onStateChange: (state, error) =>

@@ -1,38 +1,49 @@
 /**
  * The end-to-end suite on the distributed mode: logic, job and two comets
- * as separate processes on a real Kafka and a real Redis.
+ * as separate processes on a real Kafka, with the Redis engines on a
+ * single Redis and on the services' 3-master Redis Cluster.
  */
 
+import assert from "node:assert/strict";
 import { kafkaTestBrokers } from "./kafka_env.ts";
-import { redisTestUrl } from "./redis_env.ts";
+import { redisTargets } from "./redis_cluster_env.ts";
 import { startDistributed } from "./e2e/cluster.ts";
 import { deliveryScenario } from "./e2e/suite.ts";
 
 const kafka = await kafkaTestBrokers();
-const redis = await redisTestUrl();
 
-Deno.test({
-  name: "distributed: two comets, pushes by key, mid, room and all reach exactly the right clients",
-  ignore: kafka.ignore || redis.ignore,
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    kafka.assertReachable();
-    redis.assertReachable();
-    const cluster = await startDistributed({
-      comets: 2,
-      kafkaBrokers: kafka.brokers.join(","),
-      redisUrl: redis.url,
-    });
-    try {
-      await deliveryScenario(cluster, "dist");
-    } catch (e) {
-      for (const p of [cluster.logic, cluster.job, ...cluster.cometProcs]) {
-        console.error(`--- ${p.name} ---\n${p.tail(40)}`);
+for (const redis of await redisTargets()) {
+  const cluster = redis.clusterNodes.length > 0;
+  Deno.test({
+    name: `distributed${cluster ? " on Redis Cluster" : ""}: two comets, ` +
+      "pushes by key, mid, room and all reach exactly the right clients",
+    ignore: kafka.ignore || redis.ignore,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      kafka.assertReachable();
+      redis.assertReachable();
+      const roles = await startDistributed({
+        comets: 2,
+        kafkaBrokers: kafka.brokers.join(","),
+        redisUrl: redis.url,
+        set: redis.configSets(),
+      });
+      // The roles write under redis.key_prefix = <topic>: (tests/e2e/cluster.ts).
+      const prefix = `${roles.topic}:`;
+      try {
+        await deliveryScenario(roles, cluster ? "dist-cluster" : "dist");
+        const keys = await redis.countKeys(prefix);
+        assert.ok(keys > 0, `routes and registry records on ${redis.name}: ${keys}`);
+      } catch (e) {
+        for (const p of [roles.logic, roles.job, ...roles.cometProcs]) {
+          console.error(`--- ${p.name} ---\n${p.tail(40)}`);
+        }
+        throw e;
+      } finally {
+        await roles.stop();
+        await redis.deleteKeys(prefix);
       }
-      throw e;
-    } finally {
-      await cluster.stop();
-    }
-  },
-});
+    },
+  });
+}

@@ -62,7 +62,23 @@ async function probe(): Promise<RedisTestTarget> {
 }
 
 /** PINGs `url` within `timeoutMs`; resolves to undefined on PONG, else to the reason. */
-export async function ping(url: string, timeoutMs: number): Promise<string | undefined> {
+export function ping(url: string, timeoutMs: number): Promise<string | undefined> {
+  return onConnection(url, timeoutMs, (c) => c.ping()).then(
+    (pong) => pong === "PONG" ? undefined : `PING answered ${pong}`,
+    (err) => (err as Error).message,
+  );
+}
+
+/**
+ * Runs `f` on a throwaway connection to `url` that never retries or queues
+ * and bounds connecting and each command by `timeoutMs`; a failure to
+ * connect rejects with the client's last error. Closed when `f` settles.
+ */
+export async function onConnection<T>(
+  url: string,
+  timeoutMs: number,
+  f: (c: Redis) => Promise<T>,
+): Promise<T> {
   const c = new Redis(url, {
     lazyConnect: true,
     enableOfflineQueue: false,
@@ -76,11 +92,12 @@ export async function ping(url: string, timeoutMs: number): Promise<string | und
   let last: string | undefined;
   c.on("error", (e: Error) => last = e.message);
   try {
-    await c.connect();
-    const pong = await c.ping();
-    return pong === "PONG" ? undefined : `PING answered ${pong}`;
-  } catch (err) {
-    return last ?? (err as Error).message;
+    try {
+      await c.connect();
+    } catch (err) {
+      throw new Error(last ?? (err as Error).message, { cause: err });
+    }
+    return await f(c);
   } finally {
     c.disconnect();
   }
@@ -117,10 +134,20 @@ async function scanKeys(
   }
 }
 
-/** Deletes every key starting with `prefix` (SCAN + UNLINK); returns how many. */
+/**
+ * Deletes every key starting with `prefix` (SCAN + UNLINK); returns how
+ * many. One UNLINK per key, pipelined: on a cluster node (tests/redis_cluster_env.ts
+ * calls this per master) the keys of one command must share a slot.
+ */
 export function deleteKeys(url: string, prefix: string): Promise<number> {
   if (!prefix) return Promise.reject(new Error("deleteKeys: refusing an empty prefix"));
-  return scanKeys(url, prefix, (c, keys) => c.unlink(...keys));
+  return scanKeys(url, prefix, async (c, keys) => {
+    const replies = await c.pipeline(keys.map((k) => ["unlink", k])).exec() ?? [];
+    return replies.reduce((n, [err, v]) => {
+      if (err) throw err;
+      return n + Number(v);
+    }, 0);
+  });
 }
 
 /** Counts keys starting with `prefix` (for asserting that a test cleaned up or pruned). */

@@ -4,20 +4,13 @@
  */
 
 import assert from "node:assert/strict";
-import { Redis } from "ioredis";
 import { DEFAULT_ROUTE_TTL_MS, MemorySessionStore } from "../infra/memory/sessions.ts";
 import { RedisEngineError } from "../infra/redis/client.ts";
 import { createRedisEngines, RedisSessionStore } from "../infra/redis/mod.ts";
 import { sessionStoreSuite } from "./engine_suites/sessions_suite.ts";
 import { assertNoLeakedHandles, openHandles, waitFor } from "./engine_suites/harness.ts";
-import {
-  countKeys,
-  deleteKeys,
-  hasRedisServerBinary,
-  ownRedisServer,
-  redisTestUrl,
-  uniqueKeyPrefix,
-} from "./redis_env.ts";
+import { hasRedisServerBinary, ownRedisServer } from "./redis_env.ts";
+import { redisTargets, uniqueKeyPrefix } from "./redis_cluster_env.ts";
 
 // ---------------------------------------------------------------------------- memory
 
@@ -73,100 +66,102 @@ Deno.test("memory sessions: the periodic sweep runs and close() stops it", async
 
 // ---------------------------------------------------------------------------- redis
 
-const redis = await redisTestUrl();
+// The single Redis and the 3-master cluster: the suite and the key layout on both.
+for (const redis of await redisTargets()) {
+  /** Registers a test on this Redis (ignored when it is absent, failing under CI). */
+  const redisTest = (name: string, fn: (prefix: string) => Promise<void>) =>
+    Deno.test({
+      name: `${redis.name} sessions: ${name}`,
+      ignore: redis.ignore,
+      fn: async () => {
+        redis.assertReachable();
+        const prefix = uniqueKeyPrefix();
+        try {
+          await fn(prefix);
+        } finally {
+          await redis.deleteKeys(prefix);
+        }
+      },
+    });
 
-/** Registers a Redis-only test (ignored when Redis is absent, failing under CI). */
-function redisTest(name: string, fn: (prefix: string) => Promise<void>): void {
-  Deno.test({
-    name: `redis sessions: ${name}`,
-    ignore: redis.ignore,
-    fn: async () => {
-      redis.assertReachable();
-      const prefix = uniqueKeyPrefix();
-      try {
-        await fn(prefix);
-      } finally {
-        await deleteKeys(redis.url, prefix);
+  sessionStoreSuite(redis.name, async ({ ttlMs }) => {
+    redis.assertReachable();
+    const keyPrefix = uniqueKeyPrefix();
+    const store = await RedisSessionStore.connect({
+      ...redis.options(keyPrefix),
+      routeTtlMs: ttlMs,
+    });
+    return {
+      store,
+      cleanup: async () => {
+        await redis.deleteKeys(keyPrefix);
+        await store.close();
+      },
+    };
+  }, { ignore: redis.ignore });
+
+  redisTest("uses goim's key layout under the prefix", async (prefix) => {
+    const store = await RedisSessionStore.connect({
+      ...redis.options(prefix),
+      routeTtlMs: 90_000,
+    });
+    const raw = redis.raw();
+    try {
+      await store.addMapping(42, "k1", "comet-a");
+      await store.addMapping(42, "k2", "comet-b");
+      await store.addMapping(0, "k3", "comet-a");
+      await store.addServerOnline({ server: "comet-a", roomCount: { "live://1": 2 }, updated: 7 });
+      assert.deepEqual(await raw.hgetall(`${prefix}mid_42`), { k1: "comet-a", k2: "comet-b" });
+      assert.equal(await raw.get(`${prefix}key_k1`), "comet-a");
+      assert.equal(await raw.get(`${prefix}key_k3`), "comet-a");
+      assert.equal(await raw.exists(`${prefix}mid_0`), 0, "mid 0 writes no hash");
+      // goim's online hash: field CityHash32("live://1") % 64 = 19, updated in seconds
+      // (tests/online_goim_format_test.ts has the format's golden tests).
+      assert.deepEqual(await raw.hgetall(`${prefix}ol_comet-a`), {
+        19: '{"server":"comet-a","room_count":{"live://1":2},"updated":0}',
+      });
+      for (const k of ["mid_42", "key_k1", "key_k3", "ol_comet-a"]) {
+        const ttl = await raw.pttl(`${prefix}${k}`);
+        assert.ok(ttl > 80_000 && ttl <= 90_000, `${k} pttl ${ttl}`);
       }
-    },
+      assert.equal(await redis.countKeys(prefix), 5);
+
+      // A route written by goim itself (no prefix logic involved) is read back.
+      await raw.set(`${prefix}key_goim`, "comet-z");
+      await raw.hset(`${prefix}mid_43`, "goim", "comet-z");
+      assert.deepEqual(await store.serversByKeys(["goim"]), ["comet-z"]);
+      assert.equal((await store.keysByMids([43])).get("goim"), "comet-z");
+    } finally {
+      raw.disconnect();
+      await store.close();
+    }
+  });
+
+  redisTest("prefixes keep stores apart", async (prefix) => {
+    const a = await RedisSessionStore.connect(redis.options(`${prefix}a:`));
+    const b = await RedisSessionStore.connect(redis.options(`${prefix}b:`));
+    try {
+      await a.addMapping(1, "k", "sa");
+      assert.deepEqual(await b.serversByKeys(["k"]), [null]);
+      assert.equal((await b.keysByMids([1])).size, 0);
+      assert.equal(a.ttlMs, DEFAULT_ROUTE_TTL_MS);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  redisTest("createRedisEngines opens both engines and closes both", async (prefix) => {
+    const before = openHandles();
+    const e = await createRedisEngines({ ...redis.options(prefix), routeTtlMs: 5000 });
+    assert.ok(e.sessions.ready && e.registry.ready);
+    await e.sessions.addMapping(1, "k", "s");
+    assert.equal(e.sessions.ttlMs, 5000);
+    assert.deepEqual(await e.registry.list(), []);
+    await e.close();
+    await assertNoLeakedHandles(before);
   });
 }
-
-sessionStoreSuite("redis", async ({ ttlMs }) => {
-  redis.assertReachable();
-  const keyPrefix = uniqueKeyPrefix();
-  const store = await RedisSessionStore.connect({ url: redis.url, keyPrefix, routeTtlMs: ttlMs });
-  return {
-    store,
-    cleanup: async () => {
-      await deleteKeys(redis.url, keyPrefix);
-      await store.close();
-    },
-  };
-}, { ignore: redis.ignore });
-
-redisTest("uses goim's key layout under the prefix", async (prefix) => {
-  const store = await RedisSessionStore.connect({
-    url: redis.url,
-    keyPrefix: prefix,
-    routeTtlMs: 90_000,
-  });
-  const raw = new Redis(redis.url);
-  try {
-    await store.addMapping(42, "k1", "comet-a");
-    await store.addMapping(42, "k2", "comet-b");
-    await store.addMapping(0, "k3", "comet-a");
-    await store.addServerOnline({ server: "comet-a", roomCount: { "live://1": 2 }, updated: 7 });
-    assert.deepEqual(await raw.hgetall(`${prefix}mid_42`), { k1: "comet-a", k2: "comet-b" });
-    assert.equal(await raw.get(`${prefix}key_k1`), "comet-a");
-    assert.equal(await raw.get(`${prefix}key_k3`), "comet-a");
-    assert.equal(await raw.exists(`${prefix}mid_0`), 0, "mid 0 writes no hash");
-    // goim's online hash: field CityHash32("live://1") % 64 = 19, updated in seconds
-    // (tests/online_goim_format_test.ts has the format's golden tests).
-    assert.deepEqual(await raw.hgetall(`${prefix}ol_comet-a`), {
-      19: '{"server":"comet-a","room_count":{"live://1":2},"updated":0}',
-    });
-    for (const k of ["mid_42", "key_k1", "key_k3", "ol_comet-a"]) {
-      const ttl = await raw.pttl(`${prefix}${k}`);
-      assert.ok(ttl > 80_000 && ttl <= 90_000, `${k} pttl ${ttl}`);
-    }
-    assert.equal(await countKeys(redis.url, prefix), 5);
-
-    // A route written by goim itself (no prefix logic involved) is read back.
-    await raw.set(`${prefix}key_goim`, "comet-z");
-    await raw.hset(`${prefix}mid_43`, "goim", "comet-z");
-    assert.deepEqual(await store.serversByKeys(["goim"]), ["comet-z"]);
-    assert.equal((await store.keysByMids([43])).get("goim"), "comet-z");
-  } finally {
-    raw.disconnect();
-    await store.close();
-  }
-});
-
-redisTest("prefixes keep stores apart", async (prefix) => {
-  const a = await RedisSessionStore.connect({ url: redis.url, keyPrefix: `${prefix}a:` });
-  const b = await RedisSessionStore.connect({ url: redis.url, keyPrefix: `${prefix}b:` });
-  try {
-    await a.addMapping(1, "k", "sa");
-    assert.deepEqual(await b.serversByKeys(["k"]), [null]);
-    assert.equal((await b.keysByMids([1])).size, 0);
-    assert.equal(a.ttlMs, DEFAULT_ROUTE_TTL_MS);
-  } finally {
-    await a.close();
-    await b.close();
-  }
-});
-
-redisTest("createRedisEngines opens both engines and closes both", async (prefix) => {
-  const before = openHandles();
-  const e = await createRedisEngines({ url: redis.url, keyPrefix: prefix, routeTtlMs: 5000 });
-  assert.ok(e.sessions.ready && e.registry.ready);
-  await e.sessions.addMapping(1, "k", "s");
-  assert.equal(e.sessions.ttlMs, 5000);
-  assert.deepEqual(await e.registry.list(), []);
-  await e.close();
-  await assertNoLeakedHandles(before);
-});
 
 Deno.test("redis sessions: connecting to nothing rejects fast and leaves nothing open", async () => {
   const before = openHandles();

@@ -472,6 +472,10 @@ export const CONFIG_SCHEMA = defineSchema({
     },
   ),
   "redis.key_prefix": str("", 'Prefix of every Redis key; "" keeps goim\'s own key names.'),
+  "redis.cluster.nodes": addrs(
+    [],
+    'Redis Cluster seed nodes; any reachable one tells the client the rest. [] = the single Redis at redis.url. Non-empty: the engines run on the cluster, and redis.url gives only the user, password and TLS (rediss://) of every node (its db must be 0). Session keys keep goim\'s names; registry keys get the hash tag {comets} (docs/SERVICES.md, "Redis Cluster").',
+  ),
   "redis.command_timeout": duration(
     "2s",
     "Longest one Redis command may take before it fails; while Redis is down, commands fail at once (nothing is queued).",
@@ -552,6 +556,16 @@ export const CROSS_CHECKS: readonly CrossCheck[] = [
       (c.registry.engine === "discovery" || c.discovery.register) && c.discovery.nodes.length === 0
         ? "discovery is used (registry.engine or discovery.register) but discovery.nodes is empty"
         : undefined,
+  },
+  {
+    key: "redis.cluster.nodes",
+    doc: "A non-empty `redis.cluster.nodes` needs a `redis.url` without a db other than 0.",
+    test: (c) => {
+      const db = /^rediss?:\/\/[^/]*\/([^?#]*)/.exec(c.redis.url)?.[1] ?? "";
+      return c.redis.cluster.nodes.length > 0 && db !== "" && db !== "0"
+        ? `redis.cluster.nodes is set but redis.url names db ${db} (a Redis Cluster has only db 0)`
+        : undefined;
+    },
   },
   {
     key: "sessions.engine",

@@ -11,19 +11,48 @@
  * reconnecting in the background (backoff 50 ms doubling to 1 s) so the
  * engines work again as soon as Redis is back, with no action from callers.
  *
+ * Redis Cluster (`clusterNodes`, config `redis.cluster.nodes`): one ioredis
+ * `Cluster` client instead, with the same policy. It follows MOVED and ASK
+ * redirections by itself (a slot being migrated costs a redirect, not an
+ * error; at most 16 per command), retries a command whose node just closed
+ * or answered CLUSTERDOWN/TRYAGAIN every 100 ms within those 16, and
+ * refreshes the slot map every 5 s and after each MOVED. Where one Redis
+ * takes one multi-key command, the engines send one command per key
+ * ({@linkcode RedisConnection.cluster}), each redirected on its own. Not
+ * auto-pipelined: ioredis retries a redirected pipeline only whole, at the
+ * node that redirected one of its commands, and only when nothing in it was
+ * a write that succeeded; otherwise the redirected commands fail with the
+ * bare MOVED or ASK. With auto-pipelining on, the slot migration of
+ * tests/redis_cluster_test.ts fails that way (`serversByKeys: MOVED 11893
+ * 127.0.0.1:…`). A key whose master is down fails after those retries, within
+ * the command timeout, with an error naming the cluster; keys on the other
+ * masters keep working (with `cluster-require-full-coverage no`; by default
+ * Redis refuses every key once a master is marked failed).
+ *
  * @module
  */
 
 import { createHash } from "node:crypto";
-import { type ChainableCommander, Redis } from "ioredis";
+import { type ChainableCommander, Cluster, Redis, type RedisCommander } from "ioredis";
+import { splitHostPort } from "../addr.ts";
 
 /** Default bound on one command's round trip, and on connecting. */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 2000;
 
 /** Connection options shared by the Redis engines. */
 export interface RedisConnectionOptions {
-  /** `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS. */
+  /**
+   * `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS. With
+   * `clusterNodes` only its user, password and scheme count (every node
+   * gets them), and its db must be 0, the only one a cluster has.
+   */
   url: string;
+  /**
+   * Redis Cluster seed nodes, `host:port` (config `redis.cluster.nodes`):
+   * any reachable one tells the client the rest. Absent or empty: the
+   * single Redis of `url`.
+   */
+  clusterNodes?: readonly string[];
   /** Prepended to every key (config `redis.key_prefix`); "" keeps goim's key names. */
   keyPrefix?: string;
   /** A command with no reply by then rejects (default 2000 ms); also bounds connecting. */
@@ -60,6 +89,86 @@ export class LuaScript {
 
 type ExecResult = [error: Error | null, result: unknown][] | null;
 
+/** What the engines send commands through: one Redis or a cluster (the same commands). */
+export type RedisClient = RedisCommander;
+
+/** The reconnect delay after `times` failed attempts: 50 ms doubling, at most 1 s. */
+function reconnectDelay(times: number): number {
+  return Math.min(50 * 2 ** Math.min(times - 1, 5), 1000);
+}
+
+/** Where a connection goes, for messages (never the password), and the client to get there. */
+function openClient(opts: RedisConnectionOptions, timeout: number): [Redis | Cluster, string] {
+  let u: URL;
+  try {
+    u = new URL(opts.url);
+    if (u.protocol !== "redis:" && u.protocol !== "rediss:") throw new Error("not redis://");
+  } catch (err) {
+    throw new RedisEngineError(
+      `redis: invalid url (want redis://host:port or rediss://…): ${(err as Error).message}`,
+    );
+  }
+  // Shared by a single Redis and every node of a cluster.
+  const common = {
+    // Reject while disconnected instead of buffering without bound.
+    enableOfflineQueue: false,
+    // A dropped connection fails its in-flight commands instead of resending them later.
+    maxRetriesPerRequest: 0,
+    // No commandTimeout: #bounded arms one timer per operation instead of one per command.
+    connectTimeout: timeout,
+    // disconnect() arms a timer that only a later "close" clears; a socket that never
+    // connected has already closed, so keep that orphan timer short.
+    disconnectTimeout: Math.min(timeout, 500),
+  };
+  const seeds = opts.clusterNodes ?? [];
+  if (seeds.length === 0) {
+    const client = new Redis(opts.url, {
+      ...common,
+      lazyConnect: true,
+      retryStrategy: reconnectDelay,
+    });
+    return [client, `${u.hostname}:${u.port || "6379"}`];
+  }
+  const db = u.pathname.replace(/^\//, "");
+  if (db !== "" && db !== "0") {
+    throw new RedisEngineError(`redis: a cluster has only db 0; the url names db ${db}`);
+  }
+  const nodes = seeds.map((seed) => {
+    try {
+      return splitHostPort(seed);
+    } catch (err) {
+      throw new RedisEngineError(
+        `redis: invalid cluster node ${JSON.stringify(seed)} (want host:port): ${
+          (err as Error).message
+        }`,
+      );
+    }
+  });
+  const { enableOfflineQueue, ...perNode } = common;
+  const client = new Cluster(nodes.map(({ hostname, port }) => ({ host: hostname, port })), {
+    lazyConnect: true,
+    enableOfflineQueue,
+    // ioredis' defaults, written out because the docs promise them: 16 redirections,
+    // failover/CLUSTERDOWN/TRYAGAIN retried every 100 ms, slots refreshed every 5 s.
+    maxRedirections: 16,
+    retryDelayOnFailover: 100,
+    retryDelayOnClusterDown: 100,
+    retryDelayOnTryAgain: 100,
+    slotsRefreshInterval: 5000,
+    slotsRefreshTimeout: timeout,
+    clusterRetryStrategy: reconnectDelay,
+    // See the module doc: redirections inside a pipeline fail commands during a migration.
+    enableAutoPipelining: false,
+    redisOptions: {
+      ...perNode,
+      username: decodeURIComponent(u.username) || undefined,
+      password: decodeURIComponent(u.password) || undefined,
+      tls: u.protocol === "rediss:" ? {} : undefined,
+    },
+  });
+  return [client, `cluster ${seeds.join(",")}`];
+}
+
 /**
  * One ioredis connection with the engines' policy applied. Engines use
  * {@linkcode RedisConnection.call}, {@linkcode RedisConnection.multi} and
@@ -76,17 +185,25 @@ type ExecResult = [error: Error | null, result: unknown][] | null;
 export class RedisConnection {
   /** Key prefix from the options. */
   readonly keyPrefix: string;
-  /** `host:port` for messages (no credentials). */
+  /** `host:port` for messages (no credentials); `cluster host:port,…` for a cluster. */
   readonly target: string;
-  #client: Redis;
+  /**
+   * Whether this is a Redis Cluster: every multi-key command, transaction
+   * and script must then keep its keys in one hash slot (ioredis refuses a
+   * pipeline or transaction spanning slots, Redis a command or script), so
+   * the engines send such work per key instead.
+   */
+  readonly cluster: boolean;
+  #client: Redis | Cluster;
   #closed = false;
   #lastError: Error | undefined;
   #up = false;
   #wasUp = false;
   #timeoutMs: number;
 
-  private constructor(client: Redis, target: string, opts: RedisConnectionOptions) {
+  private constructor(client: Redis | Cluster, target: string, opts: RedisConnectionOptions) {
     this.#client = client;
+    this.cluster = client instanceof Cluster;
     this.#timeoutMs = opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     this.target = target;
     this.keyPrefix = opts.keyPrefix ?? "";
@@ -126,29 +243,7 @@ export class RedisConnection {
    */
   static async connect(opts: RedisConnectionOptions): Promise<RedisConnection> {
     const timeout = opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
-    let target: string;
-    try {
-      const u = new URL(opts.url);
-      if (u.protocol !== "redis:" && u.protocol !== "rediss:") throw new Error("not redis://");
-      target = `${u.hostname}:${u.port || "6379"}`;
-    } catch (err) {
-      throw new RedisEngineError(
-        `redis: invalid url (want redis://host:port or rediss://…): ${(err as Error).message}`,
-      );
-    }
-    const client = new Redis(opts.url, {
-      lazyConnect: true,
-      // Reject while disconnected instead of buffering without bound.
-      enableOfflineQueue: false,
-      // A dropped connection fails its in-flight commands instead of resending them later.
-      maxRetriesPerRequest: 0,
-      // No commandTimeout: #bounded arms one timer per operation instead of one per command.
-      connectTimeout: timeout,
-      // disconnect() arms a timer that only a later "close" clears; a socket that never
-      // connected has already closed, so keep that orphan timer short.
-      disconnectTimeout: Math.min(timeout, 500),
-      retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times - 1, 5), 1000),
-    });
+    const [client, target] = openClient(opts, timeout);
     const conn = new RedisConnection(client, target, opts);
     try {
       // connectTimeout ends at the TCP connect; this also bounds the ready check (INFO).
@@ -167,7 +262,7 @@ export class RedisConnection {
   }
 
   /** Runs one or more commands built by `f`, wrapping any failure. */
-  async call<T>(op: string, f: (client: Redis) => Promise<T>): Promise<T> {
+  async call<T>(op: string, f: (client: RedisClient) => Promise<T>): Promise<T> {
     this.#checkOpen(op);
     try {
       return await this.#bounded(f(this.#client));
@@ -282,7 +377,10 @@ export class RedisConnection {
     const e = err as Error;
     const msg = String(e?.message ?? err);
     let why: string;
-    if (
+    if (this.cluster && /Too many Cluster redirections|Connection is closed/.test(msg)) {
+      // One master down: its slots fail, the others' keep working.
+      why = `the cluster node serving this key is unreachable or the cluster is down (${msg})`;
+    } else if (
       this.#client.status !== "ready" || /Stream isn't writeable|Connection is closed/.test(msg)
     ) {
       const last = this.#lastError ? ` (last error: ${this.#lastError.message})` : "";

@@ -18,9 +18,13 @@
  * for all hosts, so a refresh never moves `updated` backwards even when
  * comets' clocks disagree.
  *
- * The scripts touch keys they compute from the index, so this registry
- * needs a single Redis (or one hash slot), not Redis Cluster; goim's own
- * dao assumes the same.
+ * The scripts touch keys they compute from the index, so every key of the
+ * registry must live in one hash slot. On a Redis Cluster
+ * (`redis.cluster.nodes`) the names carry the hash tag `{comets}`: the
+ * index is `{comets}` and a record `{comets}comet_<id>` (after the prefix),
+ * so the scripts and the MULTI run as on one Redis, on the master of that
+ * slot. On a single Redis the names stay as above (no tag), so a cluster of
+ * this version and an older one on one Redis keep finding each other.
  *
  * @example
  * ```ts
@@ -44,6 +48,9 @@ import {
   type RedisConnectionOptions,
   RedisEngineError,
 } from "./client.ts";
+
+/** The hash tag of every registry key on a Redis Cluster: one slot for the index and the records. */
+export const CLUSTER_TAG = "{comets}";
 
 /** Options of {@linkcode RedisRegistry.connect}. */
 export type RedisRegistryOptions = RedisConnectionOptions;
@@ -77,11 +84,12 @@ return out
 /** A {@linkcode Registry} on one Redis connection. After `close()` every method rejects. */
 export class RedisRegistry implements Registry {
   #conn: RedisConnection;
+  /** The key prefix, plus the hash tag `{comets}` on a cluster. */
   #prefix: string;
 
   private constructor(conn: RedisConnection) {
     this.#conn = conn;
-    this.#prefix = conn.keyPrefix;
+    this.#prefix = conn.keyPrefix + (conn.cluster ? CLUSTER_TAG : "");
   }
 
   /**
@@ -157,7 +165,8 @@ export class RedisRegistry implements Registry {
   }
 
   #index(): string {
-    return `${this.#prefix}comets`;
+    // On a cluster the tag is the index's whole name: `{comets}`, not `{comets}comets`.
+    return this.#conn.cluster ? this.#prefix : `${this.#prefix}comets`;
   }
 
   #cometKey(id: string): string {

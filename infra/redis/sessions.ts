@@ -37,6 +37,18 @@
  * delMapping is a Lua compare-and-delete, so a late Disconnect from an old
  * comet cannot remove a route that a reconnect already moved elsewhere.
  *
+ * On a Redis Cluster (`redis.cluster.nodes`) the key names stay goim's (no
+ * hash tags: a key's route is looked up by key alone, so `key_<key>` and
+ * `mid_<mid>` cannot share a slot), and what spans keys is sent per key:
+ * addMapping is a MULTI on `mid_<mid>` (HSET + PEXPIRE) next to a SET PX of
+ * `key_<key>`, not atomic together (goim's own pipeline is not either; a
+ * failure of either half rejects, and the comet's next heartbeat re-adds);
+ * delMapping is one compare-and-delete script per key (each half compared
+ * on its own, as the single script does); MGET becomes one GET per key and
+ * the pipelines single commands, each redirected on its own during a slot
+ * migration (infra/redis/client.ts says why they are not pipelined).
+ * `ol_<server>` is one key: its MULTI and script run as they are.
+ *
  * @example
  * ```ts
  * import { RedisSessionStore } from "./sessions.ts";
@@ -123,6 +135,18 @@ end
 return removed
 `);
 
+// Cluster mode: the two halves of DEL_MAPPING, each on one key (one slot).
+// KEYS[1] = key_<key>; ARGV[1] = server.
+const DEL_ROUTE = new LuaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`);
+// KEYS[1] = mid_<mid>; ARGV[1] = server, ARGV[2] = key.
+const DEL_MID_ENTRY = new LuaScript(`
+if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then return redis.call('HDEL', KEYS[1], ARGV[2]) end
+return 0
+`);
+
 /** A {@linkcode SessionStore} on one Redis connection. After `close()` every method rejects. */
 export class RedisSessionStore implements SessionStore {
   /** The route TTL in use. */
@@ -157,8 +181,18 @@ export class RedisSessionStore implements SessionStore {
     return this.#conn.ready;
   }
 
-  /** HSET + PEXPIRE `mid_<mid>` (mid > 0) and SET PX `key_<key>`, in one MULTI. */
+  /** HSET + PEXPIRE `mid_<mid>` (mid > 0) and SET PX `key_<key>`, in one MULTI (cluster: per key). */
   async addMapping(mid: number, key: string, server: string): Promise<void> {
+    if (this.#conn.cluster) {
+      const mk = this.#midKey(mid);
+      await Promise.all([
+        mid > 0
+          ? this.#conn.multi("addMapping", (tx) => tx.hset(mk, key, server).pexpire(mk, this.ttlMs))
+          : undefined,
+        this.#conn.call("addMapping", (c) => c.set(this.#keyKey(key), server, "PX", this.ttlMs)),
+      ]);
+      return;
+    }
     await this.#conn.multi("addMapping", (tx) => {
       if (mid > 0) {
         const mk = this.#midKey(mid);
@@ -170,13 +204,17 @@ export class RedisSessionStore implements SessionStore {
 
   /** PEXPIRE both keys (+ HEXISTS) in one pipeline; true only if the route and its mid entry exist. */
   async expireMapping(mid: number, key: string): Promise<boolean> {
-    const replies = await this.#conn.pipeline("expireMapping", (p) => {
-      if (mid > 0) {
-        const mk = this.#midKey(mid);
-        p.pexpire(mk, this.ttlMs).hexists(mk, key);
-      }
-      p.pexpire(this.#keyKey(key), this.ttlMs);
-    });
+    const mk = this.#midKey(mid), kk = this.#keyKey(key);
+    const replies = this.#conn.cluster
+      ? await this.#conn.call("expireMapping", (c) =>
+        Promise.all([
+          ...(mid > 0 ? [c.pexpire(mk, this.ttlMs), c.hexists(mk, key)] : []),
+          c.pexpire(kk, this.ttlMs),
+        ]))
+      : await this.#conn.pipeline("expireMapping", (p) => {
+        if (mid > 0) p.pexpire(mk, this.ttlMs).hexists(mk, key);
+        p.pexpire(kk, this.ttlMs);
+      });
     const routeAlive = replies[replies.length - 1] === 1;
     const inMidSet = mid > 0 ? replies[1] === 1 : true;
     // Missing in either place means the caller must re-add, or pushes by mid would miss it.
@@ -185,23 +223,41 @@ export class RedisSessionStore implements SessionStore {
 
   /** Lua compare-and-delete of `key_<key>` and the `mid_<mid>` field, each only if it still names `server`. */
   async delMapping(mid: number, key: string, server: string): Promise<boolean> {
+    if (this.#conn.cluster) {
+      const removed = await Promise.all([
+        this.#conn.eval("delMapping", DEL_ROUTE, [this.#keyKey(key)], [server]),
+        mid > 0
+          ? this.#conn.eval("delMapping", DEL_MID_ENTRY, [this.#midKey(mid)], [server, key])
+          : 0,
+      ]);
+      return removed.some((n) => n === 1);
+    }
     const keys = mid > 0 ? [this.#keyKey(key), this.#midKey(mid)] : [this.#keyKey(key)];
     return (await this.#conn.eval("delMapping", DEL_MAPPING, keys, [server, key])) === 1;
   }
 
-  /** One MGET; null for missing keys, in order. */
+  /** One MGET (cluster: a GET per key); null for missing keys, in order. */
   async serversByKeys(keys: readonly string[]): Promise<(string | null)[]> {
     if (keys.length === 0) return [];
-    return await this.#conn.call("serversByKeys", (c) => c.mget(keys.map((k) => this.#keyKey(k))));
+    const names = keys.map((k) => this.#keyKey(k));
+    return await this.#conn.call(
+      "serversByKeys",
+      (c) => this.#conn.cluster ? Promise.all(names.map((k) => c.get(k))) : c.mget(names),
+    );
   }
 
-  /** Pipelined HGETALL of every `mid_<mid>`, merged. */
+  /** Pipelined HGETALL of every `mid_<mid>` (cluster: one HGETALL each), merged. */
   async keysByMids(mids: readonly number[]): Promise<Map<string, string>> {
     const out = new Map<string, string>();
     if (mids.length === 0) return out;
-    const replies = await this.#conn.pipeline("keysByMids", (p) => {
-      for (const mid of mids) p.hgetall(this.#midKey(mid));
-    });
+    const replies = this.#conn.cluster
+      ? await this.#conn.call(
+        "keysByMids",
+        (c) => Promise.all(mids.map((m) => c.hgetall(this.#midKey(m)))),
+      )
+      : await this.#conn.pipeline("keysByMids", (p) => {
+        for (const mid of mids) p.hgetall(this.#midKey(mid));
+      });
     for (const r of replies as Record<string, string>[]) {
       for (const k in r) out.set(k, r[k]);
     }
