@@ -21,6 +21,10 @@
  * - The pass yields to the event loop every `sliceMs` so that reads, gRPC
  *   calls and timers keep running during a long fan-out; pushes those
  *   deliver join the pass still in progress.
+ * - {@linkcode Flusher.written} tells a caller when what it queued has been
+ *   handed to the sockets (the next pass has ended). The comet answers room
+ *   and broadcast calls then, so job's batches grow with the time a pass
+ *   takes (job/batcher.ts): the pass length is the load signal.
  *
  * @module
  */
@@ -67,6 +71,9 @@ export class Flusher {
   stalls = 0;
   #idle: Promise<void> | null = null;
   #idleResolve: (() => void) | null = null;
+  // written() callers: those waiting for the next pass, and those for the one running.
+  #nextPass: (() => void)[] = [];
+  #thisPass: (() => void)[] = [];
 
   /** Creates an idle flusher. */
   constructor(opts: FlusherOptions = {}) {
@@ -102,6 +109,18 @@ export class Flusher {
     return this.#idle ??= new Promise((r) => (this.#idleResolve = r));
   }
 
+  /**
+   * Resolves when everything queued so far has been handed to its socket:
+   * at the end of the pass that starts after this call (a channel already
+   * visited by a running pass is written in the next one). At once when no
+   * channel is waiting.
+   */
+  written(): Promise<void> {
+    if (this.#dirty.length === 0 && !this.#running) return Promise.resolve();
+    if (this.#stopped) return Promise.resolve();
+    return new Promise((r) => this.#nextPass.push(r));
+  }
+
   /** Stops scheduling; pending channels are dropped from the list. Resolves when the loop exits. */
   async stop(): Promise<void> {
     this.#stopped = true;
@@ -119,6 +138,9 @@ export class Flusher {
       while (this.#dirty.length > 0 && !this.#stopped) {
         const pass = this.#dirty;
         this.#dirty = this.#spare;
+        const waiters = this.#nextPass;
+        this.#nextPass = this.#thisPass;
+        this.#thisPass = waiters;
         for (let i = 0; i < pass.length; i++) {
           const ch = pass[i];
           pass[i] = undefined as unknown as Channel;
@@ -138,9 +160,13 @@ export class Flusher {
         }
         pass.length = 0;
         this.#spare = pass;
+        this.#settle(this.#thisPass);
       }
     } finally {
       this.#running = false;
+      this.#settle(this.#thisPass);
+      // Nothing left to write (or stopped): no pass will come for them.
+      if (this.#dirty.length === 0 || this.#stopped) this.#settle(this.#nextPass);
       const r = this.#idleResolve;
       this.#idle = null;
       this.#idleResolve = null;
@@ -152,6 +178,12 @@ export class Flusher {
       }
     }
   };
+
+  #settle(waiters: (() => void)[]): void {
+    if (waiters.length === 0) return;
+    const all = waiters.splice(0);
+    for (const w of all) w();
+  }
 
   #done(gen: number): void {
     if (gen !== this.#generation) return;

@@ -252,6 +252,11 @@ export class ConnectionHub implements ChannelHost {
     return this.buckets[fnv1a32Utf16(key) % this.buckets.length];
   }
 
+  /** Resolves once what is queued now has been handed to the sockets (Flusher.written). */
+  written(): Promise<void> {
+    return this.#flusher.written();
+  }
+
   /** {@linkcode ChannelHost}: queues a channel for the flusher. */
   schedule(ch: Channel): void {
     this.#flusher.schedule(ch);

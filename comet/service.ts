@@ -115,6 +115,14 @@ export function batchOf(proto: Proto | null | undefined): Batch {
  * connections that accept the operation; with `speed = 0` every connection
  * is queued before the call returns.
  *
+ * `BroadcastRoom` and unpaced `Broadcast` answer once their frames have been
+ * handed to the sockets (the flusher's next pass has ended), not when they
+ * are queued: the answer's delay is how busy this comet's writes are, and
+ * job grows its next batch for the room meanwhile (job/batcher.ts). So a
+ * saturated comet gets fewer, bigger batches — more frames per socket write
+ * — instead of a longer backlog. `PushMsg` answers when queued: key pushes
+ * are small and must not wait behind a fan-out pass.
+ *
  * @example
  * ```ts
  * import type { Logger } from "../infra/log.ts";
@@ -152,8 +160,22 @@ export class CometService implements CometApi {
   }
 
   /** Push to the connections with these keys that accept `protoOp`; unknown keys are skipped. */
-  PushMsg = (req: PushMsgReq): Promise<PushMsgReply> =>
-    this.#push("PushMsg", "keys", req, () => {
+  PushMsg = (req: PushMsgReq): Promise<PushMsgReply> => {
+    try {
+      this.pushMsg(req);
+      return Promise.resolve({});
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  };
+
+  /**
+   * PushMsg, synchronously: throws the RpcError PushMsg would reject with.
+   * The stream of key pushes (proto/push_stream.ts) calls it per push with
+   * `viaStream`: its calls are counted per batch ({@linkcode CometService.streamBatch}).
+   */
+  pushMsg(req: PushMsgReq, viaStream = false): void {
+    this.#pushSync(viaStream ? null : "PushMsg", "keys", req, () => {
       const keys = req.keys ?? [];
       if (keys.length === 0) throw invalid("keys are required");
       return (batch) => {
@@ -165,10 +187,16 @@ export class CometService implements CometApi {
         }
       };
     });
+  }
+
+  /** Counts one batch of the key-push stream as a `PushMsgs` call. */
+  streamBatch = (): void => {
+    this.#metrics.grpcCalls.inc({ method: "PushMsgs" });
+  };
 
   /** Push to every member of a room (no accepts filter). */
   BroadcastRoom = (req: BroadcastRoomReq): Promise<BroadcastRoomReply> =>
-    this.#push("BroadcastRoom", "room", req, () => {
+    this.#push("BroadcastRoom", "room", req, true, () => {
       const roomID = req.roomID ?? "";
       if (roomID === "") throw invalid("roomID is required");
       return (batch) => {
@@ -179,7 +207,7 @@ export class CometService implements CometApi {
 
   /** Push to every connection that accepts `protoOp`, paced by `speed` (connections/s). */
   Broadcast = (req: BroadcastReq): Promise<BroadcastReply> =>
-    this.#push("Broadcast", "broadcast", req, () => (batch) => {
+    this.#push("Broadcast", "broadcast", req, (req.speed ?? 0) <= 0, () => (batch) => {
       const op = req.protoOp ?? 0;
       const speed = req.speed ?? 0;
       if (speed > 0) {
@@ -209,26 +237,41 @@ export class CometService implements CometApi {
    * What every push call shares: count the call, validate the request
    * (`prepare` throws on a bad one and returns the delivery), encode the
    * proto once, count the push, deliver unless the batch is empty (an op 9
-   * proto with no inner frames). Every error becomes a rejected promise.
+   * proto with no inner frames); with `whenWritten`, answer once the frames
+   * are handed to the sockets. Every error becomes a rejected promise.
    */
   #push(
     method: string,
     kind: string,
     req: { proto?: Proto | null },
+    whenWritten: boolean,
     prepare: () => (batch: Batch) => void,
   ): Promise<Record<never, never>> {
-    this.#metrics.grpcCalls.inc({ method });
+    try {
+      this.#pushSync(method, kind, req, prepare);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return whenWritten ? this.#hub.written().then(() => ({})) : Promise.resolve({});
+  }
+
+  #pushSync(
+    method: string | null,
+    kind: string,
+    req: { proto?: Proto | null },
+    prepare: () => (batch: Batch) => void,
+  ): void {
+    if (method !== null) this.#metrics.grpcCalls.inc({ method });
     try {
       const deliver = prepare();
       const batch = batchOf(req.proto);
       this.#metrics.pushesTotal.inc({ kind });
       if (batch.count > 0) deliver(batch);
-      return Promise.resolve({});
     } catch (e) {
       if (e instanceof RpcError && e.code === grpcStatus.INVALID_ARGUMENT) {
         this.#refused.inc({ kind, reason: e instanceof ReservedOp ? "reserved_op" : "invalid" });
       }
-      return Promise.reject(e);
+      throw e;
     }
   }
 

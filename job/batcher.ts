@@ -4,11 +4,20 @@
  * once, and sent to the comets in a single call per comet (BroadcastRoom
  * for a room, Broadcast for an operation).
  *
- * A batch is flushed when it holds `job.room.batch` frames, when its bytes
- * reach {@linkcode PushBatcherOptions.maxBytes}, or `job.room.window` after
- * its first frame — whichever comes first. So a quiet room pays at most the
- * window in latency and a busy room sends one call per `batch` messages.
- * goim waits up to a second (Room.Signal); 20 ms keeps pushes interactive.
+ * The rule, load-adaptive with no tuning: a batch is sealed when it holds
+ * `job.room.batch` frames, when its bytes reach
+ * {@linkcode PushBatcherOptions.maxBytes}, or `job.room.window` after its
+ * first frame — but at the window only if fewer than
+ * {@linkcode PushBatcherOptions.maxInFlight} flushes of this key are still
+ * out (handed to the comets and not yet answered). Otherwise the batch keeps
+ * growing and is sealed the moment a flush lands. A comet answers a room or
+ * broadcast call once the frames are written (comet/service.ts), so the
+ * round trip is the comet's own write pass: a quiet room pays at most the
+ * window, and a saturated comet, job or socket makes the next batch bigger
+ * (more frames per socket write) instead of the backlog longer. Longest
+ * delay of a frame: the window plus the flush in flight; largest batch:
+ * `job.room.batch` frames or `maxBytes`. goim waits up to a second
+ * (Room.Signal); 20 ms keeps pushes interactive.
  *
  * Job keeps one batcher per room and one per unpaced broadcast operation
  * (key `op:<operation>`), all with the same settings.
@@ -33,6 +42,12 @@ export interface PushBatcherOptions {
    * batch stays well inside a connection's send queue (comet.send_queue).
    */
   maxBytes?: number;
+  /**
+   * Flushes of this key out at once before the window stops sealing
+   * batches (default {@linkcode BATCH_MAX_IN_FLIGHT}); a full batch is
+   * still sealed (the lanes' bounds then hold the consumer back).
+   */
+  maxInFlight?: number;
 }
 
 /**
@@ -54,6 +69,9 @@ export interface BatchAddOptions {
 /** Default of {@linkcode PushBatcherOptions.maxBytes}. */
 export const BATCH_MAX_BYTES = 256 * 1024;
 
+/** Default of {@linkcode PushBatcherOptions.maxInFlight}. */
+export const BATCH_MAX_IN_FLIGHT = 1;
+
 /** The batcher of one key: a room, or `op:<operation>` for broadcasts. */
 export class PushBatcher<R> {
   /** The key, e.g. `live://1000` or `op:1000`. */
@@ -67,11 +85,13 @@ export class PushBatcher<R> {
   #waiters: ((r: R) => void)[] = [];
   #inFlight = 0;
   #since = 0;
+  // The window passed while flushes were out: seal as soon as one lands.
+  #due = false;
 
   /** A batcher for `key` that hands sealed batches to `flush`. */
   constructor(key: string, options: PushBatcherOptions, flush: FlushBatch<R>) {
     this.key = key;
-    this.#options = { maxBytes: BATCH_MAX_BYTES, ...options };
+    this.#options = { maxBytes: BATCH_MAX_BYTES, maxInFlight: BATCH_MAX_IN_FLIGHT, ...options };
     this.#flush = flush;
   }
 
@@ -98,11 +118,22 @@ export class PushBatcher<R> {
       this.#builder.byteLength >= this.#options.maxBytes
     ) {
       this.flush();
-    } else if (this.#timer === undefined) {
-      this.#timer = setTimeout(() => this.flush(), this.#options.windowMs);
+    } else if (this.#timer === undefined && !this.#due) {
+      this.#timer = setTimeout(this.#windowEnded, this.#options.windowMs);
     }
     return p;
   }
+
+  /** Flushes of this key handed to the comets and not yet answered. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  #windowEnded = (): void => {
+    this.#timer = undefined;
+    if (this.#inFlight >= this.#options.maxInFlight) this.#due = true;
+    else this.flush();
+  };
 
   /** Seals and sends what is buffered now (no-op when empty). */
   flush(): void {
@@ -110,6 +141,7 @@ export class PushBatcher<R> {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
+    this.#due = false;
     if (this.#builder.count === 0) return;
     const batch = this.#builder.finish();
     const waiters = this.#waiters;
@@ -120,6 +152,7 @@ export class PushBatcher<R> {
     this.#flush(this.key, batch, this.#since).then((r) => {
       this.#inFlight--;
       for (const w of waiters) w(r);
+      if (this.#due) this.flush();
     });
   }
 }

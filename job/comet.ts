@@ -10,6 +10,11 @@
  * dead comet would cost every queued message the full retry time, and a
  * 1024-deep lane would take minutes to give up.
  *
+ * Key pushes and fan-out calls (BroadcastRoom, Broadcast) have lanes of
+ * their own, `job.comet_lanes` each: a comet answers a fan-out call only
+ * once its frames are written (comet/service.ts), and a key push must not
+ * wait behind that.
+ *
  * @module
  */
 
@@ -66,6 +71,7 @@ export class CometConn {
   snapshot?: RoomSnapshot;
 
   readonly #lanes: Lane[];
+  readonly #fanoutLanes: Lane[];
   readonly #options: CometConnOptions;
   #down = false;
   #closing?: string;
@@ -77,16 +83,17 @@ export class CometConn {
     this.grpcAddr = rec.grpcAddr;
     this.client = client;
     this.#options = options;
-    this.#lanes = Array.from(
-      { length: Math.max(1, options.lanes) },
-      () => new Lane(options.laneQueue),
-    );
+    const lanes = () =>
+      Array.from({ length: Math.max(1, options.lanes) }, () => new Lane(options.laneQueue));
+    this.#lanes = lanes();
+    this.#fanoutLanes = lanes();
   }
 
   /** Items queued in all lanes (waiting submissions included). */
   get depth(): number {
     let n = 0;
     for (const l of this.#lanes) n += l.depth;
+    for (const l of this.#fanoutLanes) n += l.depth;
     return n;
   }
 
@@ -98,14 +105,16 @@ export class CometConn {
   /**
    * Runs `call` in the lane of `laneKey` with retries; never rejects. The
    * lane slot is taken synchronously, so calls submitted in order run in
-   * order.
+   * order. `fanout` picks the lanes of room and broadcast calls.
    */
   submit(
     laneKey: string,
     method: string,
     call: (c: CometClient) => Promise<unknown>,
+    fanout = false,
   ): Promise<CallOutcome> {
-    const lane = this.#lanes[laneOf(laneKey, this.#lanes.length)];
+    const group = fanout ? this.#fanoutLanes : this.#lanes;
+    const lane = group[laneOf(laneKey, group.length)];
     return lane.submit(() => this.#attempt(method, call)).catch((e) => ({
       ok: false as const,
       reason: this.#closingReason(),
@@ -166,7 +175,9 @@ export class CometConn {
     if (this.#closing) return;
     this.#closing = why === "stopping" ? "stopping" : "gone";
     this.#sleeper.wakeAll();
-    await Promise.all(this.#lanes.map((l) => l.close(`comet ${this.id} ${why}`)));
+    await Promise.all(
+      [...this.#lanes, ...this.#fanoutLanes].map((l) => l.close(`comet ${this.id} ${why}`)),
+    );
     try {
       this.client.close?.();
     } catch (e) {

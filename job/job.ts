@@ -401,7 +401,7 @@ export class Job {
     const outcome = decided.then((targets): Promise<Outcome> | Outcome => {
       if (targets.length === 0) return { ok: false, reason: "no_target" };
       return combine(
-        targets.map((c) => c.submit(room, "BroadcastRoom", (cl) => cl.BroadcastRoom(req))),
+        targets.map((c) => c.submit(room, "BroadcastRoom", (cl) => cl.BroadcastRoom(req), true)),
       );
     });
     const tail = decided.then(() => {}, () => {});
@@ -460,7 +460,9 @@ export class Job {
     if (comets.length === 0) return Promise.resolve({ ok: false, reason: "no_comets" });
     const req = { protoOp, proto, speed: speed(comets.length) };
     const key = String(protoOp);
-    return combine(comets.map((c) => c.submit(key, "Broadcast", (cl) => cl.Broadcast(req))));
+    return combine(
+      comets.map((c) => c.submit(key, "Broadcast", (cl) => cl.Broadcast(req), true)),
+    );
   }
 
   // ---- comets
