@@ -43,6 +43,11 @@ import type { Registry } from "../infra/registry.ts";
 import type { CometApi, LogicApi } from "../proto/api.ts";
 import { type CometHandlers, cometServiceDefinition, RpcError, serveUnary } from "../proto/grpc.ts";
 import {
+  cometStreamServiceDefinition,
+  type PushStreamService,
+  servePushStream,
+} from "../proto/push_stream.ts";
+import {
   type CometOperatorApi,
   type OperatorMethods,
   operatorServiceDefinition,
@@ -149,6 +154,7 @@ export class Comet {
   #ws: SocketServer | null = null;
   #wss: SocketServer | null = null;
   #grpc: grpc.Server | null = null;
+  #pushStreams: PushStreamService | null = null;
   #grpcAddr = "";
   #admin: Deno.HttpServer<Deno.NetAddr> | null = null;
   readonly #fds: FdBudget;
@@ -541,6 +547,12 @@ export class Comet {
         },
       }),
     );
+    // Key pushes on a stream (our extension; goim's job keeps using PushMsg).
+    this.#pushStreams = servePushStream({
+      push: (req) => svc.pushMsg(req, true),
+      onBatch: svc.streamBatch,
+    });
+    server.addService(cometStreamServiceDefinition, this.#pushStreams.implementation);
     this.#grpc = server;
     const port = await bindInternal(server, bind, this.#cfg.grpc, {
       key: "comet.grpc.bind",
@@ -559,6 +571,8 @@ export class Comet {
     const left = () => Math.max(0, deadline - performance.now());
     const listeners = [this.#tcp, this.#ws, this.#wss].flatMap((l) => (l ? [l.close()] : []));
     const g = this.#grpc;
+    // Long-lived push streams would hold tryShutdown until the deadline.
+    this.#pushStreams?.close();
     const accepting = g
       ? within(new Promise<void>((r) => g.tryShutdown(() => r())), left()).then(() =>
         g.forceShutdown()

@@ -27,6 +27,7 @@ import type { HttpServer } from "../infra/http_server.ts";
 import { createMetrics } from "../infra/metrics.ts";
 import { runRole, StartupError } from "../infra/process.ts";
 import { type ClientOptions, createCometClient } from "../proto/grpc.ts";
+import { withPushStream } from "../proto/push_stream.ts";
 import { internalClientOptions } from "../proto/security.ts";
 import { createJobAdminHandler } from "./admin.ts";
 import { Job } from "./job.ts";
@@ -91,7 +92,12 @@ if (import.meta.main) {
       const job = new Job({
         config,
         ...engines,
-        connect: (rec) => createCometClient(rec.grpcAddr, dial),
+        // Key pushes on one stream per comet (proto/push_stream.ts), unary for a goim comet.
+        connect: (rec) =>
+          withPushStream(createCometClient(rec.grpcAddr, dial), {
+            token: dial.token,
+            deadlineMs: dial.deadlineMs,
+          }),
         log,
         metrics,
       });

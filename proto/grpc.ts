@@ -49,21 +49,27 @@ import type {
 
 const protoDir = fileURLToPath(new URL("./", import.meta.url));
 
+/**
+ * How every .proto of this folder is loaded (see the module doc), for the
+ * extension services that load their own files (./push_stream.ts).
+ */
+export const PROTO_LOAD_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  arrays: true,
+  objects: true,
+  // Our .proto files import "protocol.proto" where goim imports its Go path.
+  includeDirs: [protoDir],
+};
+
 const packageDefinition = protoLoader.loadSync(
   [
     fileURLToPath(new URL("./comet.proto", import.meta.url)),
     fileURLToPath(new URL("./logic.proto", import.meta.url)),
   ],
-  {
-    keepCase: true,
-    longs: Number,
-    enums: String,
-    defaults: true,
-    arrays: true,
-    objects: true,
-    // Our .proto files import "protocol.proto" where goim imports its Go path.
-    includeDirs: [protoDir],
-  },
+  PROTO_LOAD_OPTIONS,
 );
 
 /**
