@@ -201,7 +201,11 @@ export function sharedFreePort(hosts: readonly string[]): number {
 }
 
 /** Creates `topic` with `partitions` partitions (replication 1: the test broker is one node). */
-async function createTopic(brokers: string[], topic: string, partitions: number): Promise<void> {
+export async function createTopic(
+  brokers: string[],
+  topic: string,
+  partitions: number,
+): Promise<void> {
   const admin = new Kafka({ brokers, clientId: "goim-test", logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
   try {
