@@ -3,26 +3,19 @@
  * startEmbedded): one process, memory engines, real sockets.
  */
 
-import { loadConfig } from "../infra/config.ts";
 import { createLogger } from "../infra/log.ts";
 import { startEmbedded } from "../main.ts";
 import { type Cluster, deliveryScenario } from "./e2e/suite.ts";
+import { embeddedTestConfig } from "./fixtures/embedded_config.ts";
 
 async function embeddedCluster(): Promise<Cluster> {
-  const set = (kv: string) => ["--set", kv];
-  const config = loadConfig({
-    env: {},
-    args: [
-      ...set("comet.tcp.bind=127.0.0.1:0"),
-      ...set("comet.websocket.bind=127.0.0.1:0"),
-      ...set("comet.admin.bind="),
-      ...set("logic.http.bind=127.0.0.1:0"),
-      ...set("logic.admin.bind="),
-      ...set("job.admin.bind="),
-      ...set("comet.renew_online_interval=200ms"),
-      ...set("node.id=embedded-e2e"),
-    ],
-  });
+  const config = embeddedTestConfig([
+    "comet.admin.bind=",
+    "logic.admin.bind=",
+    "job.admin.bind=",
+    "comet.renew_online_interval=200ms",
+    "node.id=embedded-e2e",
+  ]);
   const server = await startEmbedded(config, createLogger({ level: "warn" }));
   const tcp = server.cometAddrs.tcp[0];
   const ws = server.cometAddrs.ws[0];

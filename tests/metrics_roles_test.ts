@@ -5,12 +5,12 @@
  */
 
 import assert from "node:assert/strict";
-import { loadConfig } from "../infra/config.ts";
 import { createLogger } from "../infra/log.ts";
 import { createMetrics } from "../infra/metrics.ts";
 import { jobMetrics } from "../job/metrics.ts";
 import { startEmbedded } from "../main.ts";
 import { eventually } from "./eventually.ts";
+import { embeddedTestConfig } from "./fixtures/embedded_config.ts";
 
 Deno.test("job: consumer lag is NaN while the queue cannot say, the value once it can", async () => {
   const m = createMetrics("job");
@@ -30,18 +30,7 @@ Deno.test("job: consumer lag is NaN while the queue cannot say, the value once i
 });
 
 Deno.test("embedded: job's admin endpoint serves its series (lag, latency) like job/main.ts", async () => {
-  const set = (kv: string) => ["--set", kv];
-  const config = loadConfig({
-    env: {},
-    args: [
-      ...set("comet.tcp.bind=127.0.0.1:0"),
-      ...set("comet.websocket.bind=127.0.0.1:0"),
-      ...set("comet.admin.bind="),
-      ...set("logic.http.bind=127.0.0.1:0"),
-      ...set("logic.admin.bind="),
-      ...set("job.admin.bind=127.0.0.1:0"),
-    ],
-  });
+  const config = embeddedTestConfig(["comet.admin.bind=", "logic.admin.bind="]);
   const server = await startEmbedded(config, createLogger({ level: "error" }));
   try {
     assert.ok(server.jobAdmin, "job.admin.bind is served in embedded mode too");
