@@ -12,7 +12,7 @@
  * | GET  | /goim/online/top | `type`, `limit` (1..1000, default 20) | `[{"room_id", "count"}]` |
  * | GET  | /goim/online/room | `type`, `rooms` (list) | `{"<room id>": count}` |
  * | GET  | /goim/online/total | – | `{"ip_count", "conn_count"}` |
- * | GET  | /goim/nodes/weighted | `platform` | goim NodesReply |
+ * | GET  | /goim/nodes/weighted | `platform`, `region` (optional) | goim NodesReply |
  * | GET  | /goim/nodes/instances | – | registry records |
  *
  * Push bodies are the message bytes (at most `logic.http.max_body`).
@@ -153,7 +153,12 @@ export function createHttpHandler(deps: HttpApiDeps): HttpHandler {
     },
     "/goim/nodes/weighted": {
       method: "GET",
-      handle: ({ q, clientIP }) => nodes.weighted(p.optionalString(q, "platform") ?? "", clientIP),
+      handle: ({ q, clientIP }) =>
+        nodes.weighted(
+          p.optionalString(q, "platform") ?? "",
+          clientIP,
+          p.optionalString(q, "region"),
+        ),
     },
     "/goim/nodes/instances": {
       method: "GET",

@@ -8,12 +8,27 @@
  * A comet is offered when its weight is above 0 and it advertises at least
  * one address (`comet.weight`, `comet.addrs`). Each offered comet gets an
  * effective weight: its `weight`, times `logic.nodes.region_weight` when its
- * region is this logic's `node.region` (goim's gain for the client's region;
- * without a geo-IP database the logic a client reached stands for the
- * client's region, as DNS steers clients to a logic near them). Comets are
- * ranked by load per weight, `connections / effective weight`, lowest first
- * (ties: higher weight, then id), and the first five are returned (goim
+ * region (`node.region` of the comet, in its registry record) is the
+ * client's region (goim's gain for the client's region). Comets are ranked
+ * by load per weight, `connections / effective weight`, lowest first (ties:
+ * higher weight, then id), and the first five are returned (goim
  * `_maxNodes`).
+ *
+ * ## The client's region
+ *
+ * goim looks the client IP up in a geo-IP database. Here, in order
+ * ({@linkcode NodeBalancer.clientRegion}):
+ *
+ * 1. the `region` the client asks for (`/goim/nodes/weighted?region=`; a
+ *    client that knows where it is, or an app that tells it), 1 to 64 of
+ *    `A-Z a-z 0-9 . _ -`, else a 400;
+ * 2. the region of the most specific network of `logic.nodes.regions`
+ *    holding the client's IP (infra/regions.ts);
+ * 3. this logic's own `node.region`: the logic a client reached stands for
+ *    its region, as DNS steers clients to a logic near them.
+ *
+ * The region only changes weights: comets elsewhere are still offered when
+ * the client's region has none, or only loaded ones.
  *
  * Like goim's `chosen()`, each answer counts one expected connection against
  * the comet ranked first, until that comet's next registry record brings
@@ -49,7 +64,9 @@
 import type { Backoff, NodesReply } from "../proto/messages.ts";
 import type { Config } from "../infra/config.ts";
 import type { Logger } from "../infra/log.ts";
+import { isRegionName, MAX_REGION_CHARS, RegionMap } from "../infra/regions.ts";
 import type { CometRecord, Registry } from "../infra/registry.ts";
+import { ApiError, ResultCode } from "./result.ts";
 
 /** Most nodes in one answer (goim `_maxNodes`). */
 export const MAX_NODES = 5;
@@ -74,14 +91,11 @@ export const DEFAULT_BACKOFF: Readonly<Backoff> = Object.freeze({
 /** The platform that gets host names instead of addresses (goim model.PlatformWeb). */
 export const PLATFORM_WEB = "web";
 
-/** A registry record, with the region a registry may add (goim discovery instances have one). */
-export type RegionalCometRecord = CometRecord & { region?: string };
-
 /** Options of {@linkcode NodeBalancer}. */
 export interface NodeBalancerOptions {
   /** Where comets are listed. */
   registry: Registry;
-  /** Configuration: `logic.nodes.*`, `node.region`, `comet.heartbeat_*`. */
+  /** Configuration: `logic.nodes.*` (regions too), `node.region`, `comet.heartbeat_*`. */
   config: Pick<Config, "logic" | "node" | "comet">;
   /** Clock, ms since the epoch. */
   now?: () => number;
@@ -119,6 +133,7 @@ interface Node {
 export class NodeBalancer {
   #registry: Registry;
   #config: NodeBalancerOptions["config"];
+  #regions: RegionMap;
   #now: () => number;
   #log?: Logger;
   #nodes = new Map<string, Node>();
@@ -129,15 +144,22 @@ export class NodeBalancer {
   constructor(opts: NodeBalancerOptions) {
     this.#registry = opts.registry;
     this.#config = opts.config;
+    // The configuration loader checked the entries; a hand-built config is checked here.
+    this.#regions = RegionMap.parse(opts.config.logic.nodes.regions);
     this.#now = opts.now ?? Date.now;
     this.#log = opts.log;
   }
 
-  /** goim NodesWeighted: the reply for a client on `platform` (`clientIP` is unused without geo-IP). */
-  async weighted(platform: string, _clientIP = ""): Promise<NodesReply> {
+  /**
+   * goim NodesWeighted: the reply for a client on `platform` at `clientIP`
+   * that may name its `region`; rejects with a 400 {@linkcode ApiError}
+   * when that region is not a region name.
+   */
+  async weighted(platform: string, clientIP = "", region?: string): Promise<NodesReply> {
+    const where = this.clientRegion(clientIP, region);
     await this.#refresh();
     const n = this.#config.logic.nodes;
-    const ranked = this.#rank();
+    const ranked = this.#rank(where);
     const nodes = platform === PLATFORM_WEB
       ? ranked.map((c) => c.id + n.host_domain)
       : ranked.flatMap((c) => c.addrs);
@@ -153,13 +175,33 @@ export class NodeBalancer {
     };
   }
 
+  /**
+   * The client's region: `region` when given (throws a 400
+   * {@linkcode ApiError} when it is not 1 to 64 of `A-Z a-z 0-9 . _ -`),
+   * else the region of `clientIP` in `logic.nodes.regions`, else
+   * `node.region`; "" for none.
+   */
+  clientRegion(clientIP: string, region?: string): string {
+    if (region !== undefined && region !== "") {
+      if (!isRegionName(region)) {
+        throw new ApiError(
+          ResultCode.BadRequest,
+          `region: expected 1 to ${MAX_REGION_CHARS} of A-Z a-z 0-9 . _ -, got ${
+            JSON.stringify(region.slice(0, MAX_REGION_CHARS + 1))
+          }`,
+        );
+      }
+      return region;
+    }
+    return this.#regions.regionOf(clientIP) ?? this.#config.node.region;
+  }
+
   /** Every live comet, fresh from the registry (`/goim/nodes/instances`). */
   async instances(): Promise<CometRecord[]> {
     return await this.#registry.list();
   }
 
-  #rank(): Node[] {
-    const region = this.#config.node.region;
+  #rank(region: string): Node[] {
     const gain = this.#config.logic.nodes.region_weight;
     const offered: { node: Node; score: number; weight: number }[] = [];
     for (const node of this.#nodes.values()) {
@@ -187,7 +229,7 @@ export class NodeBalancer {
   }
 
   async #fetch(): Promise<void> {
-    let records: RegionalCometRecord[];
+    let records: CometRecord[];
     try {
       records = await this.#registry.list();
     } catch (e) {

@@ -19,6 +19,7 @@ import {
   str,
   strings,
 } from "./schema_engine.ts";
+import { RegionMap } from "../regions.ts";
 
 // Schema order is the order of docs/CONFIG.md. Adding a key is one entry here
 // (plus `--write-docs`); the type, env var, flag and docs follow from it.
@@ -314,6 +315,10 @@ export const CONFIG_SCHEMA = defineSchema({
     "Weight multiplier of comets in the client's region (goim Node.RegionWeight).",
     { min: 0 },
   ),
+  "logic.nodes.regions": strings(
+    [],
+    'Client networks and their regions, "CIDR=region" (e.g. ["10.0.0.0/8=sh", "2001:db8::/32=bj"]; region: 1 to 64 of A-Z a-z 0-9 . _ -). A client\'s region, whose comets get logic.nodes.region_weight: the region parameter it sends, else the most specific network holding its IP (the TCP peer: behind a proxy, the proxy\'s), else node.region (docs/LOGIC.md, "Node balancer").',
+  ),
 
   "logic.operator.keys": strings(
     [],
@@ -556,6 +561,18 @@ export const CROSS_CHECKS: readonly CrossCheck[] = [
       (c.registry.engine === "discovery" || c.discovery.register) && c.discovery.nodes.length === 0
         ? "discovery is used (registry.engine or discovery.register) but discovery.nodes is empty"
         : undefined,
+  },
+  {
+    key: "logic.nodes.regions",
+    doc: 'Each `logic.nodes.regions` entry is "CIDR=region" with a valid network and region name.',
+    test: (c) => {
+      try {
+        RegionMap.parse(c.logic.nodes.regions);
+        return undefined;
+      } catch (e) {
+        return `logic.nodes.regions: ${(e as Error).message}`;
+      }
+    },
   },
   {
     key: "redis.cluster.nodes",
