@@ -13,10 +13,12 @@ import type { Config } from "./infra/config.ts";
 import type { HttpServer } from "./infra/http_server.ts";
 import { openEngines } from "./infra/engines.ts";
 import { createLogger, type Logger } from "./infra/log.ts";
+import { metricsText, processMetrics } from "./infra/metrics.ts";
 import { runRole } from "./infra/process.ts";
 import { Comet, type CometAddrs } from "./comet/comet.ts";
 import { Logic, type LogicAddrs } from "./logic/logic.ts";
 import { Job } from "./job/job.ts";
+import type { CometOperatorApi } from "./proto/operator.ts";
 import { createJobAdminHandler } from "./job/admin.ts";
 
 /** A running embedded server. */
@@ -55,12 +57,25 @@ export async function startEmbedded(config: Config, log?: Logger): Promise<Embed
   });
   const { sessions, registry } = engines;
 
-  const logic = new Logic({
+  const logic: Logic = new Logic({
     config,
     sessions,
     registry,
     producer: engines.producer,
     log: logger.child({ role: "logic" }),
+    // The console reaches this process's comet and job directly, as job does the comet.
+    operator: {
+      dialer: {
+        dial: (rec): CometOperatorApi => {
+          if (rec.id !== comet.id) throw new Error(`embedded logic has no comet ${rec.id}`);
+          return comet.operator;
+        },
+      },
+      jobs: [{
+        name: "job",
+        metrics: (): Promise<string> => metricsText(job.metrics, processMetrics()),
+      }],
+    },
   });
   const comet = new Comet({
     config,

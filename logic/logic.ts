@@ -35,7 +35,6 @@ import { type LogicMethods, logicServiceDefinition, RpcError, serveUnary } from 
 import { bindInternal, createInternalServer } from "../proto/security.ts";
 import { advertisedAddr, joinHostPort, splitHostPort } from "../infra/addr.ts";
 import type { Config } from "../infra/config.ts";
-import { requireAdminToken } from "../infra/admin.ts";
 import { checkExposure, httpLimits, serveHttp } from "../infra/http_server.ts";
 import { createLogger, type Logger } from "../infra/log.ts";
 import type { Metrics } from "../infra/metrics.ts";
@@ -43,7 +42,7 @@ import type { PushProducer } from "../infra/queue.ts";
 import type { Registry } from "../infra/registry.ts";
 import { canRegisterLogic, type LogicRegistration } from "../infra/discovery/registry.ts";
 import type { SessionStore } from "../infra/sessions.ts";
-import { createLogicAdminHandler } from "./admin.ts";
+import { createLogicAdminHandler, type InProcessOperator, LogicConsole } from "./admin.ts";
 import { type Authenticator, createAuthenticator } from "./auth.ts";
 import { createHttpHandler, type HttpHandler } from "./http.ts";
 import { createLogicMetrics, type LogicMetrics } from "./metrics.ts";
@@ -80,6 +79,11 @@ export interface LogicDeps {
   fetch?: typeof fetch;
   /** Clock in ms since the epoch (online staleness, balancer); default `Date.now`. */
   now?: () => number;
+  /**
+   * The operator console's comets and jobs in this process (embedded mode);
+   * absent = comets over gRPC, jobs from `logic.operator.jobs`.
+   */
+  operator?: InProcessOperator;
 }
 
 /** Bound addresses (real ports when port 0 was configured). */
@@ -104,8 +108,10 @@ export class Logic {
   readonly service: LogicApi;
   /** The whole HTTP API as a plain function. */
   readonly handler: HttpHandler;
-  /** The admin endpoint (`/metrics`, `/healthz`) as a plain function. */
-  readonly adminHandler: (req: Request) => Promise<Response>;
+  /** The admin endpoint (`/metrics`, `/healthz`, the console) as a plain function, before `admin.token`. */
+  readonly adminHandler: HttpHandler;
+  /** The operator console (docs/CONSOLE.md), on the admin listener. */
+  readonly console: LogicConsole;
   /** The online aggregate (exposed for tests and the embedded process). */
   readonly online: OnlineCounts;
   /** The node balancer. */
@@ -178,9 +184,19 @@ export class Logic {
       log: this.#log,
       metrics: this.metrics,
     });
+    this.console = new LogicConsole({
+      config: cfg,
+      registry: deps.registry,
+      sessions: deps.sessions,
+      online: this.online,
+      metrics: this.metrics,
+      inProcess: deps.operator,
+      log: this.#log,
+    });
     this.adminHandler = createLogicAdminHandler({
       producer: deps.producer,
       metrics: cfg.metrics.enabled ? this.metrics : undefined,
+      console: this.console,
     });
   }
 
@@ -208,10 +224,12 @@ export class Logic {
       const addrs: LogicAddrs = { http: this.#serve("logic.http.bind", "api", this.handler) };
       if (opts.grpc !== false) addrs.grpc = await this.#serveGrpc(cfg.grpc.bind);
       if (cfg.admin.bind !== "") {
+        await this.console.start();
         addrs.admin = this.#serve(
           "logic.admin.bind",
           "admin",
-          requireAdminToken(this.#deps.config.admin.token, this.adminHandler),
+          // The console keeps its own key rule; the rest wants admin.token.
+          this.console.guard(this.#deps.config.admin.token, this.adminHandler),
         );
       }
       this.#timer = setInterval(() => void this.online.refresh(), ONLINE_REFRESH_MS);
@@ -270,6 +288,7 @@ export class Logic {
       this.#stopGrpc(),
     ]);
     await this.webhook?.close(WEBHOOK_DRAIN_MS);
+    await this.console.stop();
     // A refresh still reading the store must finish before the caller closes it.
     await this.online.idle();
     if (this.#started) this.#log.info("logic stopped");

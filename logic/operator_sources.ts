@@ -1,0 +1,187 @@
+/**
+ * Where logic's operator console (./operator.ts) reads the other roles:
+ *
+ * - comets: `goim.operator.CometOperator` (proto/operator.ts), one gRPC
+ *   client per comet address from the registry ({@linkcode GrpcCometDialer},
+ *   `grpc.token` and TLS from proto/security.ts), or the comet's own object
+ *   in the embedded process;
+ * - jobs: their Prometheus text, fetched from each `logic.operator.jobs`
+ *   admin endpoint with `admin.token` ({@linkcode httpJobSource}), or read
+ *   from the embedded job's registry; {@linkcode parseSamples} reads the
+ *   few series the console needs.
+ *
+ * Every call is bounded: {@linkcode SOURCE_TIMEOUT_MS} per call,
+ * {@linkcode MAX_METRICS_BYTES} of metrics text.
+ *
+ * @module
+ */
+
+import type { CometRecord } from "../infra/registry.ts";
+import { concat } from "../protocol/mod.ts";
+import type { ClientOptions } from "../proto/grpc.ts";
+import {
+  type CometOperatorApi,
+  type CometOperatorClient,
+  createCometOperatorClient,
+} from "../proto/operator.ts";
+
+/** Deadline of one call to a comet or a job, ms. */
+export const SOURCE_TIMEOUT_MS = 1500;
+
+/** Largest metrics text read from a job, bytes. */
+export const MAX_METRICS_BYTES = 4 * 1024 * 1024;
+
+/** Finds the operator service of a registered comet. */
+export interface CometDialer {
+  /** The service of `rec` (throws when there is none). */
+  dial(rec: CometRecord): CometOperatorApi;
+  /** Forgets clients of comets that are not in `live` (ids) any more. */
+  retain?(live: ReadonlySet<string>): void;
+  /** Closes every client. */
+  close?(): void;
+}
+
+/** A job's metrics, by name. */
+export interface JobSource {
+  /** What the console calls it (its address, or `job` embedded). */
+  name: string;
+  /** Its Prometheus text exposition. */
+  metrics(): Promise<string>;
+}
+
+/**
+ * Dials comets over gRPC, one client per comet, kept while the comet is
+ * registered at the same address.
+ *
+ * @example
+ * ```ts
+ * import type { CometRecord } from "../infra/registry.ts";
+import { concat } from "../protocol/mod.ts";
+ * declare const rec: CometRecord;
+ * const dialer = new GrpcCometDialer({ token: "secret" });
+ * const stats = await dialer.dial(rec).Stats({});
+ * dialer.close();
+ * ```
+ */
+export class GrpcCometDialer implements CometDialer {
+  readonly #opts: ClientOptions;
+  readonly #clients = new Map<string, { addr: string; client: CometOperatorClient }>();
+
+  /** `opts`: proto/security.ts `internalClientOptions(config.grpc)`. */
+  constructor(opts: ClientOptions) {
+    this.#opts = { ...opts, deadlineMs: SOURCE_TIMEOUT_MS };
+  }
+
+  /** The client of `rec.id`, re-dialled when its address changed. */
+  dial(rec: CometRecord): CometOperatorApi {
+    const known = this.#clients.get(rec.id);
+    if (known && known.addr === rec.grpcAddr) return known.client;
+    known?.client.close();
+    const client = createCometOperatorClient(rec.grpcAddr, this.#opts);
+    this.#clients.set(rec.id, { addr: rec.grpcAddr, client });
+    return client;
+  }
+
+  /** Closes the clients of comets no longer listed. */
+  retain(live: ReadonlySet<string>): void {
+    for (const [id, { client }] of this.#clients) {
+      if (live.has(id)) continue;
+      client.close();
+      this.#clients.delete(id);
+    }
+  }
+
+  /** Closes every client. */
+  close(): void {
+    for (const { client } of this.#clients.values()) client.close();
+    this.#clients.clear();
+  }
+}
+
+/**
+ * A job read over HTTP: `GET http://<addr>/metrics` with `Authorization:
+ * Bearer <adminToken>` when one is set, at most {@linkcode MAX_METRICS_BYTES}
+ * within {@linkcode SOURCE_TIMEOUT_MS}.
+ *
+ * @example
+ * ```ts
+ * const job = httpJobSource("127.0.0.1:3192", "");
+ * const text = await job.metrics();
+ * ```
+ */
+export function httpJobSource(addr: string, adminToken: string, fetcher = fetch): JobSource {
+  return {
+    name: addr,
+    async metrics() {
+      const res = await fetcher(`http://${addr}/metrics`, {
+        headers: adminToken === "" ? {} : { authorization: `Bearer ${adminToken}` },
+        signal: AbortSignal.timeout(SOURCE_TIMEOUT_MS),
+      });
+      if (!res.ok) {
+        await res.body?.cancel();
+        throw new Error(`GET /metrics answered ${res.status}`);
+      }
+      return await readBounded(res, MAX_METRICS_BYTES);
+    },
+  };
+}
+
+async function readBounded(res: Response, max: number): Promise<string> {
+  const reader = res.body?.getReader();
+  if (!reader) return "";
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    n += value.length;
+    if (n > max) {
+      await reader.cancel();
+      throw new Error(`metrics over ${max} bytes`);
+    }
+    parts.push(value);
+  }
+  return new TextDecoder().decode(concat(parts));
+}
+
+/** One sample of the text exposition: name, labels, value. */
+export interface Sample {
+  /** Metric name (with `_bucket`, `_sum`, `_count` for histograms). */
+  name: string;
+  /** Label values by name. */
+  labels: Record<string, string>;
+  /** The value (NaN and ±Inf as Prometheus writes them). */
+  value: number;
+}
+
+const SAMPLE_RE = /^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/;
+const LABEL_RE = /([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
+
+/**
+ * The samples of a Prometheus text exposition whose name `wanted` accepts
+ * (comments and other series skipped). A hand-written reader of sample lines
+ * only: the npm parsers of this format are unmaintained, and the console
+ * needs four series.
+ *
+ * @example
+ * ```ts
+ * parseSamples('a_total{k="v"} 3\n# HELP b x\nb 1\n', (n) => n === "a_total");
+ * // [{ name: "a_total", labels: { k: "v" }, value: 3 }]
+ * ```
+ */
+export function parseSamples(text: string, wanted: (name: string) => boolean): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const m = SAMPLE_RE.exec(line);
+    if (m === null || !wanted(m[1])) continue;
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? "").matchAll(LABEL_RE)) {
+      labels[l[1]] = l[2].replace(/\\(.)/g, (_, c) => (c === "n" ? "\n" : c));
+    }
+    const v = m[3];
+    const value = v === "+Inf" ? Infinity : v === "-Inf" ? -Infinity : Number(v);
+    out.push({ name: m[1], labels, value });
+  }
+  return out;
+}
