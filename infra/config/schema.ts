@@ -338,13 +338,17 @@ export const CONFIG_SCHEMA = defineSchema({
     "Pushes queued per lane before the consumer waits (goim Comet.RoutineChan).",
     { min: 1 },
   ),
-  "job.room.batch": int(20, "Messages merged into one room broadcast (goim Room.Batch).", {
-    min: 1,
-    max: 10_000,
-  }),
+  "job.room.batch": int(
+    20,
+    "Largest number of messages merged into one room or broadcast batch (goim Room.Batch).",
+    {
+      min: 1,
+      max: 10_000,
+    },
+  ),
   "job.room.window": duration(
     "20ms",
-    "Longest a room message waits for its batch to fill (goim Room.Signal is 1s; shorter keeps latency low).",
+    "Longest a room message waits for its batch while no earlier batch of the room is still being written (goim Room.Signal is 1s; shorter keeps latency low).",
     { max: "10s" },
   ),
   "job.room.idle": duration(
