@@ -161,13 +161,22 @@ export class MemorySessionStore implements SessionStore {
     return this.#run(() => keys.map((k) => this.#liveKey(k)?.server ?? null));
   }
 
-  /** The live key sets of `mids`, merged. */
+  /**
+   * The live key sets of `mids`, merged; a key whose own route expired
+   * (a device that stopped beating while another renewed the set) is left
+   * out and dropped from the set.
+   */
   keysByMids(mids: readonly number[]): Promise<Map<string, string>> {
     return this.#run(() => {
       const out = new Map<string, string>();
       for (const mid of mids) {
         const m = this.#liveMid(mid);
-        if (m) { for (const [k, s] of m.keys) out.set(k, s); }
+        if (!m) continue;
+        for (const [k, s] of m.keys) {
+          const route = this.#liveKey(k)?.server;
+          if (route === undefined) m.keys.delete(k);
+          else out.set(k, route === s ? s : route);
+        }
       }
       return out;
     });

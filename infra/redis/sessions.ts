@@ -246,21 +246,45 @@ export class RedisSessionStore implements SessionStore {
     );
   }
 
-  /** Pipelined HGETALL of every `mid_<mid>` (cluster: one HGETALL each), merged. */
+  /**
+   * HGETALL of every `mid_<mid>`, merged, keeping only keys whose
+   * `key_<key>` route is live (its server wins); fields of dead routes are
+   * removed. Two round trips.
+   */
   async keysByMids(mids: readonly number[]): Promise<Map<string, string>> {
     const out = new Map<string, string>();
     if (mids.length === 0) return out;
-    const replies = this.#conn.cluster
-      ? await this.#conn.call(
-        "keysByMids",
-        (c) => Promise.all(mids.map((m) => c.hgetall(this.#midKey(m)))),
-      )
-      : await this.#conn.pipeline("keysByMids", (p) => {
-        for (const mid of mids) p.hgetall(this.#midKey(mid));
-      });
-    for (const r of replies as Record<string, string>[]) {
-      for (const k in r) out.set(k, r[k]);
+    // One command per mid: on a single node ioredis' auto-pipelining sends
+    // them (and those of concurrent pushes) in one write.
+    const replies = await this.#conn.call(
+      "keysByMids",
+      (c) => Promise.all(mids.map((m) => c.hgetall(this.#midKey(m)))),
+    );
+    const keys: string[] = [];
+    const owners: number[] = [];
+    for (let i = 0; i < replies.length; i++) {
+      for (const k in replies[i]) {
+        keys.push(k);
+        owners.push(mids[i]);
+      }
     }
+    if (keys.length === 0) return out;
+    // The set's TTL is renewed by any device of the mid, so a field can
+    // outlive its key's route (a device that stopped beating): trust
+    // `key_<key>` and drop such fields.
+    const routes = await this.serversByKeys(keys);
+    const stale: Promise<unknown>[] = [];
+    for (let i = 0; i < keys.length; i++) {
+      const server = routes[i];
+      if (server !== null) out.set(keys[i], server);
+      else {
+        stale.push(
+          this.#conn.call("keysByMids", (c) => c.hdel(this.#midKey(owners[i]), keys[i])),
+        );
+      }
+    }
+    // Best effort: a failed HDEL leaves a field the next lookup drops again.
+    if (stale.length > 0) void Promise.allSettled(stale);
     return out;
   }
 
