@@ -1,8 +1,8 @@
-// @ts-check
-/// <reference lib="dom" />
 /**
  * The goim operator console's script (docs/CONSOLE.md): plain JavaScript,
- * no build step, type-checked against the DOM (deno.json `check` task).
+ * no build step, type-checked against the DOM by the `check` task
+ * (deno.browser.json sets checkJs: a `// @ts-check` or a DOM lib reference
+ * here would leak the DOM's types into the repository-wide check).
  *
  * Every second it reads `GET /operator/v1/overview` with the operator key
  * (kept in this tab's sessionStorage only), updates the tiles and tables,
