@@ -15,11 +15,11 @@
 
 import assert from "node:assert/strict";
 import { chromium, type Page } from "playwright-core";
-import { loadConfig } from "../infra/config.ts";
 import { createLogger } from "../infra/log.ts";
 import { startEmbedded } from "../main.ts";
 import { ReasonCode } from "../protocol/mod.ts";
 import { TcpTestClient } from "./fixtures/comet_fixtures.ts";
+import { embeddedTestConfig } from "./fixtures/embedded_config.ts";
 
 const CHROMIUM = Deno.env.get("GOIM_TEST_CHROMIUM") || "/usr/bin/chromium";
 const CI = Deno.env.get("CI") === "true";
@@ -85,21 +85,14 @@ Deno.test({
     const shotsDir = Deno.env.get("GOIM_CONSOLE_SCREENSHOTS") ?? await Deno.makeTempDir();
     const ownShots = Deno.env.get("GOIM_CONSOLE_SCREENSHOTS") === undefined;
     const profile = await Deno.makeTempDir({ prefix: "goim-chromium-" });
-    const config = loadConfig({
-      env: {},
-      args: [
-        "node.id=comet-console",
-        "comet.tcp.bind=127.0.0.1:0",
-        "comet.websocket.bind=127.0.0.1:0",
-        "comet.admin.bind=",
-        "job.admin.bind=",
-        "logic.http.bind=127.0.0.1:0",
-        "logic.admin.bind=127.0.0.1:0",
-        "comet.renew_online_interval=200ms",
-        `logic.operator.keys=${KEY}`,
-        `logic.auth.api_keys=${PUSH_KEY}`,
-      ].flatMap((kv) => ["--set", kv]),
-    });
+    const config = embeddedTestConfig([
+      "node.id=comet-console",
+      "comet.admin.bind=",
+      "job.admin.bind=",
+      "comet.renew_online_interval=200ms",
+      `logic.operator.keys=${KEY}`,
+      `logic.auth.api_keys=${PUSH_KEY}`,
+    ]);
     const server = await startEmbedded(config, createLogger({ level: "error" }));
     const admin = `http://127.0.0.1:${server.logicAddrs.admin!.port}`;
     const http = `http://127.0.0.1:${server.logicAddrs.http.port}`;

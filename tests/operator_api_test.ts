@@ -5,7 +5,6 @@
  */
 
 import assert from "node:assert/strict";
-import { loadConfig } from "../infra/config.ts";
 import { createLogger } from "../infra/log.ts";
 import { MemoryRegistry } from "../infra/memory/registry.ts";
 import { MemorySessionStore } from "../infra/memory/sessions.ts";
@@ -17,6 +16,7 @@ import { parseSamples } from "../logic/operator_sources.ts";
 import { startEmbedded } from "../main.ts";
 import { eventually } from "./eventually.ts";
 import { TcpTestClient } from "./fixtures/comet_fixtures.ts";
+import { embeddedTestConfig } from "./fixtures/embedded_config.ts";
 import { operator, operatorScenario } from "./fixtures/operator_scenario.ts";
 
 const KEY = "operator-key-for-tests";
@@ -24,21 +24,16 @@ const PUSH_KEY = "push-key-for-tests";
 const ADMIN_TOKEN = "admin-token-for-tests";
 
 async function embedded(extra: string[] = []) {
-  const sets = [
+  const config = embeddedTestConfig([
     "node.id=embedded-op",
-    "comet.tcp.bind=127.0.0.1:0",
-    "comet.websocket.bind=127.0.0.1:0",
     "comet.admin.bind=",
     "job.admin.bind=",
-    "logic.http.bind=127.0.0.1:0",
-    "logic.admin.bind=127.0.0.1:0",
     "comet.renew_online_interval=200ms",
     `logic.operator.keys=${KEY}`,
     `logic.auth.api_keys=${PUSH_KEY}`,
     `admin.token=${ADMIN_TOKEN}`,
     ...extra,
-  ];
-  const config = loadConfig({ env: {}, args: sets.flatMap((s) => ["--set", s]) });
+  ]);
   const server = await startEmbedded(config, createLogger({ level: "error" }));
   return {
     server,
