@@ -81,10 +81,13 @@ export class Bucket {
     if (room !== undefined) room.pushAll(batch);
   }
 
-  /** Queues `batch` for the channel under `key` if it accepts `op`; an unknown key is skipped. */
-  pushKey(key: string, op: number, batch: Batch): void {
+  /**
+   * Queues `batch` for the channel under `key` if it accepts `op`; an
+   * unknown key is skipped. Returns the channel when queued.
+   */
+  pushKey(key: string, op: number, batch: Batch): Channel | undefined {
     const ch = this.channels.get(key);
-    if (ch !== undefined && ch.accepts(op)) ch.push(batch);
+    return ch !== undefined && ch.accepts(op) && ch.push(batch) ? ch : undefined;
   }
 
   /** Queues `batch` for every channel of the bucket that accepts `op`. */

@@ -154,6 +154,8 @@ export abstract class Channel {
   scope: ChannelScope | null = null;
   /** Whether the channel is in the flusher's list. */
   scheduled = false;
+  /** Whether the channel is in the flusher's urgent list (a key push waits in it). */
+  urgent = false;
   /** Queued items, oldest first; null when empty (most channels, most of the time). */
   queue: QueueItem[] | null = null;
   #queued = 0;

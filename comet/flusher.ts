@@ -21,6 +21,11 @@
  * - The pass yields to the event loop every `sliceMs` so that reads, gRPC
  *   calls and timers keep running during a long fan-out; pushes those
  *   deliver join the pass still in progress.
+ * - A key push must not wait for a fan-out pass to reach its channel (or
+ *   for the next pass, when this one is past it): {@linkcode Flusher.expedite}
+ *   puts the channel on an urgent list that a running pass works first, at
+ *   its start and every 64 channels, so a key push waits at most a slice
+ *   (4 ms) of someone else's fan-out.
  * - {@linkcode Flusher.written} tells a caller when what it queued has been
  *   handed to the sockets (the next pass has ended). The comet answers room
  *   and broadcast calls then, so job's batches grow with the time a pass
@@ -59,6 +64,8 @@ export class Flusher {
   readonly #stallMs: number;
   readonly #sliceMs: number;
   #dirty: Channel[] = [];
+  // Channels with a key push, worked ahead of the pass in progress.
+  #urgent: Channel[] = [];
   #spare: Channel[] = [];
   #running = false;
   #inflight = 0;
@@ -90,6 +97,21 @@ export class Flusher {
   /** Writes currently holding a slot. */
   get inflight(): number {
     return this.#inflight;
+  }
+
+  /**
+   * `ch` got a key push: while a pass is running, it is written ahead of
+   * the channels the pass has not reached yet (and of the next pass);
+   * otherwise it is scheduled as usual.
+   */
+  expedite(ch: Channel): void {
+    if (!this.#running) {
+      if (!ch.scheduled) this.schedule(ch);
+      return;
+    }
+    if (ch.urgent || this.#stopped) return;
+    ch.urgent = true;
+    this.#urgent.push(ch);
   }
 
   /** Queues `ch` for the next pass (the caller checked `ch.scheduled`). */
@@ -142,16 +164,12 @@ export class Flusher {
         this.#nextPass = this.#thisPass;
         this.#thisPass = waiters;
         for (let i = 0; i < pass.length; i++) {
+          if ((i & 63) === 0 && this.#urgent.length > 0) await this.#flushUrgent();
           const ch = pass[i];
           pass[i] = undefined as unknown as Channel;
           ch.scheduled = false;
-          const p = ch.flush();
-          if (p !== undefined) {
-            this.#inflight++;
-            const gen = this.#generation;
-            p.then(() => this.#done(gen));
-            if (this.#inflight >= this.#maxInflight) await this.#slot();
-          }
+          const slot = this.#write(ch);
+          if (slot !== undefined) await slot;
           if ((++n & 63) === 0 && performance.now() - sliceStart > this.#sliceMs) {
             await new Promise<void>((r) => setImmediate(r));
             sliceStart = performance.now();
@@ -164,6 +182,10 @@ export class Flusher {
       }
     } finally {
       this.#running = false;
+      // Every urgent channel is also in a pass (push scheduled it), so what is
+      // left here was written by the pass itself.
+      for (const ch of this.#urgent) ch.urgent = false;
+      this.#urgent = [];
       this.#settle(this.#thisPass);
       // Nothing left to write (or stopped): no pass will come for them.
       if (this.#dirty.length === 0 || this.#stopped) this.#settle(this.#nextPass);
@@ -178,6 +200,28 @@ export class Flusher {
       }
     }
   };
+
+  // One channel's turn: its write holds a slot until it completes. Returns
+  // the wait for a free slot when all are held (the hot path stays sync).
+  #write(ch: Channel): Promise<void> | undefined {
+    const p = ch.flush();
+    if (p === undefined) return undefined;
+    this.#inflight++;
+    const gen = this.#generation;
+    p.then(() => this.#done(gen));
+    return this.#inflight >= this.#maxInflight ? this.#slot() : undefined;
+  }
+
+  async #flushUrgent(): Promise<void> {
+    const list = this.#urgent;
+    this.#urgent = [];
+    for (const ch of list) {
+      ch.urgent = false;
+      if (this.#stopped) continue;
+      const slot = this.#write(ch);
+      if (slot !== undefined) await slot;
+    }
+  }
 
   #settle(waiters: (() => void)[]): void {
     if (waiters.length === 0) return;

@@ -257,6 +257,11 @@ export class ConnectionHub implements ChannelHost {
     return this.#flusher.written();
   }
 
+  /** A key push was queued for `ch`: write it ahead of a fan-out pass in progress (Flusher.expedite). */
+  expedite(ch: Channel): void {
+    this.#flusher.expedite(ch);
+  }
+
   /** {@linkcode ChannelHost}: queues a channel for the flusher. */
   schedule(ch: Channel): void {
     this.#flusher.schedule(ch);

@@ -183,7 +183,8 @@ export class CometService implements CometApi {
         const hub = this.#hub;
         for (let i = 0; i < keys.length; i++) {
           const key = keys[i];
-          hub.bucket(key).pushKey(key, op, batch);
+          const ch = hub.bucket(key).pushKey(key, op, batch);
+          if (ch !== undefined) hub.expedite(ch);
         }
       };
     });
