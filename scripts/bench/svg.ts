@@ -55,6 +55,114 @@ function path(points: [number, number][]): string {
 }
 
 /**
+ * Whole decades around positive `values`: 10^floor(log min) … 10^ceil(log
+ * max), or `def` when there are none.
+ *
+ * @example
+ * ```ts
+ * decades([0.4, 37], [0.1, 100]); // [0.1, 100]
+ * ```
+ */
+export function decades(values: number[], def: [number, number]): [number, number] {
+  const v = values.filter((x) => x > 0);
+  if (!v.length) return def;
+  const lo = 10 ** Math.floor(Math.log10(Math.min(...v)));
+  return [lo, Math.max(lo * 10, 10 ** Math.ceil(Math.log10(Math.max(...v) * 1.01)))];
+}
+
+/**
+ * Grid values of a log axis from `lo` to `hi`: 1, 2 and 5 × 10^k, the powers
+ * of ten marked major.
+ *
+ * @example
+ * ```ts
+ * logTicks(1, 10).map((t) => t.v); // [1, 2, 5, 10]
+ * ```
+ */
+export function logTicks(lo: number, hi: number): { v: number; major: boolean }[] {
+  const out: { v: number; major: boolean }[] = [];
+  for (let d = lo; d <= hi * 1.0001; d *= 10) {
+    for (const m of [1, 2, 5]) {
+      const v = +(d * m).toPrecision(3);
+      if (v > hi * 1.0001) break;
+      out.push({ v, major: m === 1 });
+    }
+  }
+  return out;
+}
+
+/** Maps [lo, hi] on a log scale onto [a, b] (pixels). */
+function logScale(lo: number, hi: number, a: number, b: number): (v: number) => number {
+  const l0 = Math.log10(lo), span = Math.log10(hi) - l0;
+  return (v) => a + ((Math.log10(v) - l0) / span) * (b - a);
+}
+
+/** Horizontal grid lines with labels at `ticks` (`y` maps a value to pixels). */
+function hGrid(ticks: { v: number; label: string; stroke: string }[], y: (v: number) => number) {
+  return ticks.flatMap((t) => [
+    `<line x1="${X0}" x2="${X1}" y1="${y(t.v).toFixed(1)}" y2="${
+      y(t.v).toFixed(1)
+    }" stroke="${t.stroke}"/>`,
+    `<text x="${X0 - 6}" y="${(y(t.v) + 4).toFixed(1)}" text-anchor="end">${t.label}</text>`,
+  ]);
+}
+
+/** A vertical axis title centred on a panel. */
+function yTitle(p: { top: number; bottom: number }, text: string): string {
+  const mid = (p.top + p.bottom) / 2;
+  return `<text x="18" y="${mid}" transform="rotate(-90 18 ${mid})" text-anchor="middle">${
+    esc(text)
+  }</text>`;
+}
+
+/** The two panels' axes. */
+function axes(): string[] {
+  return [[A.top, A.bottom], [B.top, B.bottom]].flatMap(([top, bottom]) => [
+    `<line x1="${X0}" x2="${X0}" y1="${top}" y2="${bottom}" stroke="#333"/>`,
+    `<line x1="${X0}" x2="${X1}" y1="${bottom}" y2="${bottom}" stroke="#333"/>`,
+  ]);
+}
+
+/** An x tick of the lower panel with its label. */
+function xTick(px: number, label: string): string[] {
+  return [
+    `<line x1="${px.toFixed(1)}" x2="${px.toFixed(1)}" y1="${B.bottom}" y2="${
+      B.bottom + 4
+    }" stroke="#333"/>`,
+    `<text x="${px.toFixed(1)}" y="${B.bottom + 17}" text-anchor="middle">${label}</text>`,
+  ];
+}
+
+/** The chart's opening: the canvas, a title and a subtitle. */
+function head(title: string, subtitle: string): string[] {
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" ` +
+    `font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="#fff"/>`,
+    `<text x="${X0}" y="22" font-size="15" font-weight="bold">${esc(title)}</text>`,
+    `<text x="${X0}" y="40" fill="#555">${esc(subtitle)}</text>`,
+  ];
+}
+
+/** A legend along the bottom edge: a swatch (dashed if asked) and a label each. */
+function legend(items: { label: string; color: string; dash?: boolean }[]): string[] {
+  const out: string[] = [];
+  let lx = X0;
+  for (const k of items) {
+    out.push(
+      k.dash
+        ? `<line x1="${lx}" x2="${lx + 14}" y1="${H - 16}" y2="${
+          H - 16
+        }" stroke="${k.color}" stroke-width="2" stroke-dasharray="4,2"/>`
+        : `<rect x="${lx}" y="${H - 18}" width="14" height="4" fill="${k.color}"/>`,
+      `<text x="${lx + 18}" y="${H - 12}">${esc(k.label)}</text>`,
+    );
+    lx += 26 + k.label.length * 6.5;
+  }
+  return out;
+}
+
+/**
  * Renders the chart of a report.
  *
  * @example
@@ -68,23 +176,11 @@ export function renderChart(r: BenchReport): string {
   const s = r.series;
   const tMax = Math.max(1, ...s.map((p) => p.t), ...r.marks.map((m) => m.t1));
   const x = (t: number) => X0 + (Math.min(Math.max(t, 0), tMax) / tMax) * (X1 - X0);
-  const out: string[] = [];
-  out.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" ` +
-      `font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="#fff"/>`,
-  );
   const c = r.connect;
-  out.push(
-    `<text x="${X0}" y="22" font-size="15" font-weight="bold">${
-      esc(`goim-deno bench: ${r.scenario}`)
-    }</text>`,
-    `<text x="${X0}" y="40" fill="#555">${
-      esc(
-        `${c.connected.toLocaleString("en-US")} clients (${c.tcp} TCP, ${c.ws} WS), ` +
-          `${r.options.workers} workers, ${r.machine.cpus} CPUs, ${r.startedAt.slice(0, 16)}Z`,
-      )
-    }</text>`,
+  const out: string[] = head(
+    `goim-deno bench: ${r.scenario}`,
+    `${c.connected.toLocaleString("en-US")} clients (${c.tcp} TCP, ${c.ws} WS), ` +
+      `${r.options.workers} workers, ${r.machine.cpus} CPUs, ${r.startedAt.slice(0, 16)}Z`,
   );
 
   // Phase bands and labels across both panels.
@@ -115,19 +211,8 @@ export function renderChart(r: BenchReport): string {
   const aTicks = niceTicks(aMax);
   const aTop = aTicks[aTicks.length - 1];
   const ya = (v: number) => A.bottom - (v / aTop) * (A.bottom - A.top - 18);
-  for (const v of aTicks) {
-    out.push(
-      `<line x1="${X0}" x2="${X1}" y1="${ya(v).toFixed(1)}" y2="${
-        ya(v).toFixed(1)
-      }" stroke="#e5e5e5"/>`,
-      `<text x="${X0 - 6}" y="${(ya(v) + 4).toFixed(1)}" text-anchor="end">${si(v)}</text>`,
-    );
-  }
-  out.push(
-    `<text x="18" y="${(A.top + A.bottom) / 2}" transform="rotate(-90 18 ${
-      (A.top + A.bottom) / 2
-    })" text-anchor="middle">per second</text>`,
-  );
+  out.push(...hGrid(aTicks.map((v) => ({ v, label: si(v), stroke: "#e5e5e5" })), ya));
+  out.push(yTitle(A, "per second"));
   for (const k of shown) {
     const pts = s.map((p) => [x(p.t - 0.5), ya(p[k.key] as number)] as [number, number]);
     if (k.area && pts.length) {
@@ -140,87 +225,74 @@ export function renderChart(r: BenchReport): string {
   }
 
   // --- panel B: latency (log scale) ------------------------------------------
-  const lats = s.flatMap((p) => [p.p50, p.p99]).filter((v): v is number => v !== null && v > 0);
-  const lo = lats.length ? 10 ** Math.floor(Math.log10(Math.min(...lats))) : 0.1;
-  const hi = lats.length ? 10 ** Math.ceil(Math.log10(Math.max(...lats) * 1.01)) : 100;
-  const yb = (v: number) =>
-    B.bottom - ((Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) *
-      (B.bottom - B.top);
-  for (let d = lo; d <= hi * 1.0001; d *= 10) {
-    for (const m of [1, 2, 5]) {
-      const v = d * m;
-      if (v > hi * 1.0001) break;
-      out.push(
-        `<line x1="${X0}" x2="${X1}" y1="${yb(v).toFixed(1)}" y2="${yb(v).toFixed(1)}" stroke="${
-          m === 1 ? "#ddd" : "#f0f0f0"
-        }"/>`,
-        `<text x="${X0 - 6}" y="${(yb(v) + 4).toFixed(1)}" text-anchor="end">${+v.toPrecision(
-          3,
-        )}</text>`,
-      );
-    }
-  }
-  out.push(
-    `<text x="18" y="${(B.top + B.bottom) / 2}" transform="rotate(-90 18 ${
-      (B.top + B.bottom) / 2
-    })" text-anchor="middle">latency ms (log)</text>`,
-  );
+  const [lo, hi] = decades(s.flatMap((p) => [p.p50 ?? 0, p.p99 ?? 0]), [0.1, 100]);
+  const yb = logScale(lo, hi, B.bottom, B.top);
+  out.push(...hGrid(logGrid(lo, hi, (v) => `${v}`), yb));
+  out.push(yTitle(B, "latency ms (log)"));
   const latSeries: { key: "p50" | "p99"; label: string; color: string }[] = [
     { key: "p50", label: "latency p50", color: "#2ca02c" },
     { key: "p99", label: "latency p99", color: "#d62728" },
   ];
   for (const k of latSeries) {
     // Break the line across seconds without deliveries.
-    let seg: [number, number][] = [];
-    const flush = () => {
-      if (seg.length === 1) {
-        out.push(
-          `<circle cx="${seg[0][0].toFixed(1)}" cy="${
-            seg[0][1].toFixed(1)
-          }" r="2" fill="${k.color}"/>`,
-        );
-      } else if (seg.length > 1) {
-        out.push(`<path d="${path(seg)}" fill="none" stroke="${k.color}" stroke-width="1.6"/>`);
-      }
-      seg = [];
-    };
-    for (const p of s) {
-      const v = p[k.key];
-      if (v === null || v <= 0) flush();
-      else seg.push([x(p.t - 0.5), yb(v)]);
-    }
-    flush();
+    out.push(...broken(
+      s.map((p) => {
+        const v = p[k.key];
+        return v === null || v <= 0 ? null : [x(p.t - 0.5), yb(v)];
+      }),
+      k.color,
+    ));
   }
 
   // Axes, x ticks and legend.
-  for (const [top, bottom] of [[A.top, A.bottom], [B.top, B.bottom]]) {
-    out.push(
-      `<line x1="${X0}" x2="${X0}" y1="${top}" y2="${bottom}" stroke="#333"/>`,
-      `<line x1="${X0}" x2="${X1}" y1="${bottom}" y2="${bottom}" stroke="#333"/>`,
-    );
-  }
+  out.push(...axes());
   for (const t of niceTicks(tMax, 10)) {
     if (t > tMax) break;
-    out.push(
-      `<line x1="${x(t).toFixed(1)}" x2="${x(t).toFixed(1)}" y1="${B.bottom}" y2="${
-        B.bottom + 4
-      }" stroke="#333"/>`,
-      `<text x="${x(t).toFixed(1)}" y="${B.bottom + 17}" text-anchor="middle">${t}</text>`,
-    );
+    out.push(...xTick(x(t), `${t}`));
   }
   out.push(
     `<text x="${(X0 + X1) / 2}" y="${
       B.bottom + 34
     }" text-anchor="middle">seconds since the first connect</text>`,
   );
-  let lx = X0;
-  for (const k of [...shown, ...latSeries]) {
-    out.push(
-      `<rect x="${lx}" y="${H - 18}" width="14" height="4" fill="${k.color}"/>`,
-      `<text x="${lx + 18}" y="${H - 12}">${esc(k.label)}</text>`,
-    );
-    lx += 26 + k.label.length * 6.5;
-  }
-  out.push(`</svg>`);
+  out.push(...legend([...shown, ...latSeries]), `</svg>`);
   return out.join("\n") + "\n";
+}
+
+/** The log-axis grid of {@linkcode logTicks} as {@linkcode hGrid} ticks. */
+function logGrid(lo: number, hi: number, label: (v: number) => string) {
+  return logTicks(lo, hi).map((t) => ({
+    v: t.v,
+    label: label(t.v),
+    stroke: t.major ? "#ddd" : "#f0f0f0",
+  }));
+}
+
+/**
+ * A line through `pts`, broken at each null (a single point between breaks
+ * is a dot); `dash` draws it dashed.
+ */
+function broken(pts: ([number, number] | null)[], color: string, dash = false): string[] {
+  const out: string[] = [];
+  let seg: [number, number][] = [];
+  const flush = () => {
+    if (seg.length === 1) {
+      out.push(
+        `<circle cx="${seg[0][0].toFixed(1)}" cy="${seg[0][1].toFixed(1)}" r="2" fill="${color}"/>`,
+      );
+    } else if (seg.length > 1) {
+      out.push(
+        `<path d="${path(seg)}" fill="none" stroke="${color}" stroke-width="1.6"${
+          dash ? ` stroke-dasharray="5,3"` : ""
+        }/>`,
+      );
+    }
+    seg = [];
+  };
+  for (const p of pts) {
+    if (p === null) flush();
+    else seg.push(p);
+  }
+  flush();
+  return out;
 }
