@@ -1,8 +1,9 @@
 /**
  * The bench tool (scripts/bench/): its pure parts (histogram, body codec,
- * layout, CLI, metrics parsing, chart) and one tiny real run — an embedded
- * server child, two swarm worker processes, 20 clients — that must deliver
- * and measure. Figures are never asserted: only that the tool works.
+ * layout, comet spread, CLI, metrics and lag parsing, chart) and two tiny
+ * real runs — an embedded server child with 20 clients over two phases, and
+ * a distributed cluster of two comets that the swarm must span — that must
+ * deliver and measure. Figures are never asserted: only that the tool works.
  *
  * @module
  */
@@ -14,8 +15,16 @@ import {
   HIST_BUCKETS,
   LatencyHistogram,
 } from "../scripts/bench/histogram.ts";
-import { encodeBody, parseBody, transportOf } from "../scripts/bench/wire.ts";
-import { runBench, slices, sumMetrics, transportCounts } from "../scripts/bench/run.ts";
+import { cometsOf, encodeBody, parseBody, transportOf } from "../scripts/bench/wire.ts";
+import {
+  type BenchOptions,
+  byLabel,
+  phaseLag,
+  runBench,
+  slices,
+  sumMetrics,
+  transportCounts,
+} from "../scripts/bench/run.ts";
 import {
   distributedTarget,
   parseCli,
@@ -80,6 +89,36 @@ Deno.test("bench layout: ws ratio is exact and interleaved, slices cover every c
   assert.deepEqual(slices(10, 3), [[0, 4], [4, 7], [7, 10]]);
 });
 
+Deno.test("bench layout: clients spread over comets so rooms and transports span them all", () => {
+  const layout = (wsRatio: number, rooms: number) => ({ runId: "x", midBase: 0, wsRatio, rooms });
+  for (
+    const [wsRatio, rooms, clients, comets] of [
+      [0.5, 1, 1000, 2],
+      [0.5, 100, 3000, 3],
+      [0.25, 100, 2000, 2],
+      [0, 1, 15_000, 4],
+      [0.5, 4, 200, 2],
+    ]
+  ) {
+    const at = cometsOf(layout(wsRatio, rooms), clients, comets);
+    const per = new Array(comets).fill(0), perWs = new Array(comets).fill(0);
+    const span = Array.from({ length: rooms }, () => new Set<number>());
+    for (let i = 0; i < clients; i++) {
+      per[at[i]]++;
+      if (transportOf(i, wsRatio) === "ws") perWs[at[i]]++;
+      span[i % rooms].add(at[i]);
+    }
+    const label = `ws ${wsRatio}, ${rooms} rooms, ${clients} clients, ${comets} comets`;
+    assert.ok(Math.max(...per) - Math.min(...per) <= 1, `${label}: ${per}`);
+    assert.ok(Math.max(...perWs) - Math.min(...perWs) <= 1, `${label}: ws ${perWs}`);
+    assert.ok(span.every((s) => s.size === comets), `${label}: every room on every comet`);
+  }
+  // A worker computes only up to its slice's end: the prefix is the same.
+  const full = cometsOf(layout(0.5, 3), 100, 3);
+  assert.deepEqual(cometsOf(layout(0.5, 3), 40, 3), full.slice(0, 40));
+  assert.deepEqual([...cometsOf(layout(0.5, 1), 6, 2)], [0, 1, 1, 0, 0, 1]);
+});
+
 Deno.test("bench CLI: scenarios, flags, durations, usage errors", () => {
   const c = parseCli(["push", "--rate", "1000", "--duration=10s", "--by", "mids", "--clients=300"]);
   assert.equal(c.options.phases.length, 1);
@@ -141,6 +180,44 @@ Deno.test("bench metrics: Prometheus samples summed over label sets", () => {
     { goim_comet_writes_total: 15, goim_comet_frames_out_total: 7 },
   );
   assert.deepEqual(niceTicks(730, 5), [0, 200, 400, 600, 800]);
+  assert.deepEqual(
+    byLabel(
+      [
+        "# TYPE goim_event_loop_lag_seconds gauge",
+        'goim_event_loop_lag_seconds{stat="p50"} 0.0001',
+        'goim_event_loop_lag_seconds{stat="p99"} 0.0125',
+        'goim_event_loop_lag_seconds{stat="max"} 0.25',
+        'goim_event_loop_lag_seconds_other{stat="max"} 9',
+      ].join("\n"),
+      "goim_event_loop_lag_seconds",
+      "stat",
+    ),
+    { p50: 0.0001, p99: 0.0125, max: 0.25 },
+  );
+});
+
+Deno.test("bench lag: a phase's readings are those a whole window into it, else all of it", () => {
+  const r = (p99: number, max: number) => ({ p99, max });
+  const readings: [number, { p99: number; max: number }][] = [
+    [500, r(90, 900)], // before the phase
+    [2_000, r(50, 500)], // its window reaches back before the phase
+    [11_000, r(3, 9)],
+    [12_000, r(4, 6)],
+    [30_000, r(70, 700)], // after it
+  ];
+  assert.deepEqual(phaseLag(readings, 1000, 20_000), {
+    p99Ms: 4,
+    maxMs: 9,
+    samples: 2,
+    windowInPhase: true,
+  });
+  assert.deepEqual(phaseLag(readings, 1000, 5_000), {
+    p99Ms: 50,
+    maxMs: 500,
+    samples: 1,
+    windowInPhase: false,
+  });
+  assert.equal(phaseLag(readings, 40_000, 50_000), null);
 });
 
 Deno.test({
@@ -183,6 +260,10 @@ Deno.test({
     assert.ok(report.workers.every((w) => w.exitCode === 0), "workers exited cleanly");
     assert.ok(report.server.pid !== null && report.server.rssBeforeBytes !== null);
     assert.ok(report.series.length > 0);
+    const [server] = report.phases[0].roles!;
+    assert.equal(server.name, "server", "the embedded process is the one role");
+    assert.ok(server.loopLag !== null, "loop lag read from the comet's admin /metrics");
+    assert.ok(report.phases.every((p) => p.comet !== null), "frames per write known");
     const svg = renderChart(report);
     assert.match(svg, /^<svg [^>]*>/);
     assert.match(svg, /<\/svg>\n$/);
@@ -190,8 +271,30 @@ Deno.test({
   },
 });
 
+/** Options of a tiny run: `overrides` on top of small, quick defaults. */
+function tiny(overrides: Partial<BenchOptions>): BenchOptions {
+  return {
+    scenario: "test",
+    clients: 20,
+    wsRatio: 0.5,
+    workers: 2,
+    rooms: 1,
+    phases: [],
+    heartbeatMs: 30_000,
+    connectConcurrency: 50,
+    authTimeoutMs: 10_000,
+    bodyBytes: 0,
+    keysPerPush: 1,
+    inflight: 16,
+    drainMs: 5000,
+    settleMs: 200,
+    serverSet: [],
+    ...overrides,
+  };
+}
+
 Deno.test({
-  name: "bench tool: distributed mode measures every role process and stops them all",
+  name: "bench tool: distributed mode spans every comet, measures every role, stops them all",
   ignore: kafka.ignore || redis.ignore,
   // Role processes and swarm workers; bounded (≈ 15 s, most of it startup).
   sanitizeOps: false,
@@ -200,36 +303,31 @@ Deno.test({
     kafka.assertReachable();
     redis.assertReachable();
     const cluster = await startDistributed({
-      comets: 1,
+      comets: 2,
       kafkaBrokers: kafka.brokers.join(","),
       redisUrl: redis.url,
     });
     const pids = [cluster.logic, cluster.job, ...cluster.cometProcs].map((p) => p.pid!);
     try {
-      const report = await runBench({
-        scenario: "test",
-        clients: 10,
-        wsRatio: 0.5,
-        workers: 1,
-        rooms: 1,
-        phases: [{ name: "mids", kind: "mids", rate: 20, durationMs: 1000 }],
-        heartbeatMs: 30_000,
-        connectConcurrency: 10,
-        authTimeoutMs: 10_000,
-        bodyBytes: 0,
-        keysPerPush: 1,
-        inflight: 8,
-        drainMs: 5000,
-        settleMs: 200,
-        serverSet: [],
+      const report = await runBench(tiny({
+        phases: [{ name: "room", kind: "room", rate: 10, durationMs: 1500 }],
         external: distributedTarget(cluster),
-      });
+      }));
       assert.deepEqual(report.errors, [], summarize(report));
+      assert.equal(report.server.mode, "distributed");
+      assert.deepEqual(report.connect.perComet, [10, 10], "the swarm spread over both comets");
       const [p] = report.phases;
       assert.ok(p.delivered > 0, "delivered through Kafka and job");
-      assert.deepEqual(p.roles?.map((r) => r.name), ["logic", "job", "comet-0"]);
+      assert.deepEqual(p.roles?.map((r) => r.name), ["logic", "job", "comet-0", "comet-1"]);
       assert.deepEqual(p.roles?.map((r) => r.pid), pids);
-      for (const r of p.roles!) assert.ok(r.cores !== null && r.rssBytes !== null, r.name);
+      for (const r of p.roles!) {
+        assert.ok(r.cores !== null && r.rssBytes !== null, r.name);
+        assert.ok(r.loopLag !== null, `${r.name}: loop lag from its admin /metrics`);
+      }
+      for (const r of p.roles!.slice(2)) {
+        assert.ok(r.comet && r.comet.frames > 0, `${r.name} wrote frames: the room spans it`);
+      }
+      assert.ok(p.comet !== null && p.comet.frames >= p.roles![2].comet!.frames, "comets summed");
       assert.match(summarize(report), /Server processes per phase/);
     } finally {
       await cluster.stop();

@@ -5,8 +5,17 @@
  * ```sh
  * ./scripts/deno run -A scripts/bench/main.ts <scenario> [--clients N] [--ws-ratio 0.5]
  *     [--workers K] [--rate R] [--duration 30s] [--rooms M] [--out bench-results/NAME] ...
+ * ./scripts/deno run -A scripts/bench/main.ts push_room --mode distributed --comets 2
  * ./scripts/deno run -A scripts/bench/main.ts --help
  * ```
+ *
+ * Every scenario runs against the embedded server (one child process, the
+ * default), a server already running (`--http …`), or the distributed
+ * topology the tool starts itself (`--mode distributed --comets N`: logic,
+ * job and N comets as processes on Kafka and Redis); with several comets
+ * the swarm is spread over all of them so every room spans every comet.
+ * Each phase reports every server process's CPU, RSS and event-loop lag
+ * (read every second from its admin /metrics).
  *
  * Writes NAME.json (the full report), NAME.txt (the summary, also printed)
  * and NAME.svg (the chart). Exits 0 when the run worked — whatever the
@@ -47,18 +56,32 @@ async function servicesUp(): Promise<void> {
 }
 
 /**
- * The bench target of a distributed cluster: the swarm on comet-0, pushes
- * to logic, and every role process measured on its own.
+ * The bench target of a distributed cluster: the swarm spread over every
+ * comet, pushes to logic, and every role process (logic, job, each comet)
+ * measured on its own, its loop lag read from its admin endpoint.
  */
 export function distributedTarget(c: DistributedCluster): ExternalServer {
-  const comet = c.cometProcs[0];
+  const admin = (p: { adminPort: number }) => `http://127.0.0.1:${p.adminPort}`;
+  const comets = c.cometProcs.map((p, i) => ({
+    name: p.name,
+    tcp: c.comets[i].tcp,
+    ws: c.comets[i].ws,
+    pid: p.pid,
+    admin: admin(p),
+  }));
   return {
     http: c.http,
-    tcp: c.comets[0].tcp,
-    ws: c.comets[0].ws,
-    serverPid: comet.pid,
-    cometAdmin: `http://127.0.0.1:${comet.adminPort}`,
-    roles: [c.logic, c.job, ...c.cometProcs].map((p) => ({ name: p.name, pid: p.pid! })),
+    tcp: comets[0].tcp,
+    ws: comets[0].ws,
+    serverPid: comets[0].pid,
+    cometAdmin: comets[0].admin,
+    comets,
+    roles: [c.logic, c.job, ...c.cometProcs].map((p) => ({
+      name: p.name,
+      pid: p.pid!,
+      admin: admin(p),
+    })),
+    mode: "distributed",
   };
 }
 
@@ -283,7 +306,11 @@ Server (default: start main.ts's embedded server as a child on free loopback por
   --mode embedded|distributed
                            distributed: scripts/services.sh up (Redis, Kafka), then logic, job
                            and --comets N (1) comets as processes on a fresh topic; the swarm
-                           connects to comet-0, pushes go to logic; CPU/RSS per process
+                           is spread over every comet (round robin within each room and
+                           transport: every room spans every comet), pushes go to logic
+                           Every mode: CPU, RSS and event-loop lag (p99/max of
+                           goim_event_loop_lag_seconds, read every second from the admin
+                           /metrics) of each server process, per phase
   --cpu-prof DIR           distributed: V8 CPU profile of every role (written at its exit)
   --server-set k=v         extra --set for that server (repeatable; every role)
   --http URL --tcp HOST:PORT --ws URL [--server-pid PID] [--comet-admin URL] [--api-key K]

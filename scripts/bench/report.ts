@@ -6,7 +6,7 @@
  */
 
 import type { LatencySummary } from "./histogram.ts";
-import type { BenchReport, CpuUse } from "./run.ts";
+import type { BenchReport, CpuUse, LoopLagUse } from "./run.ts";
 
 /**
  * A number with thousands separators and `digits` decimals; `—` for null.
@@ -53,6 +53,14 @@ function lat(l: LatencySummary): string[] {
   return [ms(l.p50), ms(l.p99), ms(l.p999), ms(l.max)];
 }
 
+/** A role's loop lag cells: p99 and max (ms), `n/a` when its admin gave none. */
+function lagCells(l: LoopLagUse | null): string[] {
+  if (!l) return ["n/a", "n/a"];
+  // A reading whose 10 s window reaches back before the phase is marked.
+  const mark = l.windowInPhase ? "" : "*";
+  return [ms(l.p99Ms) + mark, ms(l.maxMs) + mark];
+}
+
 function cpuCell(c: CpuUse): string[] {
   return [cores(c.server), c.workers.map(cores).join("+"), cores(c.driver), cores(c.total)];
 }
@@ -83,17 +91,22 @@ export function summarize(r: BenchReport): string {
         r.machine.loadAvgEnd?.join(" ") ?? "?"
       }`,
   );
+  const comets = r.server.comets ?? 1;
   out.push(
-    `server: ${r.server.mode} pid ${
+    `server: ${r.server.mode}${comets > 1 ? `, ${comets} comets` : ""} pid ${
       r.server.pid ?? "?"
-    } (${r.server.http}, ${r.server.tcp}, ${r.server.ws})`,
+    } (${r.server.http}, ${r.server.tcp}, ${r.server.ws}${comets > 1 ? ", …" : ""})`,
   );
   out.push(
     `swarm: ${fmt(o.clients)} clients (${fmt(r.connect.tcp)} TCP, ${
       fmt(r.connect.ws)
     } WebSocket) over ${o.workers} worker process(es), ${o.rooms} room(s), heartbeat ${
       o.heartbeatMs / 1000
-    } s`,
+    } s${
+      (r.connect.perComet?.length ?? 0) > 1
+        ? `; per comet ${r.connect.perComet!.map((n) => fmt(n)).join(" / ")}`
+        : ""
+    }`,
   );
   out.push(
     `clock: worker offsets ${
@@ -156,7 +169,7 @@ export function summarize(r: BenchReport): string {
     ]),
   ));
   out.push("");
-  out.push("CPU per phase (cores; workers listed one by one)");
+  out.push("CPU per phase (cores; server = every server process; workers one by one)");
   out.push(table(
     ["phase", "server", "workers", "driver", "total", "heartbeats/s", "HTTP p50 ms", "p99 ms"],
     r.phases.map((p) => [
@@ -170,11 +183,27 @@ export function summarize(r: BenchReport): string {
   const roles = r.phases.flatMap((p) => (p.roles ?? []).map((x) => ({ phase: p.name, ...x })));
   if (roles.length) {
     out.push("");
-    out.push("Server processes per phase (CPU in cores; RSS at the phase end)");
+    out.push(
+      "Server processes per phase (CPU in cores; RSS at the phase end; event-loop lag in ms, " +
+        "the highest 10 s p99 and max read during the phase)",
+    );
     out.push(table(
-      ["phase", "process", "pid", "cores", "RSS"],
-      roles.map((x) => [x.phase, x.name, String(x.pid), cores(x.cores), mib(x.rssBytes)]),
+      ["phase", "process", "pid", "cores", "RSS", "lag p99", "lag max", "frames/write"],
+      roles.map((x) => [
+        x.phase,
+        x.name,
+        String(x.pid),
+        cores(x.cores),
+        mib(x.rssBytes),
+        ...lagCells(x.loopLag ?? null),
+        x.comet?.framesPerWrite == null ? "—" : x.comet.framesPerWrite.toFixed(1),
+      ]),
     ));
+    if (roles.some((x) => x.loopLag && !x.loopLag.windowInPhase)) {
+      out.push(
+        "  * phase shorter than the 10 s lag window: the readings also cover time before it",
+      );
+    }
   }
   out.push("");
   out.push(

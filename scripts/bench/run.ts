@@ -1,9 +1,15 @@
 /**
  * The bench tool's core, callable in-process (tests/bench_tool_test.ts) or
  * from the CLI (scripts/bench/main.ts): start (or target) a server, spawn
- * the swarm workers, connect the clients, run the push phases, drain, and
- * return a {@linkcode BenchReport}. Every child is stopped on the way out,
- * whatever happened.
+ * the swarm workers, connect the clients (spread over every comet the
+ * target names), run the push phases, drain, and return a
+ * {@linkcode BenchReport}. Every child is stopped on the way out, whatever
+ * happened.
+ *
+ * Every second the sampler
+ * reads each server process's CPU and RSS from `/proc` and its event-loop
+ * lag (`goim_event_loop_lag_seconds`) from its admin /metrics; each phase
+ * reports them per process, and the comets' frames per write.
  *
  * @module
  */
@@ -27,6 +33,7 @@ import {
   type SparseCounts,
 } from "./histogram.ts";
 import type { ServerReady } from "./server.ts";
+import { LOOP_LAG_INTERVAL_MS, LOOP_LAG_METRIC, LOOP_LAG_WINDOW } from "../../infra/loop_lag.ts";
 import {
   BENCH_OP,
   type ConnectCommand,
@@ -58,6 +65,30 @@ export interface PhaseSpec {
   durationMs: number;
 }
 
+/** One comet the swarm connects to. */
+export interface CometEndpoint {
+  /** Name, as in `ExternalServer.roles` when it is one of them (`comet-0`, `server`). */
+  name: string;
+  /** `tcp://host:port`. */
+  tcp: string;
+  /** `ws://host:port/sub`. */
+  ws: string;
+  /** Its pid (for RSS per connection), if known. */
+  pid?: number;
+  /** Its admin base URL (for /metrics), if known. */
+  admin?: string;
+}
+
+/** A server process measured on its own. */
+export interface ServerRole {
+  /** Name, e.g. `logic`, `job`, `comet-0`; `server` for the embedded process. */
+  name: string;
+  /** Its pid. */
+  pid: number;
+  /** Its admin base URL, whose /metrics gives the event-loop lag (optional). */
+  admin?: string;
+}
+
 /** An already-running server to target instead of starting one. */
 export interface ExternalServer {
   /** Logic HTTP base URL, e.g. `http://127.0.0.1:3111`. */
@@ -71,10 +102,35 @@ export interface ExternalServer {
   /** Comet admin base URL for /metrics (optional). */
   cometAdmin?: string;
   /**
-   * Server processes measured one by one (distributed mode: logic, job,
-   * each comet); each phase reports their CPU and RSS in `roles`.
+   * The comets to spread the swarm over (wire.ts `cometsOf`: round robin
+   * within each room and transport), so a room spans every comet; default:
+   * the one comet of `tcp`, `ws` and `cometAdmin`.
    */
-  roles?: { name: string; pid: number }[];
+  comets?: CometEndpoint[];
+  /**
+   * Server processes measured one by one (distributed mode: logic, job,
+   * each comet); each phase reports their CPU, RSS and event-loop lag in
+   * `roles`. Default: the one process of `serverPid`, if given.
+   */
+  roles?: ServerRole[];
+  /** `distributed` when the bench started the roles itself (the report's `server.mode`). */
+  mode?: "distributed";
+}
+
+/** A role's event-loop lag over a phase, from its admin /metrics (`goim_event_loop_lag_seconds`). */
+export interface LoopLagUse {
+  /** Highest p99 the role reported during the phase (ms; each reading covers its last 10 s). */
+  p99Ms: number;
+  /** Highest max it reported (ms). */
+  maxMs: number;
+  /** Readings taken (one a second). */
+  samples: number;
+  /**
+   * True when the readings used all lie at least one window (10 s) into
+   * the phase, so none covers time before it; false when the phase is
+   * shorter and every reading in it was used.
+   */
+  windowInPhase: boolean;
 }
 
 /** One server process's CPU and RSS over a phase (distributed mode). */
@@ -87,6 +143,10 @@ export interface RoleUse {
   cores: number | null;
   /** RSS at the phase end, bytes (null if unreadable). */
   rssBytes: number | null;
+  /** Event-loop lag over the phase (null: no admin endpoint or no gauge there). */
+  loopLag: LoopLagUse | null;
+  /** Its comet counters over the phase, when it is one of the swarm's comets. */
+  comet?: CometCounters | null;
 }
 
 /** Everything a run needs. */
@@ -131,7 +191,7 @@ export interface BenchOptions {
 
 /** One process's CPU over a phase, in cores (CPU seconds / wall seconds). */
 export interface CpuUse {
-  /** The server under test (null if unknown). */
+  /** The server under test, every role process together (null if unknown). */
   server: number | null;
   /** This driver process (HTTP pushes, aggregation). */
   driver: number | null;
@@ -193,9 +253,9 @@ export interface PhaseReport {
   heartbeatsPerSec: number;
   /** CPU use over the phase (push window + drain). */
   cpu: CpuUse;
-  /** Per server process CPU/RSS, when the target names its `roles` (else empty). */
+  /** Per server process CPU, RSS and loop lag (empty when no server pid is known). */
   roles?: RoleUse[];
-  /** Comet counters, when its /metrics is reachable. */
+  /** Comet counters, every comet together, when all their /metrics are reachable. */
   comet: CometCounters | null;
   /** Epoch ms of the phase start and end (drain included). */
   start: number;
@@ -219,12 +279,14 @@ export interface SeriesPoint {
   heartbeats: number;
   /** Clients authenticated. */
   connects: number;
-  /** Server cores used in that second. */
+  /** Server cores used in that second (every role process together). */
   serverCores: number | null;
-  /** Server RSS (MiB) at the end of that second. */
+  /** Server RSS (MiB) at the end of that second (every role process together). */
   serverRssMiB: number | null;
   /** All workers' cores together. */
   workerCores: number | null;
+  /** Each role's event-loop lag read in that second (ms; its last 10 s), null if unreadable. */
+  loopLagMs?: Record<string, { p99: number; max: number } | null>;
 }
 
 /** The full result of a run (written as JSON, summarised as text and SVG). */
@@ -248,9 +310,14 @@ export interface BenchReport {
     loadAvgStart: number[] | null;
     loadAvgEnd: number[] | null;
   };
-  /** The server under test. */
+  /**
+   * The server under test. RSS figures are the comets' (every comet
+   * together; the embedded process), which hold the connections.
+   */
   server: {
-    mode: "embedded" | "external";
+    mode: "embedded" | "distributed" | "external";
+    /** Comets the swarm was spread over. */
+    comets?: number;
     pid: number | null;
     http: string;
     tcp: string;
@@ -269,6 +336,8 @@ export interface BenchReport {
     failed: number;
     tcp: number;
     ws: number;
+    /** Clients authenticated per comet (`server.comets` entries; absent in old reports). */
+    perComet?: number[];
     wallMs: number;
     perSec: number;
     setupMs: LatencySummary;
@@ -319,6 +388,7 @@ interface SecAcc {
   serverCores: number | null;
   serverRssMiB: number | null;
   workerCores: number | null;
+  loopLag: Record<string, { p99: number; max: number } | null> | null;
 }
 
 /**
@@ -369,19 +439,99 @@ const COMET_METRICS = [
   "goim_comet_dropped_total",
 ];
 
-async function scrapeComet(admin: string | undefined): Promise<Record<string, number> | null> {
+/**
+ * The values of one metric by the value of one of its labels (samples
+ * without that label are skipped).
+ *
+ * @example
+ * ```ts
+ * byLabel('lag{stat="p99"} 0.012\nlag{stat="max"} 0.05\n', "lag", "stat"); // { p99: 0.012, max: 0.05 }
+ * ```
+ */
+export function byLabel(text: string, name: string, label: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  const head = `${name}{`, key = `${label}="`;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(head)) continue;
+    const at = line.indexOf(key, head.length);
+    const close = line.lastIndexOf("}");
+    if (at < 0 || at > close) continue;
+    const v = line.slice(at + key.length, line.indexOf('"', at + key.length));
+    out[v] = Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return out;
+}
+
+/**
+ * GET `admin`/metrics within 5 s: the text, or null when there is no
+ * endpoint or it does not answer (a figure is missing, the run goes on).
+ */
+async function scrape(admin: string | undefined): Promise<string | null> {
   if (!admin) return null;
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), 5000);
   try {
     const res = await fetch(`${admin}/metrics`, { signal: ctl.signal });
     const text = await res.text();
-    return res.ok ? sumMetrics(text, COMET_METRICS) : null;
+    return res.ok ? text : null;
   } catch {
     return null;
   } finally {
     clearTimeout(timer);
   }
+}
+
+async function scrapeComet(admin: string | undefined): Promise<Record<string, number> | null> {
+  const text = await scrape(admin);
+  return text === null ? null : sumMetrics(text, COMET_METRICS);
+}
+
+/** How much of a phase the lag gauge's window covers: its samples × period (10 s). */
+const LAG_WINDOW_MS = LOOP_LAG_WINDOW * LOOP_LAG_INTERVAL_MS;
+
+/** A role's loop lag now (ms), or null when it has no admin endpoint or no gauge. */
+async function scrapeLag(admin: string | undefined): Promise<{ p99: number; max: number } | null> {
+  const text = await scrape(admin);
+  if (text === null) return null;
+  const g = byLabel(text, LOOP_LAG_METRIC, "stat");
+  if (!(Number.isFinite(g.p99) && Number.isFinite(g.max))) return null;
+  return { p99: g.p99 * 1000, max: g.max * 1000 };
+}
+
+/**
+ * A role's lag over a phase from its one-a-second readings `[epoch ms,
+ * reading]`: the readings at least one window into the phase (none of them
+ * covers time before it), or every reading in it when the phase is shorter.
+ *
+ * @example
+ * ```ts
+ * phaseLag([[1000, { p99: 2, max: 9 }], [12_000, { p99: 3, max: 4 }]], 0, 13_000);
+ * // { p99Ms: 3, maxMs: 4, samples: 1, windowInPhase: true }
+ * ```
+ */
+export function phaseLag(
+  readings: [number, { p99: number; max: number }][],
+  start: number,
+  end: number,
+): LoopLagUse | null {
+  const inPhase = readings.filter(([t]) => t >= start && t <= end);
+  const full = inPhase.filter(([t]) => t - start >= LAG_WINDOW_MS);
+  const use = full.length ? full : inPhase;
+  if (!use.length) return null;
+  return {
+    p99Ms: Math.max(...use.map(([, r]) => r.p99)),
+    maxMs: Math.max(...use.map(([, r]) => r.max)),
+    samples: use.length,
+    windowInPhase: full.length > 0,
+  };
+}
+
+/** Several comets' scrapes added up, metric by metric; null if one is unknown. */
+function sumScrapes(all: (Record<string, number> | null)[]): Record<string, number> | null {
+  if (!all.length || all.some((m) => m === null)) return null;
+  const out: Record<string, number> = {};
+  for (const m of all) for (const [k, v] of Object.entries(m!)) out[k] = (out[k] ?? 0) + v;
+  return out;
 }
 
 function cometDelta(
@@ -525,7 +675,7 @@ function emptyReport(opts: BenchOptions, machine: BenchReport["machine"]): Bench
     options,
     machine,
     server: {
-      mode: opts.external ? "external" : "embedded",
+      mode: opts.external?.mode ?? (opts.external ? "external" : "embedded"),
       pid: null,
       http: "",
       tcp: "",
@@ -542,6 +692,7 @@ function emptyReport(opts: BenchOptions, machine: BenchReport["machine"]): Bench
       failed: 0,
       tcp: 0,
       ws: 0,
+      perComet: [],
       wallMs: 0,
       perSec: 0,
       setupMs: none,
@@ -632,6 +783,10 @@ class BenchRun {
   #connectStart = 0;
   #connected: ConnectedEvent[] = [];
   readonly #failedIdx = new Set<number>();
+  /** Each role's loop-lag readings, `[epoch ms, reading]`, one a second. */
+  readonly #lag = new Map<string, [number, { p99: number; max: number }][]>();
+  /** The loop-lag reading in flight, if any. */
+  #lagging: Promise<void> | null = null;
 
   constructor(opts: BenchOptions, machine: BenchReport["machine"], wall0: number) {
     this.#opts = opts;
@@ -662,6 +817,36 @@ class BenchRun {
     return this.#target?.serverPid;
   }
 
+  /** The role processes (every one a server process; one for the embedded server). */
+  get #roles(): ServerRole[] {
+    return this.#target?.roles ?? [];
+  }
+
+  /** The comets the swarm connects to (at least one once the server is open). */
+  get #comets(): CometEndpoint[] {
+    return this.#target?.comets ?? [];
+  }
+
+  /** Pids whose RSS holds the connections: the comets' (or the one server's). */
+  get #memPids(): number[] {
+    const pids = this.#comets.flatMap((c) => c.pid ? [c.pid] : []);
+    const pid = this.#serverPid;
+    return pids.length ? pids : pid ? [pid] : [];
+  }
+
+  /** Sum of the RSS of `pids` (null when one is unreadable or there is none). */
+  async #rss(pids: number[]): Promise<number | null> {
+    if (!pids.length) return null;
+    const all = await Promise.all(pids.map((p) => readRssBytes(p)));
+    return all.some((b) => b === null) ? null : all.reduce<number>((x, b) => x + b!, 0);
+  }
+
+  /** Cores of every role process together between two snapshots (null if none is readable). */
+  #serverCores(a: CpuSnapshot, b: CpuSnapshot): number | null {
+    const used = this.#roles.map((r) => coresUsed(a, b, r.pid)).filter((c) => c !== null);
+    return used.length ? used.reduce((x, c) => x + c, 0) : null;
+  }
+
   #sec(s: number): SecAcc {
     let a = this.#secs.get(s);
     if (!a) {
@@ -674,6 +859,7 @@ class BenchRun {
         serverCores: null,
         serverRssMiB: null,
         workerCores: null,
+        loopLag: null,
       };
       this.#secs.set(s, a);
     }
@@ -690,13 +876,12 @@ class BenchRun {
 
   #allPids(): number[] {
     const pid = this.#serverPid;
-    const roles = (this.#target?.roles ?? []).map((r) => r.pid).filter((p) => p !== pid);
+    const roles = this.#roles.map((r) => r.pid).filter((p) => p !== pid);
     return [...(pid ? [pid] : []), ...roles, Deno.pid, ...this.#workers.map((h) => h.proc.pid)];
   }
 
   #cpuUse(a: CpuSnapshot, b: CpuSnapshot): CpuUse {
-    const pid = this.#serverPid;
-    const s = pid ? coresUsed(a, b, pid) : null;
+    const s = this.#serverCores(a, b);
     const d = coresUsed(a, b, Deno.pid);
     const ws = this.#workers.map((h) => coresUsed(a, b, h.proc.pid));
     const total = [s, d, ...ws].reduce<number>((x, y) => x + (y ?? 0), 0);
@@ -727,7 +912,19 @@ class BenchRun {
       this.#server = started.server;
       target = started.target;
     }
+    // One comet and one process unless the target names several.
+    target.comets ??= [{
+      name: "server",
+      tcp: target.tcp,
+      ws: target.ws,
+      pid: target.serverPid,
+      admin: target.cometAdmin,
+    }];
+    target.roles ??= target.serverPid
+      ? [{ name: "server", pid: target.serverPid, admin: target.cometAdmin }]
+      : [];
     this.#target = target;
+    this.report.server.comets = target.comets.length;
     this.report.server.pid = target.serverPid ?? null;
     this.report.server.http = target.http;
     this.report.server.tcp = target.tcp;
@@ -816,15 +1013,17 @@ class BenchRun {
     const sample = async () => {
       const now = await cpuSnapshot(this.#allPids());
       const a = this.#sec(Math.floor(nowMs() / 1000) - 1);
-      const pid = this.#serverPid;
-      a.serverCores = pid ? coresUsed(prev, now, pid) : null;
+      a.serverCores = this.#serverCores(prev, now);
       a.workerCores = this.#workers.reduce(
         (x, h) => x + (coresUsed(prev, now, h.proc.pid) ?? 0),
         0,
       );
-      const rss = pid ? await readRssBytes(pid) : null;
+      const rss = await this.#rss(this.#roles.map((r) => r.pid));
       a.serverRssMiB = rss === null ? null : rss / 1048576;
       prev = now;
+      // Not awaited: a role too busy to answer its /metrics must not shift
+      // the CPU seconds; a second's reading is skipped while one is pending.
+      this.#lagging ??= this.#readLag(a).finally(() => this.#lagging = null);
     };
     const tick = () => {
       if (this.#samplerStopped) return;
@@ -835,19 +1034,41 @@ class BenchRun {
     tick();
   }
 
+  /**
+   * Reads every role's loop lag from its admin /metrics, in parallel (each
+   * bounded by `scrape`'s 5 s), into second `a` and the phase readings.
+   */
+  async #readLag(a: SecAcc): Promise<void> {
+    const withAdmin = this.#roles.filter((r) => r.admin);
+    if (!withAdmin.length) return;
+    const at = nowMs();
+    const lags = await Promise.all(withAdmin.map((r) => scrapeLag(r.admin)));
+    a.loopLag = {};
+    withAdmin.forEach((r, i) => {
+      const reading = lags[i];
+      a.loopLag![r.name] = reading;
+      if (reading === null) return;
+      let list = this.#lag.get(r.name);
+      if (!list) this.#lag.set(r.name, list = []);
+      list.push([at, reading]);
+    });
+  }
+
   /** Connects every client through its worker; false (and an error) when none connected. */
   async connectClients(): Promise<boolean> {
-    const opts = this.#opts, report = this.report, target = this.#target!;
-    const pid = this.#serverPid;
-    if (pid) report.server.rssBeforeBytes = await readRssBytes(pid);
-    this.#log(`connecting ${opts.clients} clients (ws ratio ${opts.wsRatio})`);
+    const opts = this.#opts, report = this.report;
+    report.server.rssBeforeBytes = await this.#rss(this.#memPids);
+    const comets = this.#comets;
+    this.#log(
+      `connecting ${opts.clients} clients (ws ratio ${opts.wsRatio})` +
+        (comets.length > 1 ? ` over ${comets.length} comets` : ""),
+    );
     this.#connectStart = nowMs();
     const cpuA = await cpuSnapshot(this.#allPids());
     this.#connected = await Promise.all(this.#workers.map(async (h) => {
       const cmd: ConnectCommand = {
         cmd: "connect",
-        tcp: target.tcp,
-        ws: target.ws,
+        comets: comets.map((c) => ({ tcp: c.tcp, ws: c.ws })),
         from: h.from,
         to: h.to,
         layout: this.#layout,
@@ -862,7 +1083,9 @@ class BenchRun {
     const cpuB = await cpuSnapshot(this.#allPids());
     const setup = new LatencyHistogram();
     let firstStart = Infinity, lastAuth = 0;
+    report.connect.perComet = comets.map(() => 0);
     for (const c of this.#connected) {
+      c.perComet.forEach((n, i) => report.connect.perComet![i] += n);
       report.connect.connected += c.authed;
       report.connect.failed += c.failed;
       report.connect.tcp += c.tcp;
@@ -905,13 +1128,10 @@ class BenchRun {
     const t0 = report.marks[report.marks.length - 1].t1;
     await pause(this.#opts.settleMs);
     report.marks.push({ name: "settle", t0, t1: this.#runTime(nowMs()) });
-    const pid = this.#serverPid;
-    if (pid) {
-      report.server.rssAfterConnectBytes = await readRssBytes(pid);
-      const a = report.server.rssBeforeBytes, b = report.server.rssAfterConnectBytes;
-      if (a !== null && b !== null) {
-        report.server.bytesPerConnection = (b - a) / report.connect.connected;
-      }
+    report.server.rssAfterConnectBytes = await this.#rss(this.#memPids);
+    const a = report.server.rssBeforeBytes, b = report.server.rssAfterConnectBytes;
+    if (a !== null && b !== null) {
+      report.server.bytesPerConnection = (b - a) / report.connect.connected;
     }
   }
 
@@ -947,8 +1167,9 @@ class BenchRun {
         ph.durationMs / 1000
       } s`,
     );
+    const comets = this.#comets;
     const start = nowMs();
-    const mA = await scrapeComet(target.cometAdmin);
+    const mA = await Promise.all(comets.map((c) => scrapeComet(c.admin)));
     const cA = await cpuSnapshot(this.#allPids());
     let result: DriverResult | null = null;
     if (ph.kind === "none") {
@@ -971,7 +1192,8 @@ class BenchRun {
     if (result) await this.#drain(p, expected, windowEnd);
     const end = nowMs();
     const cB = await cpuSnapshot(this.#allPids());
-    const mB = await scrapeComet(target.cometAdmin);
+    const mB = await Promise.all(comets.map((c) => scrapeComet(c.admin)));
+    const perComet = new Map(comets.map((c, i) => [c.name, cometDelta(mA[i], mB[i])]));
     this.report.phases.push({
       name: ph.name,
       kind: ph.kind,
@@ -997,13 +1219,16 @@ class BenchRun {
       heartbeatsPerSec: 0, // filled once the last second's bins arrived
       cpu: this.#cpuUse(cA, cB),
       roles: await Promise.all(
-        (target.roles ?? []).map(async (r) => ({
-          ...r,
+        this.#roles.map(async (r) => ({
+          name: r.name,
+          pid: r.pid,
           cores: coresUsed(cA, cB, r.pid),
           rssBytes: await readRssBytes(r.pid),
+          loopLag: phaseLag(this.#lag.get(r.name) ?? [], start, end),
+          ...(perComet.has(r.name) ? { comet: perComet.get(r.name) } : {}),
         })),
       ),
-      comet: cometDelta(mA, mB),
+      comet: cometDelta(sumScrapes(mA), sumScrapes(mB)),
       start,
       end,
     });
@@ -1060,8 +1285,7 @@ class BenchRun {
   async collectStats(): Promise<void> {
     const report = this.report;
     await pause(1100); // one more tick, so the last second's bins arrive
-    const pid = this.#serverPid;
-    if (pid) report.server.rssEndBytes = await readRssBytes(pid);
+    report.server.rssEndBytes = await this.#rss(this.#memPids);
     const stats = await Promise.all(
       this.#workers.map(async (h) =>
         await h.proc.ask({ cmd: "stats" }, "stats", 30_000) as unknown as
@@ -1153,6 +1377,7 @@ class BenchRun {
         serverCores: a?.serverCores ?? null,
         serverRssMiB: a?.serverRssMiB ?? null,
         workerCores: a?.workerCores ?? null,
+        ...(a?.loopLag ? { loopLagMs: a.loopLag } : {}),
       });
     }
   }
@@ -1165,6 +1390,7 @@ class BenchRun {
     this.#samplerStopped = true;
     clearTimeout(this.#sampler);
     await this.#sampling.catch(() => {});
+    await this.#lagging;
     await Promise.all(this.#workers.map(async (h) => {
       h.closing = true;
       await h.proc.ask({ cmd: "close" }, "closed", 30_000).catch(() => {});

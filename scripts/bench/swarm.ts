@@ -28,6 +28,7 @@ import { readRssBytes } from "../../bench/lib/procstat.ts";
 import { LatencyHistogram } from "./histogram.ts";
 import {
   BENCH_OP,
+  cometsOf,
   type ConnectCommand,
   type ConnectedEvent,
   keyOf,
@@ -152,6 +153,8 @@ async function connectAll(c: ConnectCommand): Promise<void> {
   const failedIdx: number[] = [];
   const errors: string[] = [];
   let authed = 0, failed = 0, tcp = 0, ws = 0;
+  const perComet = new Array<number>(c.comets.length).fill(0);
+  const cometOf = cometsOf(c.layout, c.to, c.comets.length);
   let firstStart = Infinity, lastAuth = 0;
   let next = c.from;
 
@@ -159,9 +162,10 @@ async function connectAll(c: ConnectCommand): Promise<void> {
 
   const one = async (i: number): Promise<void> => {
     const kind = transportOf(i, c.layout.wsRatio);
+    const at = cometOf[i];
     const sentAt = { t: 0 };
     const client = new GoimClient({
-      url: kind === "ws" ? c.ws : c.tcp,
+      url: kind === "ws" ? c.comets[at].ws : c.comets[at].tcp,
       token: {
         mid: c.layout.midBase + i,
         key: keyOf(c.layout.runId, i),
@@ -198,6 +202,7 @@ async function connectAll(c: ConnectCommand): Promise<void> {
       if (end > lastAuth) lastAuth = end;
       binAt(end).authed++;
       authed++;
+      perComet[at]++;
       connected++;
       if (kind === "ws") ws++;
       else tcp++;
@@ -225,6 +230,7 @@ async function connectAll(c: ConnectCommand): Promise<void> {
     setup: setup.toWire(),
     tcp,
     ws,
+    perComet,
   };
   emit(ev);
 }

@@ -45,6 +45,37 @@ export function transportOf(i: number, wsRatio: number): BenchTransport {
 }
 
 /**
+ * The comet each of clients `0 … count - 1` connects to, of `comets`: round
+ * robin within each class of clients that share a room and a transport,
+ * each class starting one comet further than the class before it. So every
+ * room spans every comet (once it has as many members of a transport as
+ * there are comets), every comet gets its share of TCP and of WebSocket
+ * clients, and the counts per comet differ by little. (A plain `i mod
+ * comets` would put, with 2 comets and half the clients on WebSocket, every
+ * TCP client on comet 0 and every WebSocket client on comet 1.) Client i's
+ * comet depends only on clients 0 … i, so a worker computes it up to the end
+ * of its own slice.
+ *
+ * @example
+ * ```ts
+ * const layout = { runId: "a1b2", midBase: 0, wsRatio: 0.5, rooms: 1 };
+ * cometsOf(layout, 6, 2); // Uint16Array [0, 1, 1, 0, 0, 1]: TCP 0, 2, 4 → 0, 1, 0; WS 1, 3, 5 → 1, 0, 1
+ * ```
+ */
+export function cometsOf(layout: SwarmLayout, count: number, comets: number): Uint16Array {
+  const out = new Uint16Array(count);
+  const next = new Map<number, number>();
+  let classes = 0;
+  for (let i = 0; i < count; i++) {
+    const cls = (i % layout.rooms) * 2 + (transportOf(i, layout.wsRatio) === "ws" ? 1 : 0);
+    const c = next.get(cls) ?? classes++ % comets;
+    out[i] = c;
+    next.set(cls, (c + 1) % comets);
+  }
+  return out;
+}
+
+/**
  * Client `i`'s connection key (what `/goim/push/keys` targets).
  *
  * @example
@@ -172,14 +203,23 @@ export function nowMs(): number {
 // ---------------------------------------------------------------------------
 // Driver → worker commands (one JSON object per stdin line).
 
-/** Open clients `from` … `to - 1` (global indices) and authenticate them. */
+/** A comet's client endpoints. */
+export interface CometAddrs {
+  /** `tcp://host:port`. */
+  tcp: string;
+  /** `ws://host:port/sub`. */
+  ws: string;
+}
+
+/**
+ * Open clients `from` … `to - 1` (global indices) and authenticate them,
+ * client i on `comets[cometsOf(layout, to, comets.length)[i]]`.
+ */
 export interface ConnectCommand {
   /** Command tag. */
   cmd: "connect";
-  /** `tcp://host:port` of the comet. */
-  tcp: string;
-  /** `ws://host:port/sub` of the comet. */
-  ws: string;
+  /** The comets to spread the clients over (at least one). */
+  comets: CometAddrs[];
   /** First global client index of this worker. */
   from: number;
   /** One past the last. */
@@ -273,6 +313,8 @@ export interface ConnectedEvent {
   tcp: number;
   /** WebSocket clients authenticated. */
   ws: number;
+  /** Clients authenticated per comet (index of `ConnectCommand.comets`). */
+  perComet: number[];
 }
 
 /** Events a worker sends. */
