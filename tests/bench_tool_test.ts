@@ -1,9 +1,11 @@
 /**
  * The bench tool (scripts/bench/): its pure parts (histogram, body codec,
- * layout, comet spread, CLI, metrics and lag parsing, chart) and two tiny
- * real runs — an embedded server child with 20 clients over two phases, and
- * a distributed cluster of two comets that the swarm must span — that must
- * deliver and measure. Figures are never asserted: only that the tool works.
+ * layout, comet spread, CLI with `sustained`, metrics and lag parsing,
+ * chart) and three tiny real runs — an embedded server child with
+ * 20 clients over two phases, a `sustained` mix of room and mid pushes with
+ * 50 clients, and a distributed cluster of two comets that the swarm must
+ * span — that must deliver and measure. Figures are never asserted: only
+ * that the tool works.
  *
  * @module
  */
@@ -18,6 +20,7 @@ import {
 import { cometsOf, encodeBody, parseBody, transportOf } from "../scripts/bench/wire.ts";
 import {
   type BenchOptions,
+  type BenchReport,
   byLabel,
   phaseLag,
   runBench,
@@ -27,6 +30,7 @@ import {
 } from "../scripts/bench/run.ts";
 import {
   distributedTarget,
+  helpText,
   parseCli,
   parseDurationArg,
   UsageError,
@@ -167,6 +171,45 @@ Deno.test("bench CLI: scenarios, flags, durations, usage errors", () => {
   );
 });
 
+Deno.test("bench CLI: sustained (room + mid drivers at once) and its rate flags", () => {
+  const d = parseCli(["sustained"]).options;
+  assert.equal(d.clients, 15_000);
+  assert.equal(d.wsRatio, 0);
+  assert.equal(d.rooms, 1);
+  assert.equal(d.workers, 3);
+  assert.deepEqual(d.phases, [{
+    name: "sustained",
+    kind: "mix",
+    rate: 220,
+    durationMs: 60_000,
+    drivers: [{ kind: "room", rate: 20 }, { kind: "mids", rate: 200 }],
+  }]);
+  const c = parseCli([
+    "sustained",
+    "--room-rate=5",
+    "--mid-rate",
+    "50",
+    "--duration",
+    "2s",
+    "--clients",
+    "50",
+    "--mode",
+    "distributed",
+    "--comets",
+    "2",
+  ]);
+  assert.deepEqual(c.options.phases[0].drivers, [
+    { kind: "room", rate: 5 },
+    { kind: "mids", rate: 50 },
+  ]);
+  assert.equal(c.options.phases[0].durationMs, 2000);
+  assert.deepEqual(c.distributed, { comets: 2, cpuProfDir: undefined });
+  assert.throws(() => parseCli(["push_room", "--room-rate", "5"]), /sustained/);
+  assert.throws(() => parseCli(["sustained", "--rate", "5"]), /--room-rate/);
+  assert.match(helpText(), /--room-rate[\s\S]*--mid-rate/);
+  assert.match(helpText(), /sustained .*\n.*room 20\/s \+ mids 200\/s/);
+});
+
 Deno.test("bench metrics: Prometheus samples summed over label sets", () => {
   const text = [
     "# HELP goim_comet_writes_total writes",
@@ -293,6 +336,54 @@ function tiny(overrides: Partial<BenchOptions>): BenchOptions {
   };
 }
 
+/** Asserts each of a mix phase's drivers delivered and has latency of its own. */
+function assertDrivers(phase: BenchReport["phases"][number], kinds: string[]): void {
+  assert.deepEqual(phase.drivers?.map((d) => d.kind), kinds);
+  let delivered = 0;
+  for (const d of phase.drivers!) {
+    assert.ok(d.pushes.ok > 0 && d.delivered > 0, `${d.kind}: pushed and delivered`);
+    assert.ok(d.latencyMs.p50 !== null && d.latencyMs.p99 !== null, `${d.kind}: latency`);
+    delivered += d.delivered;
+  }
+  assert.equal(phase.delivered, delivered, "the phase is the sum of its drivers");
+  assert.equal(phase.pushes!.sent, phase.drivers!.reduce((x, d) => x + d.pushes.sent, 0));
+}
+
+Deno.test({
+  name: "bench tool: sustained pushes room and mids at once, each timed, loop lag per phase",
+  // One embedded server child, two workers, 50 clients, a 2 s phase (≈ 5 s).
+  fn: async () => {
+    const cli = parseCli([
+      "sustained",
+      "--clients",
+      "50",
+      "--duration",
+      "2s",
+      "--room-rate",
+      "10",
+      "--mid-rate",
+      "50",
+      "--settle",
+      "200ms",
+    ]);
+    const report = await runBench(cli.options);
+    assert.deepEqual(report.errors, [], summarize(report));
+    assert.equal(report.connect.connected, 50);
+    const [p] = report.phases;
+    assert.equal(p.kind, "mix");
+    assertDrivers(p, ["room", "mids"]);
+    assert.equal(p.drivers![0].expected, p.drivers![0].pushes.ok * 50, "a room push reaches all");
+    assert.equal(p.drivers![1].expected, p.drivers![1].pushes.ok, "a mid push reaches one");
+    assert.ok(p.roles![0].loopLag !== null, "the server's loop lag");
+    assert.ok(report.series.some((s) => s.loopLagMs?.server), "lag in the series");
+    const text = summarize(report);
+    assert.match(text, /Drivers of phases that push several ways at once/);
+    assert.match(text, /sustained +room /);
+    assert.match(text, /sustained +mids /);
+    assert.match(text, /lag p99 +lag max/);
+  },
+});
+
 Deno.test({
   name: "bench tool: distributed mode spans every comet, measures every role, stops them all",
   ignore: kafka.ignore || redis.ignore,
@@ -310,14 +401,20 @@ Deno.test({
     const pids = [cluster.logic, cluster.job, ...cluster.cometProcs].map((p) => p.pid!);
     try {
       const report = await runBench(tiny({
-        phases: [{ name: "room", kind: "room", rate: 10, durationMs: 1500 }],
+        phases: [{
+          name: "mix",
+          kind: "mix",
+          rate: 30,
+          durationMs: 1500,
+          drivers: [{ kind: "room", rate: 10 }, { kind: "mids", rate: 20 }],
+        }],
         external: distributedTarget(cluster),
       }));
       assert.deepEqual(report.errors, [], summarize(report));
       assert.equal(report.server.mode, "distributed");
       assert.deepEqual(report.connect.perComet, [10, 10], "the swarm spread over both comets");
       const [p] = report.phases;
-      assert.ok(p.delivered > 0, "delivered through Kafka and job");
+      assertDrivers(p, ["room", "mids"]);
       assert.deepEqual(p.roles?.map((r) => r.name), ["logic", "job", "comet-0", "comet-1"]);
       assert.deepEqual(p.roles?.map((r) => r.pid), pids);
       for (const r of p.roles!) {

@@ -34,7 +34,7 @@ export interface DriverOptions {
   durationMs: number;
   /** Most requests outstanding at once. */
   inflight: number;
-  /** Phase index written into every body. */
+  /** Stream index written into every body (the phase, or one driver of it). */
   phase: number;
   /** Pad bodies to this many bytes (0 = minimal, ≈ 40 bytes). */
   bodyBytes: number;
@@ -64,6 +64,8 @@ export interface DriverResult {
   achievedRate: number;
   /** Send → HTTP answer. */
   http: LatencySummary;
+  /** The same as a histogram, for merging the drivers of one phase. */
+  httpHistogram: LatencyHistogram;
   /** First distinct error messages. */
   errors: string[];
   /** Requests sent per epoch second. */
@@ -172,6 +174,7 @@ export async function runDriver(o: DriverOptions): Promise<DriverResult> {
     elapsedMs,
     achievedRate: sent / (o.durationMs / 1000),
     http: http.summary(),
+    httpHistogram: http,
     errors,
     perSecond,
     startedAt,

@@ -5,6 +5,7 @@
  * ```sh
  * ./scripts/deno run -A scripts/bench/main.ts <scenario> [--clients N] [--ws-ratio 0.5]
  *     [--workers K] [--rate R] [--duration 30s] [--rooms M] [--out bench-results/NAME] ...
+ * ./scripts/deno run -A scripts/bench/main.ts sustained --room-rate 20 --mid-rate 200
  * ./scripts/deno run -A scripts/bench/main.ts push_room --mode distributed --comets 2
  * ./scripts/deno run -A scripts/bench/main.ts --help
  * ```
@@ -26,7 +27,7 @@
  */
 
 import { type BenchOptions, type BenchReport, type ExternalServer, runBench } from "./run.ts";
-import { defaultWorkers, SCENARIOS } from "./scenarios.ts";
+import { defaultWorkers, type PhaseParams, SCENARIOS } from "./scenarios.ts";
 import { summarize } from "./report.ts";
 import { renderChart } from "./svg.ts";
 import { type DistributedCluster, startDistributed } from "../../tests/e2e/cluster.ts";
@@ -146,6 +147,8 @@ const FLAGS = new Set([
   "mode",
   "comets",
   "cpu-prof",
+  "room-rate",
+  "mid-rate",
 ]);
 
 /**
@@ -207,6 +210,20 @@ export function parseCli(argv: string[], now = new Date()): Cli {
   const clients = num("clients", sc.clients);
   const rate = num("rate", sc.rate);
   const durationMs = dur("duration", sc.durationMs);
+  if (sc.roomRate === undefined && (get("room-rate") || get("mid-rate"))) {
+    throw new UsageError("--room-rate and --mid-rate are for the sustained scenario");
+  }
+  if (sc.roomRate !== undefined && get("rate")) {
+    throw new UsageError(`${scenario}: use --room-rate and --mid-rate, not --rate`);
+  }
+  const params: PhaseParams = {
+    rate,
+    durationMs,
+    by,
+    roomRate: num("room-rate", sc.roomRate ?? 0),
+    midRate: num("mid-rate", sc.midRate ?? 0),
+  };
+  const phases = sc.phases(params);
   let external: ExternalServer | undefined;
   const http = get("http");
   if (http) {
@@ -248,7 +265,7 @@ export function parseCli(argv: string[], now = new Date()): Cli {
     wsRatio,
     workers: num("workers", sc.workers || defaultWorkers(clients)),
     rooms: num("rooms", sc.rooms),
-    phases: sc.phases({ rate, durationMs, by }),
+    phases,
     heartbeatMs: dur("heartbeat", sc.heartbeatMs),
     connectConcurrency: num("connect-concurrency", 100),
     authTimeoutMs: dur("auth-timeout", 30_000),
@@ -277,7 +294,9 @@ export function helpText(): string {
   const names = Object.entries(SCENARIOS)
     .map(([n, s]) =>
       `  ${n.padEnd(11)} ${s.description}\n${" ".repeat(14)}defaults: ${s.clients} clients, ` +
-      `ws ratio ${s.wsRatio}, ${s.rate ? `${s.rate}/s, ` : ""}${s.durationMs / 1000} s`
+      `ws ratio ${s.wsRatio}, ${s.rate ? `${s.rate}/s, ` : ""}${
+        s.roomRate ? `room ${s.roomRate}/s + mids ${s.midRate}/s, ` : ""
+      }${s.durationMs / 1000} s`
     )
     .join("\n");
   return `Usage: ./scripts/deno run -A scripts/bench/main.ts <scenario> [flags]
@@ -296,6 +315,8 @@ Swarm:
 Pushes:
   --rate R                 pushes per second (token bucket)
   --duration D             push window per phase (30s, 500ms, 2m; bare = seconds)
+  --room-rate R            sustained: room pushes per second (20), at the same time as
+  --mid-rate R             sustained: mid pushes per second (200); latency reported per driver
   --by keys|mids           push scenario: target connection keys or user ids (keys)
   --keys-per-push K        keys or mids per request (1)
   --size B                 pad bodies to B bytes (default ≈ 40)

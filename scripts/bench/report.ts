@@ -6,7 +6,7 @@
  */
 
 import type { LatencySummary } from "./histogram.ts";
-import type { BenchReport, CpuUse, LoopLagUse } from "./run.ts";
+import type { BenchReport, CpuUse, DriverReport, LoopLagUse, PhaseReport } from "./run.ts";
 
 /**
  * A number with thousands separators and `digits` decimals; `—` for null.
@@ -59,6 +59,41 @@ function lagCells(l: LoopLagUse | null): string[] {
   // A reading whose 10 s window reaches back before the phase is marked.
   const mark = l.windowInPhase ? "" : "*";
   return [ms(l.p99Ms) + mark, ms(l.maxMs) + mark];
+}
+
+/** The figures a phase and a driver report alike. */
+type DeliveryFigures =
+  & Pick<
+    DriverReport,
+    "targetRate" | "expected" | "delivered" | "deliveredRatio" | "deliveredPerSec" | "latencyMs"
+  >
+  & { pushes: PhaseReport["pushes"] };
+
+/** Columns of {@linkcode deliveryCells}. */
+const DELIVERY_HEAD = [
+  "target/s",
+  "pushed/s",
+  "expected",
+  "delivered",
+  "ratio",
+  "delivered/s",
+  "p50",
+  "p99",
+  "p99.9",
+  "max",
+];
+
+/** What a phase or one of its drivers pushed and delivered, as table cells. */
+function deliveryCells(x: DeliveryFigures, pushed: boolean): string[] {
+  return [
+    pushed ? fmt(x.targetRate) : "—",
+    x.pushes ? fmt(x.pushes.achievedRate) : "—",
+    fmt(x.expected),
+    fmt(x.delivered),
+    x.deliveredRatio === null ? "—" : x.deliveredRatio.toFixed(4),
+    fmt(x.deliveredPerSec),
+    ...lat(x.latencyMs),
+  ];
 }
 
 function cpuCell(c: CpuUse): string[] {
@@ -142,32 +177,22 @@ export function summarize(r: BenchReport): string {
   out.push("");
   out.push("Phases (latency = push request sent → message received by a client, ms)");
   out.push(table(
-    [
-      "phase",
-      "target/s",
-      "pushed/s",
-      "expected",
-      "delivered",
-      "ratio",
-      "delivered/s",
-      "p50",
-      "p99",
-      "p99.9",
-      "max",
-      "frames/write",
-    ],
+    ["phase", ...DELIVERY_HEAD, "frames/write"],
     r.phases.map((p) => [
       p.name,
-      p.kind === "none" ? "—" : fmt(p.targetRate),
-      p.pushes ? fmt(p.pushes.achievedRate) : "—",
-      fmt(p.expected),
-      fmt(p.delivered),
-      p.deliveredRatio === null ? "—" : p.deliveredRatio.toFixed(4),
-      fmt(p.deliveredPerSec),
-      ...lat(p.latencyMs),
+      ...deliveryCells(p, p.kind !== "none"),
       p.comet?.framesPerWrite == null ? "—" : p.comet.framesPerWrite.toFixed(1),
     ]),
   ));
+  const mixed = r.phases.filter((p) => (p.drivers?.length ?? 0) > 1);
+  if (mixed.length) {
+    out.push("");
+    out.push("Drivers of phases that push several ways at once (each its own latency, ms)");
+    out.push(table(
+      ["phase", "driver", ...DELIVERY_HEAD],
+      mixed.flatMap((p) => p.drivers!.map((d) => [p.name, d.kind, ...deliveryCells(d, true)])),
+    ));
+  }
   out.push("");
   out.push("CPU per phase (cores; server = every server process; workers one by one)");
   out.push(table(

@@ -6,7 +6,9 @@
  * {@linkcode BenchReport}. Every child is stopped on the way out, whatever
  * happened.
  *
- * Every second the sampler
+ * A phase runs one push driver, or several at once (`mix`, the `sustained`
+ * scenario); each driver stamps its own body stream, so its latency and
+ * delivery are measured apart from the others'. Every second the sampler
  * reads each server process's CPU and RSS from `/proc` and its event-loop
  * lag (`goim_event_loop_lag_seconds`) from its admin /metrics; each phase
  * reports them per process, and the comets' frames per write.
@@ -50,19 +52,51 @@ import {
 const HERE = new URL(".", import.meta.url).pathname;
 const ROOT = new URL("../../", import.meta.url).pathname;
 
-/** What a phase pushes to. `none` holds the connections (heartbeats only). */
-export type PushKind = "none" | "keys" | "mids" | "room" | "rooms" | "all";
+/**
+ * What a phase pushes to. `none` holds the connections (heartbeats only);
+ * `mix` runs the phase's `drivers` at the same time.
+ */
+export type PushKind = "none" | "keys" | "mids" | "room" | "rooms" | "all" | "mix";
+
+/** One push driver of a phase: what it pushes to and how fast. */
+export interface DriverSpec {
+  /** Push target kind (not `none` or `mix`). */
+  kind: Exclude<PushKind, "none" | "mix">;
+  /** Pushes per second. */
+  rate: number;
+}
 
 /** One timed step of a run. */
 export interface PhaseSpec {
   /** Label in the report and chart. */
   name: string;
-  /** Push target kind. */
+  /** Push target kind (`mix`: the `drivers`). */
   kind: PushKind;
-  /** Pushes per second (ignored for `none`). */
+  /** Pushes per second (ignored for `none`; for `mix` the drivers' sum). */
   rate: number;
   /** Push window (ms). */
   durationMs: number;
+  /**
+   * For `mix`: the drivers that push concurrently through the whole window,
+   * each with its own token bucket and `inflight` bound, each measured on
+   * its own (`PhaseReport.drivers`).
+   */
+  drivers?: DriverSpec[];
+}
+
+/**
+ * The drivers a phase runs: its `drivers` for `mix`, none for `none`, else
+ * one of its kind at its rate.
+ *
+ * @example
+ * ```ts
+ * driversOf({ name: "room", kind: "room", rate: 40, durationMs: 1000 }); // [{ kind: "room", rate: 40 }]
+ * ```
+ */
+export function driversOf(p: PhaseSpec): DriverSpec[] {
+  if (p.kind === "none") return [];
+  if (p.kind === "mix") return p.drivers ?? [];
+  return [{ kind: p.kind, rate: p.rate }];
 }
 
 /** One comet the swarm connects to. */
@@ -217,28 +251,60 @@ export interface CometCounters {
   dropped: number;
 }
 
+/** What one driver (or all of a phase's together) pushed. */
+export interface PushCounts {
+  /** Requests sent. */
+  sent: number;
+  /** Accepted. */
+  ok: number;
+  /** Failed. */
+  failed: number;
+  /** Tokens not sent (the server answered too slowly). */
+  missed: number;
+  /** Requests sent per second of the window. */
+  achievedRate: number;
+  /** Send → HTTP answer. */
+  http: LatencySummary;
+  /** First distinct errors. */
+  errors: string[];
+}
+
+/** One driver of a phase, measured on its own (its own body stream). */
+export interface DriverReport {
+  /** Push kind. */
+  kind: DriverSpec["kind"];
+  /** Target pushes/s. */
+  targetRate: number;
+  /** Its counts. */
+  pushes: PushCounts;
+  /** Deliveries its accepted pushes should cause. */
+  expected: number;
+  /** Its messages the swarm received. */
+  delivered: number;
+  /** delivered / expected (null when nothing was expected). */
+  deliveredRatio: number | null;
+  /** delivered / (its last receipt − phase start), per second. */
+  deliveredPerSec: number;
+  /** Push → receipt latency of its messages. */
+  latencyMs: LatencySummary;
+}
+
 /** The result of one phase. */
 export interface PhaseReport {
   /** Label. */
   name: string;
   /** Push kind. */
   kind: PushKind;
-  /** Target pushes/s. */
+  /** Target pushes/s (all drivers). */
   targetRate: number;
   /** Push window (ms). */
   durationMs: number;
   /** Time waited after the window for the last messages (ms). */
   drainMs: number;
-  /** Driver counts (null for `none`). */
-  pushes: {
-    sent: number;
-    ok: number;
-    failed: number;
-    missed: number;
-    achievedRate: number;
-    http: LatencySummary;
-    errors: string[];
-  } | null;
+  /** Driver counts, all drivers together (null for `none`). */
+  pushes: PushCounts | null;
+  /** Each driver on its own (one entry unless the phase is a `mix`; absent in old reports). */
+  drivers?: DriverReport[];
   /** Deliveries the accepted pushes should cause. */
   expected: number;
   /** Messages the swarm received. */
@@ -606,6 +672,7 @@ export function pushTargets(kind: PushKind, c: TargetContext): (n: number) => Pu
       };
     case "all":
       return () => ({ path: `/goim/push/all?operation=${BENCH_OP}`, expected: live.length });
+    // none and mix push nothing themselves (a mix's drivers have kinds of their own)
     default:
       return () => ({ path: "", expected: 0 });
   }
@@ -783,6 +850,8 @@ class BenchRun {
   #connectStart = 0;
   #connected: ConnectedEvent[] = [];
   readonly #failedIdx = new Set<number>();
+  /** Body stream indices of each phase's drivers (see wire.ts `encodeBody`). */
+  readonly #streams: number[][] = [];
   /** Each role's loop-lag readings, `[epoch ms, reading]`, one a second. */
   readonly #lag = new Map<string, [number, { p99: number; max: number }][]>();
   /** The loop-lag reading in flight, if any. */
@@ -799,6 +868,8 @@ class BenchRun {
       wsRatio: opts.wsRatio,
       rooms: opts.rooms,
     };
+    let stream = 0;
+    for (const p of opts.phases) this.#streams.push(driversOf(p).map(() => stream++));
     const pushWindow = opts.phases.reduce((s, p) => s + p.durationMs + opts.drainMs, 0);
     this.#connectTimeoutMs = Math.max(60_000, opts.clients * 5);
     this.#maxLifeMs = this.#connectTimeoutMs + pushWindow + opts.settleMs + 120_000;
@@ -1158,64 +1229,69 @@ class BenchRun {
     }
   }
 
-  /** One phase: its push window, its drain, and its report entry. */
+  /** One phase: its push window (every driver at once), its drain, and its report entry. */
   async #runPhase(p: number, ctx: TargetContext): Promise<void> {
     const opts = this.#opts, target = this.#target!;
     const ph = opts.phases[p];
-    this.#log(
-      `phase ${p} "${ph.name}": ${ph.kind} ${ph.kind === "none" ? "" : `at ${ph.rate}/s `}for ${
-        ph.durationMs / 1000
-      } s`,
-    );
+    const specs = driversOf(ph);
+    const what = ph.kind === "mix"
+      ? specs.map((d) => `${d.kind} at ${d.rate}/s`).join(" + ") + " "
+      : ph.kind === "none"
+      ? "none "
+      : `${ph.kind} at ${ph.rate}/s `;
+    this.#log(`phase ${p} "${ph.name}": ${what}for ${ph.durationMs / 1000} s`);
     const comets = this.#comets;
     const start = nowMs();
     const mA = await Promise.all(comets.map((c) => scrapeComet(c.admin)));
     const cA = await cpuSnapshot(this.#allPids());
-    let result: DriverResult | null = null;
-    if (ph.kind === "none") {
+    let results: DriverResult[] = [];
+    if (!specs.length) {
       await pause(ph.durationMs);
     } else {
-      result = await runDriver({
-        http: target.http,
-        rate: ph.rate,
-        durationMs: ph.durationMs,
-        inflight: opts.inflight,
-        phase: p,
-        bodyBytes: opts.bodyBytes,
-        target: pushTargets(ph.kind, ctx),
-        apiKey: opts.apiKey,
-      });
-      for (const [s, n] of result.perSecond) this.#sec(s).pushes += n;
+      results = await Promise.all(specs.map((d, j) =>
+        runDriver({
+          http: target.http,
+          rate: d.rate,
+          durationMs: ph.durationMs,
+          inflight: opts.inflight,
+          phase: this.#streams[p][j],
+          bodyBytes: opts.bodyBytes,
+          target: pushTargets(d.kind, ctx),
+          apiKey: opts.apiKey,
+        })
+      ));
+      for (const r of results) for (const [s, n] of r.perSecond) this.#sec(s).pushes += n;
     }
     const windowEnd = nowMs();
-    const expected = result?.expected ?? 0;
-    if (result) await this.#drain(p, expected, windowEnd);
+    const expected = results.reduce((x, r) => x + r.expected, 0);
+    if (results.length) await this.#drain(p, expected, windowEnd);
     const end = nowMs();
     const cB = await cpuSnapshot(this.#allPids());
     const mB = await Promise.all(comets.map((c) => scrapeComet(c.admin)));
     const perComet = new Map(comets.map((c, i) => [c.name, cometDelta(mA[i], mB[i])]));
+    const none = new LatencyHistogram().summary();
     this.report.phases.push({
       name: ph.name,
       kind: ph.kind,
-      targetRate: ph.kind === "none" ? 0 : ph.rate,
+      targetRate: specs.reduce((x, d) => x + d.rate, 0),
       durationMs: ph.durationMs,
       drainMs: end - windowEnd,
-      pushes: result
-        ? {
-          sent: result.sent,
-          ok: result.ok,
-          failed: result.failed,
-          missed: result.missed,
-          achievedRate: result.achievedRate,
-          http: result.http,
-          errors: result.errors,
-        }
-        : null,
+      pushes: results.length ? pushCounts(results) : null,
+      drivers: results.map((r, j) => ({
+        kind: specs[j].kind,
+        targetRate: specs[j].rate,
+        pushes: pushCounts([r]),
+        expected: r.expected,
+        delivered: 0, // filled from the workers' final stats, as below
+        deliveredRatio: null,
+        deliveredPerSec: 0,
+        latencyMs: none,
+      })),
       expected,
       delivered: 0, // filled from the workers' final stats
       deliveredRatio: null,
       deliveredPerSec: 0,
-      latencyMs: new LatencyHistogram().summary(),
+      latencyMs: none,
       heartbeatsPerSec: 0, // filled once the last second's bins arrived
       cpu: this.#cpuUse(cA, cB),
       roles: await Promise.all(
@@ -1233,17 +1309,18 @@ class BenchRun {
       end,
     });
     this.report.marks.push({ name: ph.name, t0: this.#runTime(start), t1: this.#runTime(end) });
-    if (result && result.failed > 0) {
-      this.#warnings.push(
-        `phase "${ph.name}": ${result.failed} pushes failed: ${result.errors[0]}`,
-      );
-    }
-    if (result && result.missed > 0) {
-      this.#warnings.push(
-        `phase "${ph.name}": ${result.missed} pushes not sent (server answered too slowly ` +
-          `for ${ph.rate}/s with ${opts.inflight} in flight)`,
-      );
-    }
+    results.forEach((r, j) => {
+      const label = specs.length > 1
+        ? `phase "${ph.name}" (${specs[j].kind})`
+        : `phase "${ph.name}"`;
+      if (r.failed > 0) this.#warnings.push(`${label}: ${r.failed} pushes failed: ${r.errors[0]}`);
+      if (r.missed > 0) {
+        this.#warnings.push(
+          `${label}: ${r.missed} pushes not sent (server answered too slowly ` +
+            `for ${specs[j].rate}/s with ${opts.inflight} in flight)`,
+        );
+      }
+    });
   }
 
   /** Waits for a phase's expected count, or until arrivals stop for 1.5 s. */
@@ -1261,13 +1338,15 @@ class BenchRun {
   }
 
   /**
-   * Messages of phase p received so far, asked of every worker (a tick
-   * would answer up to a second late; a phase's drain should not).
+   * Messages of phase p (all its streams) received so far, asked of every
+   * worker (a tick would answer up to a second late; a phase's drain should
+   * not).
    */
   async #framesOf(p: number): Promise<number> {
     const counts = await Promise.all(this.#workers.map(async (h) => {
       const ev = await h.proc.ask({ cmd: "count" }, "count", 10_000);
-      return (ev.phaseFrames as Record<string, number>)[String(p)] ?? 0;
+      const frames = ev.phaseFrames as Record<string, number>;
+      return this.#streams[p].reduce((x, st) => x + (frames[String(st)] ?? 0), 0);
     }));
     return counts.reduce((a, b) => a + b, 0);
   }
@@ -1329,29 +1408,42 @@ class BenchRun {
     }
   }
 
-  /** Fills phase p's delivery, rate and latency from the workers' statistics. */
+  /**
+   * Fills phase p's delivery, rate and latency from the workers'
+   * statistics: each driver from its own stream, the phase from all of them.
+   */
   #finishPhase(p: number, stats: WorkerStats[]): void {
     const pr = this.report.phases[p];
-    const hist = new LatencyHistogram();
+    const all = new LatencyHistogram();
     let delivered = 0, lastRecv = 0;
-    for (const s of stats) {
-      const ps = s.phases[String(p)];
-      if (!ps) continue;
-      delivered += ps.frames;
-      hist.mergeWire(ps.hist);
-      if (ps.last !== null) lastRecv = Math.max(lastRecv, ps.last);
-    }
-    pr.delivered = delivered;
-    pr.deliveredRatio = pr.expected > 0 ? delivered / pr.expected : null;
-    pr.deliveredPerSec = delivered > 0 && lastRecv > pr.start
-      ? delivered / ((lastRecv - pr.start) / 1000)
-      : 0;
-    pr.latencyMs = hist.summary();
+    this.#streams[p].forEach((st, j) => {
+      const hist = new LatencyHistogram();
+      let n = 0, last = 0;
+      for (const s of stats) {
+        const ps = s.phases[String(st)];
+        if (!ps) continue;
+        n += ps.frames;
+        hist.mergeWire(ps.hist);
+        if (ps.last !== null) last = Math.max(last, ps.last);
+      }
+      const d = pr.drivers?.[j];
+      if (d) fillDelivery(d, n, last, pr.start, hist);
+      all.merge(hist);
+      delivered += n;
+      lastRecv = Math.max(lastRecv, last);
+    });
+    fillDelivery(pr, delivered, lastRecv, pr.start, all);
     pr.heartbeatsPerSec = this.#heartbeatRate(pr.start, pr.end);
     if (pr.kind !== "none" && pr.pushes && pr.pushes.ok > 0 && delivered === 0) {
       this.#errors.push(`phase "${pr.name}": ${pr.pushes.ok} pushes accepted, nothing delivered`);
-    } else if (pr.deliveredRatio !== null && pr.deliveredRatio < 0.999) {
-      this.#warnings.push(`phase "${pr.name}": delivered ${delivered} of ${pr.expected} expected`);
+    }
+    const parts = (pr.drivers?.length ?? 0) > 1
+      ? pr.drivers!.map((d) => ({ label: `phase "${pr.name}" (${d.kind})`, r: d }))
+      : [{ label: `phase "${pr.name}"`, r: pr }];
+    for (const { label, r } of parts) {
+      if (r.deliveredRatio !== null && r.deliveredRatio < 0.999) {
+        this.#warnings.push(`${label}: delivered ${r.delivered} of ${r.expected} expected`);
+      }
     }
     if (pr.latencyMs.negative > 0) {
       this.#warnings.push(
@@ -1410,6 +1502,42 @@ class BenchRun {
   }
 }
 
+/** The counts of one or several drivers that ran at the same time (rates add up). */
+function pushCounts(rs: DriverResult[]): PushCounts {
+  const http = new LatencyHistogram();
+  for (const r of rs) http.merge(r.httpHistogram);
+  const sum = (k: "sent" | "ok" | "failed" | "missed" | "achievedRate") =>
+    rs.reduce((x, r) => x + r[k], 0);
+  return {
+    sent: sum("sent"),
+    ok: sum("ok"),
+    failed: sum("failed"),
+    missed: sum("missed"),
+    achievedRate: sum("achievedRate"),
+    http: http.summary(),
+    errors: [...new Set(rs.flatMap((r) => r.errors))].slice(0, 5),
+  };
+}
+
+/** Sets delivered, ratio, delivered/s and latency of a phase or driver entry. */
+function fillDelivery(
+  r: Pick<
+    PhaseReport,
+    "expected" | "delivered" | "deliveredRatio" | "deliveredPerSec" | "latencyMs"
+  >,
+  delivered: number,
+  lastRecv: number,
+  start: number,
+  hist: LatencyHistogram,
+): void {
+  r.delivered = delivered;
+  r.deliveredRatio = r.expected > 0 ? delivered / r.expected : null;
+  r.deliveredPerSec = delivered > 0 && lastRecv > start
+    ? delivered / ((lastRecv - start) / 1000)
+    : 0;
+  r.latencyMs = hist.summary();
+}
+
 function validate(o: BenchOptions): void {
   const bad = (m: string) => {
     throw new RangeError(m);
@@ -1428,7 +1556,12 @@ function validate(o: BenchOptions): void {
   if (!Number.isInteger(o.rooms) || o.rooms < 1) bad(`--rooms must be ≥ 1`);
   if (o.rooms > o.clients) bad(`--rooms (${o.rooms}) exceeds --clients (${o.clients})`);
   for (const p of o.phases) {
-    if (p.kind !== "none" && !(p.rate > 0)) bad(`phase ${p.name}: --rate must be > 0`);
+    if (p.kind === "mix") {
+      if (!p.drivers?.length) bad(`phase ${p.name}: a mix needs drivers`);
+      for (const d of p.drivers!) {
+        if (!(d.rate > 0)) bad(`phase ${p.name}: the ${d.kind} rate must be > 0`);
+      }
+    } else if (p.kind !== "none" && !(p.rate > 0)) bad(`phase ${p.name}: --rate must be > 0`);
     if (!(p.durationMs > 0)) bad(`phase ${p.name}: --duration must be > 0`);
   }
   if (!(o.keysPerPush >= 1)) bad(`--keys-per-push must be ≥ 1`);

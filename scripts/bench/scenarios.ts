@@ -11,12 +11,31 @@
  * | `push_rooms` | benchmarks/push_rooms  | round robin over `--rooms` rooms                |
  * | `push_all`   | (the broadcast API)    | every connection                                |
  * | `published`  | goim's published case  | one room, 40/s, as many clients as the box holds |
+ * | `sustained`  | —                      | room and mid pushes at once (20/s + 200/s)       |
  * | `smoke`      | —                      | every driver in turn, small: the CI check        |
+ *
+ * `sustained` is the issue's steady load: 15,000 TCP clients in one room,
+ * 20 room pushes/s and 200 mid pushes/s at the same time for a long phase,
+ * each driver's latency measured on its own.
  *
  * @module
  */
 
 import type { PhaseSpec, PushKind } from "./run.ts";
+
+/** What a scenario's phases are built from: its defaults after the CLI flags. */
+export interface PhaseParams {
+  /** Pushes per second. */
+  rate: number;
+  /** Push window (ms). */
+  durationMs: number;
+  /** `push`: keys or mids. */
+  by: "keys" | "mids";
+  /** `sustained`: room pushes per second. */
+  roomRate: number;
+  /** `sustained`: mid pushes per second. */
+  midRate: number;
+}
 
 /** Defaults of a scenario; CLI flags override them. */
 export interface ScenarioDefaults {
@@ -36,11 +55,15 @@ export interface ScenarioDefaults {
   durationMs: number;
   /** Client heartbeat period (ms). */
   heartbeatMs: number;
+  /** `sustained`: room pushes per second (`--room-rate`); absent elsewhere. */
+  roomRate?: number;
+  /** `sustained`: mid pushes per second (`--mid-rate`); absent elsewhere. */
+  midRate?: number;
   /**
-   * The phases, given the effective rate, duration and `--by` choice. Most
+   * The phases, given the effective rates, duration and `--by` choice. Most
    * scenarios have one phase; smoke runs every driver in turn.
    */
-  phases(o: { rate: number; durationMs: number; by: "keys" | "mids" }): PhaseSpec[];
+  phases(o: PhaseParams): PhaseSpec[];
 }
 
 const one = (name: string, kind: PushKind) => (o: { rate: number; durationMs: number }) => [
@@ -117,6 +140,26 @@ export const SCENARIOS: Record<string, ScenarioDefaults> = {
     durationMs: 30_000,
     heartbeatMs: 30_000,
     phases: one("push room", "room"),
+  },
+  sustained: {
+    description: "room and mid pushes at once (--room-rate, --mid-rate) to one room; " +
+      "latency per driver, loop lag per role",
+    clients: 15_000,
+    wsRatio: 0,
+    workers: 0,
+    rooms: 1,
+    rate: 0, // the two rates below
+    durationMs: 60_000,
+    heartbeatMs: 30_000,
+    roomRate: 20,
+    midRate: 200,
+    phases: (o) => [{
+      name: "sustained",
+      kind: "mix",
+      rate: o.roomRate + o.midRate,
+      durationMs: o.durationMs,
+      drivers: [{ kind: "room", rate: o.roomRate }, { kind: "mids", rate: o.midRate }],
+    }],
   },
   smoke: {
     description: "CI check of the tool: 200 clients (half WebSocket), 2 workers, every driver " +

@@ -116,8 +116,9 @@ const enc = new TextEncoder();
 
 /**
  * The pushed body: JSON (any goim consumer can read it) with the send time
- * `t` in epoch milliseconds with µs decimals, the phase `p` it belongs to and
- * a sequence number `s`, padded with an `x` field to `size` bytes if asked.
+ * `t` in epoch milliseconds with µs decimals, the stream `p` it belongs to
+ * (a phase, or one of the drivers of a phase that runs several at once:
+ * run.ts numbers them) and a sequence number `s`, padded with an `x` field to `size` bytes if asked.
  * The fixed field order lets {@linkcode parseBody} read it without JSON.parse,
  * which matters at hundreds of thousands of messages per second per worker.
  *
@@ -142,7 +143,7 @@ export function encodeBody(
 export interface ParsedBody {
   /** Send time, epoch ms. */
   t: number;
-  /** Phase index. */
+  /** Stream index (the phase, or one driver of a phase). */
   p: number;
 }
 
@@ -259,7 +260,7 @@ export interface SecondBin {
   authed: number;
 }
 
-/** Per-phase totals a worker keeps for the whole run. */
+/** Per-stream totals a worker keeps for the whole run. */
 export interface PhaseStats {
   /** Messages of that phase received. */
   frames: number;
@@ -275,7 +276,7 @@ export interface PhaseStats {
 export interface WorkerStats {
   /** Event tag. */
   ev: "stats";
-  /** Per phase index. */
+  /** Per stream index (see {@linkcode encodeBody}). */
   phases: Record<string, PhaseStats>;
   /** Messages whose body was not a bench body (counted, not timed). */
   foreign: number;
