@@ -1,7 +1,7 @@
 /**
  * The bench tool (scripts/bench/): its pure parts (histogram, body codec,
- * layout, comet spread, CLI with `sustained`, metrics and lag parsing,
- * chart) and three tiny real runs — an embedded server child with
+ * layout, comet spread, CLI with `sustained` and `--sweep`, metrics and lag
+ * parsing, charts) and three tiny real runs — an embedded server child with
  * 20 clients over two phases, a `sustained` mix of room and mid pushes with
  * 50 clients, and a distributed cluster of two comets that the swarm must
  * span — that must deliver and measure. Figures are never asserted: only
@@ -33,6 +33,8 @@ import {
   helpText,
   parseCli,
   parseDurationArg,
+  parseRates,
+  parseRender,
   UsageError,
 } from "../scripts/bench/main.ts";
 import { startDistributed } from "./e2e/cluster.ts";
@@ -41,7 +43,13 @@ import { redisTestUrl } from "./redis_env.ts";
 
 const kafka = await kafkaTestBrokers();
 const redis = await redisTestUrl();
-import { niceTicks, renderChart } from "../scripts/bench/svg.ts";
+import {
+  decades,
+  logTicks,
+  niceTicks,
+  renderChart,
+  renderSweepChart,
+} from "../scripts/bench/svg.ts";
 import { summarize } from "../scripts/bench/report.ts";
 
 Deno.test("bench histogram: buckets, percentiles and merging through the wire form", () => {
@@ -206,8 +214,48 @@ Deno.test("bench CLI: sustained (room + mid drivers at once) and its rate flags"
   assert.deepEqual(c.distributed, { comets: 2, cpuProfDir: undefined });
   assert.throws(() => parseCli(["push_room", "--room-rate", "5"]), /sustained/);
   assert.throws(() => parseCli(["sustained", "--rate", "5"]), /--room-rate/);
-  assert.match(helpText(), /--room-rate[\s\S]*--mid-rate/);
+  assert.throws(() => parseCli(["sustained", "--sweep", "5,10"]), /one push phase/);
+  assert.match(helpText(), /--room-rate[\s\S]*--mid-rate[\s\S]*--sweep/);
   assert.match(helpText(), /sustained .*\n.*room 20\/s \+ mids 200\/s/);
+});
+
+Deno.test("bench CLI: --sweep is one phase per rate; render overlays several reports", () => {
+  const c = parseCli(["push_room", "--sweep", "10, 20,40", "--duration", "5s"]);
+  assert.deepEqual(
+    c.options.phases.map((p) => [p.name, p.kind, p.rate, p.durationMs]),
+    [
+      ["push room @10/s", "room", 10, 5000],
+      ["push room @20/s", "room", 20, 5000],
+      ["push room @40/s", "room", 40, 5000],
+    ],
+  );
+  assert.deepEqual(c.options.sweep, [10, 20, 40]);
+  assert.equal(parseCli(["push_room"]).options.sweep, undefined);
+  assert.equal(parseCli(["push", "--by", "mids", "--sweep", "100"]).options.phases[0].kind, "mids");
+  assert.deepEqual(parseRates("1_000,2000"), [1000, 2000]);
+  for (const bad of ["", "10,x", "0", "-5", "10,,"]) {
+    assert.throws(() => parseRates(bad), UsageError, bad);
+  }
+  assert.throws(() => parseRates(Array(51).fill(1).join(",")), /at most 50/);
+  assert.throws(() => parseCli(["client", "--sweep", "10"]), /one push phase/);
+  assert.throws(() => parseCli(["smoke", "--sweep", "10"]), /one push phase/);
+  assert.throws(() => parseCli(["push_room", "--sweep", "10", "--rate", "5"]), /drop --rate/);
+
+  assert.deepEqual(parseRender(["a.json"]), { files: ["a.json"], chart: "time", svg: "a.svg" });
+  assert.deepEqual(parseRender(["x/a.json", "b.json"]), {
+    files: ["x/a.json", "b.json"],
+    chart: "sweep",
+    svg: "x/a.sweep.svg",
+  });
+  assert.deepEqual(parseRender(["a.json", "--chart", "sweep", "--svg", "s.svg"]), {
+    files: ["a.json"],
+    chart: "sweep",
+    svg: "s.svg",
+  });
+  assert.throws(() => parseRender([]), UsageError);
+  assert.throws(() => parseRender(["a.json", "b.json", "--chart", "time"]), UsageError);
+  assert.throws(() => parseRender(["a.json", "--chart", "bar"]), UsageError);
+  assert.throws(() => parseRender(["a.json", "--svg"]), UsageError);
 });
 
 Deno.test("bench metrics: Prometheus samples summed over label sets", () => {
@@ -237,6 +285,8 @@ Deno.test("bench metrics: Prometheus samples summed over label sets", () => {
     ),
     { p50: 0.0001, p99: 0.0125, max: 0.25 },
   );
+  assert.deepEqual(decades([0.4, 37], [0.1, 100]), [0.1, 100]);
+  assert.deepEqual(logTicks(1, 100).map((t) => t.v), [1, 2, 5, 10, 20, 50, 100]);
 });
 
 Deno.test("bench lag: a phase's readings are those a whole window into it, else all of it", () => {
@@ -311,6 +361,16 @@ Deno.test({
     assert.match(svg, /^<svg [^>]*>/);
     assert.match(svg, /<\/svg>\n$/);
     assert.match(summarize(report), /Phases/);
+    // The sweep chart takes any reports: one line (and its legend row) each.
+    const other = {
+      ...report,
+      server: { ...report.server, mode: "distributed" as const, comets: 2 },
+    };
+    const sweep = renderSweepChart([report, other]);
+    assert.match(sweep, /^<svg [^>]*>[\s\S]*<\/svg>\n$/);
+    assert.match(sweep, /frames per write against offered load/);
+    assert.match(sweep, /embedded — test, 20 clients/);
+    assert.match(sweep, /distributed, 2 comets — test, 20 clients/);
   },
 });
 

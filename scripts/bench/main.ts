@@ -6,7 +6,9 @@
  * ./scripts/deno run -A scripts/bench/main.ts <scenario> [--clients N] [--ws-ratio 0.5]
  *     [--workers K] [--rate R] [--duration 30s] [--rooms M] [--out bench-results/NAME] ...
  * ./scripts/deno run -A scripts/bench/main.ts sustained --room-rate 20 --mid-rate 200
+ * ./scripts/deno run -A scripts/bench/main.ts push_room --sweep 10,20,40,80
  * ./scripts/deno run -A scripts/bench/main.ts push_room --mode distributed --comets 2
+ * ./scripts/deno run -A scripts/bench/main.ts render A.json B.json --svg sweep.svg
  * ./scripts/deno run -A scripts/bench/main.ts --help
  * ```
  *
@@ -19,17 +21,18 @@
  * (read every second from its admin /metrics).
  *
  * Writes NAME.json (the full report), NAME.txt (the summary, also printed)
- * and NAME.svg (the chart). Exits 0 when the run worked — whatever the
- * figures — 1 when the tool broke (a worker or the server crashed, nothing
- * was delivered), 2 on a usage error.
+ * and NAME.svg (the chart over time; a `--sweep` also NAME.sweep.svg, frames
+ * per write against offered load). Exits 0 when the run worked — whatever
+ * the figures — 1 when the tool broke (a worker or the server crashed,
+ * nothing was delivered), 2 on a usage error.
  *
  * @module
  */
 
 import { type BenchOptions, type BenchReport, type ExternalServer, runBench } from "./run.ts";
-import { defaultWorkers, type PhaseParams, SCENARIOS } from "./scenarios.ts";
+import { defaultWorkers, type PhaseParams, SCENARIOS, sweepPhases } from "./scenarios.ts";
 import { summarize } from "./report.ts";
-import { renderChart } from "./svg.ts";
+import { renderChart, renderSweepChart } from "./svg.ts";
 import { type DistributedCluster, startDistributed } from "../../tests/e2e/cluster.ts";
 
 /** Brokers and Redis of `scripts/services.sh` (docs/SERVICES.md). */
@@ -149,7 +152,28 @@ const FLAGS = new Set([
   "cpu-prof",
   "room-rate",
   "mid-rate",
+  "sweep",
 ]);
+
+/**
+ * Parses `--sweep`'s list of rates: positive numbers, comma separated, at
+ * most 50 (each one is a phase of `--duration`).
+ *
+ * @example
+ * ```ts
+ * parseRates("10,20,40"); // [10, 20, 40]
+ * ```
+ */
+export function parseRates(s: string): number[] {
+  const parts = s.split(",").map((x) => x.trim());
+  if (parts.every((x) => x === "")) throw new UsageError(`--sweep needs rates, e.g. 10,20,40`);
+  if (parts.length > 50) throw new UsageError(`--sweep: at most 50 rates (${parts.length} given)`);
+  return parts.map((x) => {
+    const v = Number(x.replaceAll("_", ""));
+    if (!(Number.isFinite(v) && v > 0)) throw new UsageError(`--sweep: not a rate > 0: ${x}`);
+    return v;
+  });
+}
 
 /**
  * Parses `argv` into run options (throws {@linkcode UsageError}).
@@ -223,7 +247,13 @@ export function parseCli(argv: string[], now = new Date()): Cli {
     roomRate: num("room-rate", sc.roomRate ?? 0),
     midRate: num("mid-rate", sc.midRate ?? 0),
   };
-  const phases = sc.phases(params);
+  const sweepArg = get("sweep");
+  const sweep = sweepArg === undefined ? undefined : parseRates(sweepArg);
+  if (sweep && get("rate")) throw new UsageError("--sweep gives the rates: drop --rate");
+  const phases = sweep ? sweepPhases(sc, sweep, params) : sc.phases(params);
+  if (!phases) {
+    throw new UsageError(`--sweep needs a scenario with one push phase, not ${scenario}`);
+  }
   let external: ExternalServer | undefined;
   const http = get("http");
   if (http) {
@@ -277,6 +307,7 @@ export function parseCli(argv: string[], now = new Date()): Cli {
     external,
     serverSet: flags.get("server-set") ?? [],
     apiKey: get("api-key"),
+    ...(sweep ? { sweep } : {}),
   };
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
   const out = (get("out") ?? `bench-results/${scenario}-${stamp}`).replace(/\.(json|txt|svg)$/, "");
@@ -317,6 +348,9 @@ Pushes:
   --duration D             push window per phase (30s, 500ms, 2m; bare = seconds)
   --room-rate R            sustained: room pushes per second (20), at the same time as
   --mid-rate R             sustained: mid pushes per second (200); latency reported per driver
+  --sweep R1,R2,...        one phase per rate, in order (scenarios with one push phase):
+                           delivered/s, p50/p99 and frames per write per rate, and the chart
+                           PATH.sweep.svg of frames per write against offered msgs/s
   --by keys|mids           push scenario: target connection keys or user ids (keys)
   --keys-per-push K        keys or mids per request (1)
   --size B                 pad bodies to B bytes (default ≈ 40)
@@ -341,8 +375,13 @@ Output:
   --svg PATH               also write the chart here (e.g. docs/img/bench-push.svg)
   --quiet                  no progress lines
 
-Re-render a saved report (summary to stdout, chart to PATH or next to the .json):
-  ./scripts/deno run -A scripts/bench/main.ts render bench-results/NAME.json [--svg PATH]
+Re-render saved reports (summaries to stdout, the chart to PATH):
+  ./scripts/deno run -A scripts/bench/main.ts render NAME.json [--svg PATH]
+                           the chart over time (default PATH: next to the .json)
+  ./scripts/deno run -A scripts/bench/main.ts render A.json [B.json ...] --chart sweep [--svg PATH]
+                           frames per write against offered load, one line per report (e.g. an
+                           embedded and a distributed sweep); the default chart with two or more
+                           reports (default PATH: A.sweep.svg)
 
 Exit: 0 = the run worked (whatever the figures), 1 = the tool broke, 2 = usage.
 `;
@@ -370,6 +409,48 @@ export async function formatSvg(path: string): Promise<void> {
   }
 }
 
+/** Parsed `render` arguments. */
+export interface RenderCli {
+  /** The report files. */
+  files: string[];
+  /** `time`: one run over time; `sweep`: frames per write against offered load. */
+  chart: "time" | "sweep";
+  /** Where the chart goes. */
+  svg: string;
+}
+
+/**
+ * Parses `render <A.json> [B.json …] [--chart time|sweep] [--svg PATH]`:
+ * the time chart of one report by default, the sweep chart of several.
+ *
+ * @example
+ * ```ts
+ * parseRender(["a.json", "b.json"]); // { files: ["a.json", "b.json"], chart: "sweep", svg: "a.sweep.svg" }
+ * ```
+ */
+export function parseRender(args: string[]): RenderCli {
+  const files: string[] = [];
+  let chart: string | undefined, svg: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--svg" || a === "--chart") {
+      const v = args[++i];
+      if (v === undefined) throw new UsageError(`${a} needs a value`);
+      if (a === "--svg") svg = v;
+      else chart = v;
+    } else if (a.startsWith("--")) throw new UsageError(`render: unknown flag ${a}`);
+    else files.push(a);
+  }
+  if (!files.length) throw new UsageError("render needs a report .json");
+  chart ??= files.length > 1 ? "sweep" : "time";
+  if (chart !== "time" && chart !== "sweep") throw new UsageError("--chart must be time or sweep");
+  if (chart === "time" && files.length > 1) {
+    throw new UsageError("the time chart shows one report: use --chart sweep to overlay");
+  }
+  const base = files[0].replace(/\.json$/, "");
+  return { files, chart, svg: svg ?? `${base}${chart === "sweep" ? ".sweep" : ""}.svg` };
+}
+
 /** Writes the report files; returns the paths written. */
 export async function writeOutputs(r: BenchReport, out: string, svg?: string): Promise<string[]> {
   const dir = out.includes("/") ? out.slice(0, out.lastIndexOf("/")) : ".";
@@ -379,6 +460,10 @@ export async function writeOutputs(r: BenchReport, out: string, svg?: string): P
   await Deno.writeTextFile(`${out}.txt`, summarize(r));
   await Deno.writeTextFile(`${out}.svg`, chart);
   const paths = [`${out}.json`, `${out}.txt`, `${out}.svg`];
+  if (r.options.sweep) {
+    await Deno.writeTextFile(`${out}.sweep.svg`, renderSweepChart([r]));
+    paths.push(`${out}.sweep.svg`);
+  }
   if (svg) {
     if (svg.includes("/")) {
       await Deno.mkdir(svg.slice(0, svg.lastIndexOf("/")), { recursive: true });
@@ -396,19 +481,25 @@ if (import.meta.main) {
     Deno.exit(Deno.args.length === 0 ? 2 : 0);
   }
   if (Deno.args[0] === "render") {
-    // Re-render a saved report (summary and chart) without running anything.
-    const [file, ...rest] = Deno.args.slice(1);
-    if (!file) {
-      console.error("bench: render needs a report .json (see --help)");
+    // Re-render saved reports (summaries and a chart) without running anything.
+    let r: RenderCli;
+    try {
+      r = parseRender(Deno.args.slice(1));
+    } catch (e) {
+      if (!(e instanceof UsageError)) throw e;
+      console.error(`bench: ${e.message} (see --help)`);
       Deno.exit(2);
     }
-    const report = JSON.parse(await Deno.readTextFile(file)) as BenchReport;
-    const svgAt = rest.indexOf("--svg");
-    const svg = svgAt >= 0 ? rest[svgAt + 1] : file.replace(/\.json$/, "") + ".svg";
-    await Deno.writeTextFile(svg, renderChart(report));
-    await formatSvg(svg);
-    console.log(summarize(report));
-    console.log(`written: ${svg}`);
+    const reports = await Promise.all(
+      r.files.map(async (f) => JSON.parse(await Deno.readTextFile(f)) as BenchReport),
+    );
+    await Deno.writeTextFile(
+      r.svg,
+      r.chart === "sweep" ? renderSweepChart(reports) : renderChart(reports[0]),
+    );
+    await formatSvg(r.svg);
+    for (const report of reports) console.log(summarize(report));
+    console.log(`written: ${r.svg}`);
     Deno.exit(0);
   }
   let cli: Cli;

@@ -7,6 +7,7 @@
 
 import type { LatencySummary } from "./histogram.ts";
 import type { BenchReport, CpuUse, DriverReport, LoopLagUse, PhaseReport } from "./run.ts";
+import { offeredPerSec } from "./svg.ts";
 
 /**
  * A number with thousands separators and `digits` decimals; `—` for null.
@@ -191,6 +192,34 @@ export function summarize(r: BenchReport): string {
     out.push(table(
       ["phase", "driver", ...DELIVERY_HEAD],
       mixed.flatMap((p) => p.drivers!.map((d) => [p.name, d.kind, ...deliveryCells(d, true)])),
+    ));
+  }
+  if (o.sweep) {
+    out.push("");
+    out.push("Sweep (one phase per offered rate; offered = accepted pushes × clients reached, /s)");
+    out.push(table(
+      [
+        "target/s",
+        "pushed/s",
+        "offered msgs/s",
+        "delivered/s",
+        "ratio",
+        "p50",
+        "p99",
+        "frames/write",
+        "server cores",
+      ],
+      r.phases.map((p) => [
+        fmt(p.targetRate),
+        p.pushes ? fmt(p.pushes.achievedRate) : "—",
+        fmt(offeredPerSec(p)),
+        fmt(p.deliveredPerSec),
+        p.deliveredRatio === null ? "—" : p.deliveredRatio.toFixed(4),
+        ms(p.latencyMs.p50),
+        ms(p.latencyMs.p99),
+        p.comet?.framesPerWrite == null ? "—" : p.comet.framesPerWrite.toFixed(1),
+        cores(p.cpu.server),
+      ]),
     ));
   }
   out.push("");

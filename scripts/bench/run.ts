@@ -219,6 +219,8 @@ export interface BenchOptions {
   serverSet: string[];
   /** Bearer key for the push API. */
   apiKey?: string;
+  /** The offered rates of a `--sweep` (one phase each, in order), for the report. */
+  sweep?: number[];
   /** Progress lines (default: none). */
   log?: (line: string) => void;
 }

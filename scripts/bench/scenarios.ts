@@ -18,6 +18,9 @@
  * 20 room pushes/s and 200 mid pushes/s at the same time for a long phase,
  * each driver's latency measured on its own.
  *
+ * Any scenario with one push phase can be swept (`--sweep R1,R2,…`,
+ * {@linkcode sweepPhases}): the phase once per rate, in order.
+ *
  * @module
  */
 
@@ -195,4 +198,26 @@ export const SCENARIOS: Record<string, ScenarioDefaults> = {
  */
 export function defaultWorkers(clients: number): number {
   return Math.min(clients, Math.max(2, Math.ceil(clients / 7000)));
+}
+
+/**
+ * A sweep of a one-phase scenario: its phase once per offered rate, in the
+ * given order, named with the rate; null when the scenario does not have
+ * exactly one phase with one push kind (client, sustained, smoke).
+ *
+ * @example
+ * ```ts
+ * const o = { rate: 40, durationMs: 5000, by: "keys" as const, roomRate: 0, midRate: 0 };
+ * sweepPhases(SCENARIOS.push_room, [10, 40], o)?.map((p) => p.name);
+ * // ["push room @10/s", "push room @40/s"]
+ * ```
+ */
+export function sweepPhases(
+  sc: ScenarioDefaults,
+  rates: number[],
+  o: PhaseParams,
+): PhaseSpec[] | null {
+  const base = sc.phases(o);
+  if (base.length !== 1 || base[0].kind === "none" || base[0].kind === "mix") return null;
+  return rates.map((rate) => ({ ...base[0], name: `${base[0].name} @${rate}/s`, rate }));
 }

@@ -1,13 +1,19 @@
 /**
- * The run's chart as a self-contained SVG (no browser, no library): per
- * second, delivered messages (plus connections and heartbeats when there are
- * any) on top, push → delivery latency p50 and p99 below on a log scale,
- * with the run's phases marked.
+ * The run's charts as self-contained SVG (no browser, no library):
+ *
+ * - {@linkcode renderChart}, one run over time: per second, delivered
+ *   messages (plus connections and heartbeats when there are any) on top,
+ *   push → delivery latency p50 and p99 below on a log scale, with the run's
+ *   phases marked;
+ * - {@linkcode renderSweepChart}, one or more runs against load: per phase,
+ *   the comet's frames per socket write on top and latency p50/p99 below,
+ *   against the offered messages per second, one line per report (e.g. the
+ *   embedded and the distributed sweep of the same scenario).
  *
  * @module
  */
 
-import type { BenchReport, SeriesPoint } from "./run.ts";
+import type { BenchReport, PhaseReport, SeriesPoint } from "./run.ts";
 
 const W = 960, H = 560;
 const X0 = 80, X1 = 900;
@@ -295,4 +301,140 @@ function broken(pts: ([number, number] | null)[], color: string, dash = false): 
   }
   flush();
   return out;
+}
+
+/** A phase's offered load: the deliveries its accepted pushes asked for, per second of window. */
+export function offeredPerSec(p: PhaseReport): number {
+  return p.durationMs > 0 ? p.expected / (p.durationMs / 1000) : 0;
+}
+
+/**
+ * The label of a report in an overlay: its mode (and comets), scenario and
+ * clients, e.g. `distributed, 2 comets — push_room, 2,000 clients`.
+ */
+export function reportLabel(r: BenchReport): string {
+  const n = r.server.comets ?? 1;
+  const mode = `${r.server.mode}${n > 1 ? `, ${n} comets` : ""}`;
+  return `${mode} — ${r.scenario}, ${r.connect.connected.toLocaleString("en-US")} clients`;
+}
+
+const SWEEP_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f"];
+
+/**
+ * Frames per socket write against offered load, one line per report: each
+ * pushing phase is a point at x = its offered messages/s (accepted pushes ×
+ * the clients each reaches, per second of the window; a log axis when the
+ * points span more than 10×), y = Δframes / Δwrites of the comets over the
+ * phase (top) and its push → delivery latency p50 (dashed) and p99 (below,
+ * log). Meant for `--sweep` runs, where every phase is one offered rate;
+ * phases without comet counters are left out of the top panel.
+ *
+ * @example
+ * ```ts
+ * import type { BenchReport } from "./run.ts";
+ * declare const embedded: BenchReport, distributed: BenchReport;
+ * await Deno.writeTextFile("sweep.svg", renderSweepChart([embedded, distributed]));
+ * ```
+ */
+export function renderSweepChart(reports: BenchReport[]): string {
+  const lines = reports.map((r, i) => ({
+    label: reportLabel(r),
+    color: SWEEP_COLORS[i % SWEEP_COLORS.length],
+    points: r.phases
+      .filter((p) => p.kind !== "none" && offeredPerSec(p) > 0)
+      .map((p) => ({
+        x: offeredPerSec(p),
+        fpw: p.comet?.framesPerWrite ?? null,
+        p50: p.latencyMs.p50,
+        p99: p.latencyMs.p99,
+      }))
+      .sort((a, b) => a.x - b.x),
+  }));
+  const xs = lines.flatMap((l) => l.points.map((p) => p.x));
+  const xMin = xs.length ? Math.min(...xs) : 1, xMax = xs.length ? Math.max(...xs) : 10;
+  const log = xMax > xMin * 10;
+  let x: (v: number) => number;
+  let xTicks: { v: number; major: boolean }[];
+  if (log) {
+    const [lo, hi] = decades(xs, [1, 10]);
+    x = logScale(lo, hi, X0, X1);
+    xTicks = logTicks(lo, hi);
+  } else {
+    const ticks = niceTicks(xMax * 1.05, 8);
+    const top = ticks[ticks.length - 1];
+    x = (v) => X0 + (v / top) * (X1 - X0);
+    xTicks = ticks.map((v) => ({ v, major: true }));
+  }
+  const when = reports.map((r) => r.startedAt.slice(0, 16) + "Z").join(", ");
+  const out = head(
+    "goim-deno bench: frames per write against offered load",
+    `${reports[0]?.machine.cpus ?? "?"} CPUs; ${when}`,
+  );
+  // Vertical grid at the x ticks, across both panels.
+  for (const t of xTicks) {
+    out.push(
+      `<line x1="${x(t.v).toFixed(1)}" x2="${x(t.v).toFixed(1)}" y1="${A.top}" y2="${B.bottom}" ` +
+        `stroke="${t.major ? "#e5e5e5" : "#f3f3f3"}"/>`,
+    );
+  }
+
+  // --- panel A: frames per write (linear) -----------------------------------
+  const fpws = lines.flatMap((l) => l.points.map((p) => p.fpw ?? 0));
+  const aTicks = niceTicks(Math.max(1, ...fpws) * 1.25); // headroom for the legend
+  const aTop = aTicks[aTicks.length - 1];
+  const ya = (v: number) => A.bottom - (v / aTop) * (A.bottom - A.top - 18);
+  out.push(...hGrid(aTicks.map((v) => ({ v, label: si(v), stroke: "#e5e5e5" })), ya));
+  out.push(yTitle(A, "frames per write"));
+
+  // --- panel B: latency (log) -----------------------------------------------
+  const [lo, hi] = decades(
+    lines.flatMap((l) => l.points.flatMap((p) => [p.p50 ?? 0, p.p99 ?? 0])),
+    [
+      0.1,
+      100,
+    ],
+  );
+  const yb = logScale(lo, hi, B.bottom, B.top);
+  out.push(...hGrid(logGrid(lo, hi, (v) => `${v}`), yb));
+  out.push(yTitle(B, "latency ms (log)"));
+
+  for (const l of lines) {
+    out.push(...broken(l.points.map((p) => p.fpw === null ? null : [x(p.x), ya(p.fpw)]), l.color));
+    for (const p of l.points) {
+      if (p.fpw !== null) {
+        out.push(
+          `<circle cx="${x(p.x).toFixed(1)}" cy="${
+            ya(p.fpw).toFixed(1)
+          }" r="3" fill="${l.color}"/>`,
+        );
+      }
+    }
+    out.push(
+      ...broken(l.points.map((p) => p.p99 ? [x(p.x), yb(p.p99)] : null), l.color),
+      ...broken(l.points.map((p) => p.p50 ? [x(p.x), yb(p.p50)] : null), l.color, true),
+    );
+  }
+
+  out.push(...axes());
+  for (const t of xTicks) if (t.major || !log) out.push(...xTick(x(t.v), si(t.v)));
+  out.push(
+    `<text x="${(X0 + X1) / 2}" y="${B.bottom + 34}" text-anchor="middle">offered msgs/s ` +
+      `(accepted pushes × clients reached, per second${log ? "; log" : ""})</text>`,
+  );
+  // One row per report at the top left of the upper panel (labels are long).
+  lines.forEach((l, i) => {
+    const y = A.top + 14 + i * 16;
+    out.push(
+      `<rect x="${X0 + 8}" y="${y - 6}" width="14" height="4" fill="${l.color}"/>`,
+      `<text x="${X0 + 28}" y="${y}">${esc(l.label)}</text>`,
+    );
+  });
+  out.push(
+    ...legend([
+      { label: "latency p99 (lower panel)", color: "#555" },
+      { label: "latency p50", color: "#555", dash: true },
+    ]),
+    `</svg>`,
+  );
+  return out.join("\n") + "\n";
 }
