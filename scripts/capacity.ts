@@ -1011,8 +1011,12 @@ export function renderPlan(p: Plan, costs: Costs, costsPath: string): string {
     } fds per process, pools planned at ${fmt(s.utilisation * 100)} %, room pass ≤ ${
       fmt(s.maxPassS)
     } s`,
-    `  costs: ${costsPath} (* = estimate: ${estimates.join(", ")})`,
+    `  costs: ${costsPath}; * marks an estimate:`,
   ];
+  // The estimates, a few per line.
+  for (let i = 0; i < estimates.length; i += 3) {
+    out.push(`    ${estimates.slice(i, i + 3).join(", ")}`);
+  }
   let section = "";
   const lines: string[][] = [];
   const flush = () => {
