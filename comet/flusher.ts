@@ -27,9 +27,13 @@
  *   its start and every 64 channels, so a key push waits at most a slice
  *   (4 ms) of someone else's fan-out.
  * - {@linkcode Flusher.written} tells a caller when what it queued has been
- *   handed to the sockets (the next pass has ended). The comet answers room
- *   and broadcast calls then, so job's batches grow with the time a pass
- *   takes (job/batcher.ts): the pass length is the load signal.
+ *   handed to the sockets (the next pass has ended) — and, after a long
+ *   pass, once as long again has passed (`holdRatio`). The comet answers
+ *   room and broadcast calls then, so job's batches grow with the time a
+ *   pass takes (job/batcher.ts): the pass length is the load signal, and a
+ *   comet spends at most about half its time in fan-out passes, leaving the
+ *   rest to reads, heartbeats and key pushes, while each socket write
+ *   carries more frames.
  *
  * @module
  */
@@ -45,7 +49,19 @@ export interface FlusherOptions {
   stallMs?: number;
   /** Longest a pass runs before yielding to the event loop (default 4 ms). */
   sliceMs?: number;
+  /**
+   * written() resolves this many pass lengths after the pass ends (default
+   * 1: fan-out passes take at most about half the time), for passes of at
+   * least {@linkcode HOLD_MIN_PASS_MS}; at most {@linkcode HOLD_MAX_MS}.
+   */
+  holdRatio?: number;
 }
+
+/** Passes shorter than this (ms) are answered at once: nothing to spread. */
+export const HOLD_MIN_PASS_MS = 5;
+
+/** Longest hold after a pass (ms), whatever its length. */
+export const HOLD_MAX_MS = 250;
 
 /**
  * Runs channel flushes with bounded concurrency.
@@ -63,6 +79,7 @@ export class Flusher {
   readonly #maxInflight: number;
   readonly #stallMs: number;
   readonly #sliceMs: number;
+  readonly #holdRatio: number;
   #dirty: Channel[] = [];
   // Channels with a key push, worked ahead of the pass in progress.
   #urgent: Channel[] = [];
@@ -87,6 +104,7 @@ export class Flusher {
     this.#maxInflight = Math.max(1, opts.maxInflight ?? 16);
     this.#stallMs = Math.max(1, opts.stallMs ?? 20);
     this.#sliceMs = Math.max(1, opts.sliceMs ?? 4);
+    this.#holdRatio = Math.max(0, opts.holdRatio ?? 1);
   }
 
   /** Channels waiting for their turn. */
@@ -134,8 +152,8 @@ export class Flusher {
   /**
    * Resolves when everything queued so far has been handed to its socket:
    * at the end of the pass that starts after this call (a channel already
-   * visited by a running pass is written in the next one). At once when no
-   * channel is waiting.
+   * visited by a running pass is written in the next one), plus the hold
+   * after a long pass (`holdRatio`). At once when no channel is waiting.
    */
   written(): Promise<void> {
     if (this.#dirty.length === 0 && !this.#running) return Promise.resolve();
@@ -159,6 +177,7 @@ export class Flusher {
       let n = 0;
       while (this.#dirty.length > 0 && !this.#stopped) {
         const pass = this.#dirty;
+        const passStart = performance.now();
         this.#dirty = this.#spare;
         const waiters = this.#nextPass;
         this.#nextPass = this.#thisPass;
@@ -178,7 +197,7 @@ export class Flusher {
         }
         pass.length = 0;
         this.#spare = pass;
-        this.#settle(this.#thisPass);
+        this.#settle(this.#thisPass, performance.now() - passStart);
       }
     } finally {
       this.#running = false;
@@ -223,10 +242,20 @@ export class Flusher {
     }
   }
 
-  #settle(waiters: (() => void)[]): void {
+  #settle(waiters: (() => void)[], passMs = 0): void {
     if (waiters.length === 0) return;
     const all = waiters.splice(0);
-    for (const w of all) w();
+    const hold = passMs >= HOLD_MIN_PASS_MS && !this.#stopped
+      ? Math.min(HOLD_MAX_MS, passMs * this.#holdRatio)
+      : 0;
+    if (hold <= 0) {
+      for (const w of all) w();
+      return;
+    }
+    // One timer for every caller of this pass.
+    setTimeout(() => {
+      for (const w of all) w();
+    }, hold);
   }
 
   #done(gen: number): void {

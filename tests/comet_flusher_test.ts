@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
-import { Flusher } from "../comet/flusher.ts";
+import { Flusher, HOLD_MIN_PASS_MS } from "../comet/flusher.ts";
 import type { Channel } from "../comet/channel.ts";
 
 /** The parts of a Channel the flusher uses; flush() records the order of turns. */
@@ -67,4 +67,30 @@ Deno.test("flusher: written() resolves after the pass that writes what was queue
   assert.equal(await written, 500, "every channel queued before written() had its turn");
   assert.equal(await flusher.written().then(() => "idle"), "idle", "at once when nothing waits");
   await flusher.stop();
+});
+
+Deno.test("flusher: after a long pass written() holds as long again; holdRatio 0 answers at once", async () => {
+  for (const holdRatio of [1, 0]) {
+    const order: string[] = [];
+    const flusher = new Flusher({ sliceMs: 1, holdRatio });
+    // ≈20 ms of writes: over HOLD_MIN_PASS_MS, under HOLD_MAX_MS.
+    for (let i = 0; i < 200; i++) flusher.schedule(fakeChannel(`a${i}`, order, 0.1));
+    const t0 = performance.now();
+    let passEnd = 0;
+    const idle = flusher.idle().then(() => passEnd = performance.now());
+    await flusher.written();
+    const answered = performance.now();
+    await idle;
+    const pass = passEnd - t0;
+    assert.ok(pass >= HOLD_MIN_PASS_MS, `a long pass: ${pass} ms`);
+    if (holdRatio === 1) {
+      assert.ok(
+        answered - passEnd >= pass * 0.9,
+        `held ${answered - passEnd} ms after a ${pass} ms pass`,
+      );
+    } else {
+      assert.ok(answered - passEnd < pass, `answered at once: ${answered - passEnd} ms`);
+    }
+    await flusher.stop();
+  }
 });

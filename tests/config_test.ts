@@ -84,7 +84,7 @@ Deno.test("defaults are goim's and typed: durations in ms, sizes in bytes, lists
   assert.equal(cfg.comet.send_queue.policy, "disconnect");
   assert.equal(cfg.job.comet_lanes, 32);
   assert.equal(cfg.job.lane_queue, 1024);
-  assert.equal(cfg.job.room.batch, 20);
+  assert.equal(cfg.job.room.batch, 256);
   assert.equal(cfg.job.room.window, 20);
   assert.equal(cfg.queue.kafka.topic, "goim-push-topic");
   assert.equal(cfg.queue.kafka.group, "goim-push-group-job");
