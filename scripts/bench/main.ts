@@ -355,7 +355,8 @@ Pushes:
   --keys-per-push K        keys or mids per request (1)
   --size B                 pad bodies to B bytes (default ≈ 40)
   --inflight N             push requests in flight at most (64)
-  --drain D                longest wait for a phase's last messages (5s)
+  --drain D                longest wait for a phase's last messages (5s; ends sooner
+                           once nothing arrived for a quarter of it, at least 1.5 s)
   --settle D               pause after connecting before reading RSS (2s)
 Server (default: start main.ts's embedded server as a child on free loopback ports):
   --mode embedded|distributed

@@ -1325,8 +1325,13 @@ class BenchRun {
     });
   }
 
-  /** Waits for a phase's expected count, or until arrivals stop for 1.5 s. */
+  /**
+   * Waits for a phase's expected count, or until arrivals stop for a quarter
+   * of `--drain` (at least 1.5 s): at large fan-out a comet's cycle can leave
+   * gaps of seconds between arrivals that are not the end.
+   */
   async #drain(p: number, expected: number, windowEnd: number): Promise<void> {
+    const idleMs = Math.max(1500, this.#opts.drainMs / 4);
     let last = -1, lastChange = nowMs();
     while (nowMs() - windowEnd < this.#opts.drainMs && !this.#errors.length) {
       const f = await this.#framesOf(p);
@@ -1334,7 +1339,7 @@ class BenchRun {
       if (f !== last) {
         last = f;
         lastChange = nowMs();
-      } else if (nowMs() - lastChange > 1500) break;
+      } else if (nowMs() - lastChange > idleMs) break;
       await pause(20);
     }
   }
