@@ -137,6 +137,27 @@ return removed
 
 // Cluster mode: the two halves of DEL_MAPPING, each on one key (one slot).
 // KEYS[1] = key_<key>; ARGV[1] = server.
+// keysByMids on a single node, one round trip: each mid's fields whose
+// key_<key> route is live, with the route's server; dead fields removed.
+// KEYS = mid_<mid>…; ARGV[1] = the key_ prefix. Reads routes outside KEYS,
+// which only a single node allows (a cluster takes two round trips).
+const LIVE_KEYS_OF_MIDS = new LuaScript(`
+local out = {}
+for i = 1, #KEYS do
+  local fields = redis.call('HKEYS', KEYS[i])
+  for _, k in ipairs(fields) do
+    local server = redis.call('GET', ARGV[1] .. k)
+    if server then
+      out[#out + 1] = k
+      out[#out + 1] = server
+    else
+      redis.call('HDEL', KEYS[i], k)
+    end
+  end
+end
+return out
+`);
+
 const DEL_ROUTE = new LuaScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -247,15 +268,24 @@ export class RedisSessionStore implements SessionStore {
   }
 
   /**
-   * HGETALL of every `mid_<mid>`, merged, keeping only keys whose
-   * `key_<key>` route is live (its server wins); fields of dead routes are
-   * removed. Two round trips.
+   * Every key of these mids whose own `key_<key>` route is live, with the
+   * route's server; fields of dead routes are removed. One Lua script on a
+   * single node; on a cluster an HGETALL per mid, then the routes.
    */
   async keysByMids(mids: readonly number[]): Promise<Map<string, string>> {
     const out = new Map<string, string>();
     if (mids.length === 0) return out;
-    // One command per mid: on a single node ioredis' auto-pipelining sends
-    // them (and those of concurrent pushes) in one write.
+    if (!this.#conn.cluster) {
+      const flat = await this.#conn.eval(
+        "keysByMids",
+        LIVE_KEYS_OF_MIDS,
+        mids.map((m) => this.#midKey(m)),
+        [this.#keyKey("")],
+      ) as string[];
+      for (let i = 0; i + 1 < flat.length; i += 2) out.set(flat[i], flat[i + 1]);
+      return out;
+    }
+    // A cluster: one HGETALL per mid, then the routes (other slots).
     const replies = await this.#conn.call(
       "keysByMids",
       (c) => Promise.all(mids.map((m) => c.hgetall(this.#midKey(m)))),
