@@ -101,6 +101,21 @@ Deno.test("bench layout: ws ratio is exact and interleaved, slices cover every c
   assert.deepEqual(slices(10, 3), [[0, 4], [4, 7], [7, 10]]);
 });
 
+Deno.test("bench layout: --room-layout pinned puts each room's members on one comet", () => {
+  const at = cometsOf({ runId: "x", midBase: 0, wsRatio: 0.5, rooms: 6, pinned: true }, 600, 4);
+  const cometsOfRoom = new Map<number, Set<number>>();
+  at.forEach((c, i) => {
+    const room = i % 6;
+    if (!cometsOfRoom.has(room)) cometsOfRoom.set(room, new Set());
+    cometsOfRoom.get(room)!.add(c);
+  });
+  for (const [room, comets] of cometsOfRoom) {
+    assert.deepEqual([...comets], [room % 4], `room ${room}`);
+  }
+  assert.throws(() => parseCli(["push_rooms", "--room-layout", "zigzag"]), /spread or pinned/);
+  assert.equal(parseCli(["push_rooms", "--room-layout", "pinned"]).options.roomLayout, "pinned");
+});
+
 Deno.test("bench layout: clients spread over comets so rooms and transports span them all", () => {
   const layout = (wsRatio: number, rooms: number) => ({ runId: "x", midBase: 0, wsRatio, rooms });
   for (

@@ -122,6 +122,13 @@ export interface Cli {
   distributed?: { comets: number; cpuProfDir?: string };
 }
 
+/** `--room-layout`: spread (default) or pinned. */
+function roomLayout(v: string | undefined): "spread" | "pinned" {
+  if (v === undefined || v === "spread") return "spread";
+  if (v === "pinned") return "pinned";
+  throw new UsageError(`--room-layout must be spread or pinned, got ${JSON.stringify(v)}`);
+}
+
 const FLAGS = new Set([
   "clients",
   "ws-ratio",
@@ -129,6 +136,7 @@ const FLAGS = new Set([
   "rate",
   "duration",
   "rooms",
+  "room-layout",
   "out",
   "by",
   "heartbeat",
@@ -295,6 +303,7 @@ export function parseCli(argv: string[], now = new Date()): Cli {
     wsRatio,
     workers: num("workers", sc.workers || defaultWorkers(clients)),
     rooms: num("rooms", sc.rooms),
+    roomLayout: roomLayout(get("room-layout")),
     phases,
     heartbeatMs: dur("heartbeat", sc.heartbeatMs),
     connectConcurrency: num("connect-concurrency", 100),
@@ -340,6 +349,8 @@ Swarm:
   --ws-ratio R             share of WebSocket clients, 0..1
   --workers K              worker processes (default: ≥ 2, ~7,000 clients each)
   --rooms M                rooms the clients are spread over (client i → room i mod M)
+  --room-layout L          spread (default: every room on every comet) | pinned (room r's
+                           members all on comet r mod N: comets without members get nothing)
   --heartbeat D            client heartbeat period (30s; client scenario 5s)
   --connect-concurrency N  connects in flight per worker (100)
   --auth-timeout D         connect → op 8 limit per client (30s)

@@ -195,6 +195,8 @@ export interface BenchOptions {
   workers: number;
   /** Rooms the clients are spread over. */
   rooms: number;
+  /** Room r's members all on comet r mod comets (default: every room on every comet). */
+  roomLayout?: "spread" | "pinned";
   /** The phases, in order. */
   phases: PhaseSpec[];
   /** Client heartbeat period (ms). */
@@ -251,6 +253,8 @@ export interface CometCounters {
   slowConsumerDisconnects: number;
   /** frames dropped */
   dropped: number;
+  /** push calls the comet took (PushMsg, BroadcastRoom, Broadcast; stream pushes one each) */
+  pushCalls?: number;
 }
 
 /** What one driver (or all of a phase's together) pushed. */
@@ -505,6 +509,7 @@ const COMET_METRICS = [
   "goim_comet_sent_bytes_total",
   "goim_comet_slow_consumer_disconnects_total",
   "goim_comet_dropped_total",
+  "goim_comet_pushes_total",
 ];
 
 /**
@@ -616,6 +621,7 @@ function cometDelta(
     framesPerWrite: writes > 0 ? frames / writes : null,
     slowConsumerDisconnects: d("goim_comet_slow_consumer_disconnects_total"),
     dropped: d("goim_comet_dropped_total"),
+    pushCalls: d("goim_comet_pushes_total"),
   };
 }
 
@@ -869,6 +875,7 @@ class BenchRun {
       midBase: 1_000_000_000 + Math.floor(Math.random() * 1_000_000) * 1_000_000,
       wsRatio: opts.wsRatio,
       rooms: opts.rooms,
+      pinned: opts.roomLayout === "pinned",
     };
     let stream = 0;
     for (const p of opts.phases) this.#streams.push(driversOf(p).map(() => stream++));

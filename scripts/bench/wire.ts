@@ -28,6 +28,12 @@ export interface SwarmLayout {
   wsRatio: number;
   /** Number of rooms the clients are spread over (client i → room i mod rooms). */
   rooms: number;
+  /**
+   * Every member of room r on comet `r mod comets` (`--room-layout pinned`),
+   * instead of every room spanning every comet: shows job's membership
+   * filter (comets without members of a room get none of its calls).
+   */
+  pinned?: boolean;
 }
 
 /**
@@ -64,6 +70,10 @@ export function transportOf(i: number, wsRatio: number): BenchTransport {
  */
 export function cometsOf(layout: SwarmLayout, count: number, comets: number): Uint16Array {
   const out = new Uint16Array(count);
+  if (layout.pinned) {
+    for (let i = 0; i < count; i++) out[i] = (i % layout.rooms) % comets;
+    return out;
+  }
   const next = new Map<number, number>();
   let classes = 0;
   for (let i = 0; i < count; i++) {
