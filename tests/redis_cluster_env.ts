@@ -36,6 +36,7 @@
 import { Cluster, Redis } from "ioredis";
 import type { RedisConnectionOptions } from "../infra/redis/client.ts";
 import { eventually } from "./eventually.ts";
+import { freePort } from "./fixtures/ports.ts";
 import { type ServiceTarget, serviceTarget } from "./service_env.ts";
 import { countKeys, deleteKeys, onConnection, redisTestUrl, uniqueKeyPrefix } from "./redis_env.ts";
 
@@ -202,18 +203,14 @@ export interface OwnRedisCluster {
 
 /** A loopback port that is free, with its cluster bus port (port + 10000) free too. */
 function freeClusterPort(): number {
-  for (;;) {
-    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (l.addr as Deno.NetAddr).port;
-    l.close();
-    if (port + 10000 > 65535) continue;
+  return freePort((port) => {
     try {
       Deno.listen({ hostname: "127.0.0.1", port: port + 10000 }).close();
-      return port;
+      return true;
     } catch {
-      // bus port taken: draw again
+      return false; // bus port taken: draw again
     }
-  }
+  });
 }
 
 /**

@@ -29,6 +29,7 @@
  */
 
 import { Redis } from "ioredis";
+import { freePort } from "./fixtures/ports.ts";
 import { type ServiceTarget, serviceTarget } from "./service_env.ts";
 
 /** Env var naming the Redis the tests use. */
@@ -189,9 +190,7 @@ export async function hasRedisServerBinary(): Promise<boolean> {
  * for tests that kill or freeze Redis; stopped when `fn` settles.
  */
 export async function ownRedisServer<T>(fn: (srv: OwnRedisServer) => Promise<T>): Promise<T> {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
+  const port = freePort();
   const url = `redis://127.0.0.1:${port}`;
   let child: Deno.ChildProcess | undefined;
   const srv: OwnRedisServer = {

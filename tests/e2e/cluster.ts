@@ -9,17 +9,13 @@
 
 import { Kafka, logLevel } from "kafkajs";
 import { deleteTopic } from "../kafka_env.ts";
+import { freePort } from "../fixtures/ports.ts";
 import type { Cluster } from "./suite.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
-/** A free loopback TCP port (bound, read, released). */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
+/** A free loopback port outside the ephemeral range (tests/fixtures/ports.ts). */
+export { freePort };
 
 /** One role process of the cluster. */
 export class RoleProcess {
