@@ -14,6 +14,8 @@
  */
 
 import { Kafka, type logCreator, logLevel, type PartitionerArgs } from "kafkajs";
+// kafkajs' idle 1 ms timer loop, fixed before any client exists.
+import "./idle_fix.ts";
 import type { Logger } from "../log.ts";
 import { fnv1a32Utf8 } from "../hash.ts";
 
