@@ -347,6 +347,34 @@ type UnaryMethod = (
   callback: (error: grpc.ServiceError | null, reply?: unknown) => void,
 ) => grpc.ClientUnaryCall;
 
+/**
+ * A promise-based client for any service of this project's .proto files:
+ * what {@linkcode createCometClient} and {@linkcode createLogicClient} are
+ * made of, for the extension services (./operator.ts). `service` is the
+ * full name (`goim.operator.CometOperator`) that errors are prefixed with.
+ *
+ * @example
+ * ```ts
+ * import { cometServiceDefinition, type CometMethods, createServiceClient } from "./grpc.ts";
+ * const comet = createServiceClient<CometMethods>(cometServiceDefinition, "goim.comet.Comet", "127.0.0.1:3109");
+ * comet.close();
+ * ```
+ */
+export function createServiceClient<M extends MethodTable>(
+  definition: grpc.ServiceDefinition,
+  service: string,
+  address: string,
+  opts: ClientOptions = {},
+): RpcClient<M> {
+  return createRpcClient<M>(
+    grpc.makeClientConstructor(definition, service),
+    definition,
+    service,
+    address,
+    opts,
+  );
+}
+
 function createRpcClient<M extends MethodTable>(
   Ctor: grpc.ServiceClientConstructor,
   definition: grpc.ServiceDefinition,

@@ -21,8 +21,12 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { fileURLToPath } from "node:url";
 import type { Api } from "./api.ts";
-import { type ClientOptions, type RpcClient, RpcError } from "./grpc.ts";
-import type { MessageInit } from "./messages.ts";
+import {
+  type ClientOptions,
+  createServiceClient,
+  PROTO_LOAD_OPTIONS,
+  type RpcClient,
+} from "./grpc.ts";
 
 /** Keys one Sessions or Kick call may name. */
 export const MAX_SESSION_KEYS = 1000;
@@ -173,16 +177,13 @@ export type CometOperatorClient = RpcClient<OperatorMethods>;
 
 const definition = protoLoader.loadSync(
   fileURLToPath(new URL("./operator.proto", import.meta.url)),
-  { keepCase: true, longs: Number, enums: String, defaults: true, arrays: true, objects: true },
+  PROTO_LOAD_OPTIONS,
 );
 
 /** The grpc-js definition of `goim.operator.CometOperator`, for `server.addService`. */
 export const operatorServiceDefinition: grpc.ServiceDefinition = definition[
   "goim.operator.CometOperator"
 ] as grpc.ServiceDefinition;
-
-const SERVICE = "goim.operator.CometOperator";
-const OperatorClient = grpc.makeClientConstructor(operatorServiceDefinition, SERVICE);
 
 /**
  * Dials (lazily, on the first call) a comet's operator service. Calls send
@@ -203,48 +204,10 @@ export function createCometOperatorClient(
   address: string,
   opts: ClientOptions = {},
 ): CometOperatorClient {
-  const client = new OperatorClient(
+  return createServiceClient<OperatorMethods>(
+    operatorServiceDefinition,
+    "goim.operator.CometOperator",
     address,
-    opts.credentials ?? grpc.credentials.createInsecure(),
-    opts.channelOptions,
+    opts,
   );
-  const deadlineMs = opts.deadlineMs ?? 5000;
-  const metadata = new grpc.Metadata();
-  if (opts.token) metadata.set("authorization", `Bearer ${opts.token}`);
-  type Callback = (error: grpc.ServiceError | null, reply?: unknown) => void;
-  const invoke =
-    (method: keyof OperatorMethods) =>
-    (req: MessageInit<unknown>, call: { deadlineMs?: number } = {}) =>
-      new Promise((resolve, reject) => {
-        const fn = (client as unknown as Record<string, (...a: unknown[]) => unknown>)[method];
-        const done: Callback = (error, reply) => {
-          if (!error) return resolve(reply);
-          const code = grpc.status[error.code] ?? String(error.code);
-          reject(
-            new RpcError(
-              error.code,
-              error.details,
-              `${SERVICE}/${method}: ${code}: ${error.details}`,
-            ),
-          );
-        };
-        const deadline = Date.now() + (call.deadlineMs ?? deadlineMs);
-        fn.call(client, req ?? {}, metadata.clone(), { deadline }, done);
-      });
-  return {
-    Stats: invoke("Stats"),
-    Sessions: invoke("Sessions"),
-    Kick: invoke("Kick"),
-    RoomMembers: invoke("RoomMembers"),
-    Drain: invoke("Drain"),
-    waitForReady: (ms = deadlineMs) =>
-      new Promise<void>((resolve, reject) =>
-        client.waitForReady(
-          Date.now() + ms,
-          (e) => e ? reject(new RpcError(grpc.status.UNAVAILABLE, e.message)) : resolve(),
-        )
-      ),
-    close: () => client.close(),
-    grpc: client,
-  } as CometOperatorClient;
 }
