@@ -10,9 +10,9 @@
  * options of ./security.ts, and the comet serves the service on the same
  * gRPC server as `goim.comet.Comet` (so the token check covers it).
  *
- * Its own loader: ./grpc.ts (goim's services) stays as it is; this file
- * reads ./operator.proto once, on first import, with the same proto-loader
- * options (`keepCase`, `longs: Number`, `defaults`).
+ * Its own .proto beside goim's (./grpc.ts loads only those): read once, on
+ * first import, with ./grpc.ts's loader options; the client is ./grpc.ts's
+ * `createServiceClient`.
  *
  * @module
  */
