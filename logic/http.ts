@@ -33,7 +33,8 @@ import type { NodeBalancer } from "./nodes.ts";
 import type { OnlineCounts } from "./online.ts";
 import * as p from "./params.ts";
 import type { Pusher } from "./push.ts";
-import { ApiError, fail, ok, ResultCode } from "./result.ts";
+import { ApiError, fail, ResultCode } from "./result.ts";
+import { type Route, routeRequest } from "./routes.ts";
 
 /** What {@linkcode createHttpHandler} needs. */
 export interface HttpApiDeps {
@@ -64,11 +65,6 @@ interface Ctx {
   clientIP: string;
 }
 
-interface Route {
-  method: "GET" | "POST";
-  handle: (ctx: Ctx) => Promise<unknown>;
-}
-
 /** Prefix of every API route. */
 export const API_PREFIX = "/goim";
 
@@ -91,7 +87,7 @@ export function createHttpHandler(deps: HttpApiDeps): HttpHandler {
   const authorized = createApiKeyCheck(deps.apiKeys);
   const body = (req: Request) => readWholeBody(req, maxBody) ?? readBody(req, maxBody);
 
-  const routes: Record<string, Route> = {
+  const routes: Record<string, Route<Ctx>> = {
     "/goim/push/keys": {
       method: "POST",
       async handle({ req, q }) {
@@ -166,37 +162,20 @@ export function createHttpHandler(deps: HttpApiDeps): HttpHandler {
     },
   };
 
-  const dispatch = async (
-    req: Request,
-    url: URL,
-    info?: Deno.ServeHandlerInfo,
-  ): Promise<Response> => {
-    const route = Object.hasOwn(routes, url.pathname) ? routes[url.pathname] : undefined;
-    if (route === undefined) {
-      throw new ApiError(
-        ResultCode.NotFound,
-        `no route ${url.pathname}` +
-          (url.pathname.startsWith(API_PREFIX) ? "" : ` (the API lives under ${API_PREFIX}/)`),
-      );
-    }
-    if (!authorized(req)) {
-      throw new ApiError(
-        ResultCode.Unauthorized,
-        "unauthorized: send Authorization: Bearer <one of logic.auth.api_keys>",
-        { "www-authenticate": 'Bearer realm="goim"' },
-      );
-    }
-    if (req.method !== route.method) {
-      throw new ApiError(
-        ResultCode.MethodNotAllowed,
-        `${url.pathname} takes ${route.method}, not ${req.method}`,
-        { allow: route.method },
-      );
-    }
-    const addr = info?.remoteAddr;
-    const clientIP = addr && "hostname" in addr ? addr.hostname : "";
-    return ok(await route.handle({ req, q: url.searchParams, clientIP }));
-  };
+  const auth = { authorized, keys: "logic.auth.api_keys", realm: "goim" };
+  const notFound = (path: string) =>
+    `no route ${path}` +
+    (path.startsWith(API_PREFIX) ? "" : ` (the API lives under ${API_PREFIX}/)`);
+  const dispatch = (req: Request, url: URL, info?: Deno.ServeHandlerInfo): Promise<Response> =>
+    routeRequest(
+      routes,
+      req,
+      url,
+      info,
+      auth,
+      (clientIP) => ({ req, q: url.searchParams, clientIP }),
+      notFound,
+    );
 
   return async (req, info) => {
     const started = metrics ? performance.now() : 0;

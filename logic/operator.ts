@@ -43,7 +43,8 @@ import type { OnlineCounts } from "./online.ts";
 import type { OverviewSampler } from "./operator_overview.ts";
 import type { CometDialer } from "./operator_sources.ts";
 import * as p from "./params.ts";
-import { ApiError, fail, ok, ResultCode } from "./result.ts";
+import { ApiError, fail, ResultCode } from "./result.ts";
+import { type Route, routeRequest } from "./routes.ts";
 
 /** Prefix of every operator API route. */
 export const OPERATOR_PREFIX = "/operator/";
@@ -80,11 +81,6 @@ export type SessionView = Session & { comet: string };
 interface Ctx {
   q: URLSearchParams;
   caller: string;
-}
-
-interface Route {
-  method: "GET" | "POST";
-  handle(ctx: Ctx): Promise<unknown>;
 }
 
 function bad(message: string): ApiError {
@@ -181,7 +177,7 @@ export function createOperatorHandler(
     return { results, errors, missing };
   };
 
-  const routes: Record<string, Route> = {
+  const routes: Record<string, Route<Ctx>> = {
     "/operator/v1/overview": {
       method: "GET",
       handle: () => deps.overview.overview(),
@@ -283,6 +279,7 @@ export function createOperatorHandler(
     },
   };
 
+  const auth = { authorized, keys: "logic.operator.keys", realm: "goim operator" };
   return async (req, info) => {
     let res: Response;
     try {
@@ -293,25 +290,14 @@ export function createOperatorHandler(
           "the operator API is off: set logic.operator.keys (logic.admin.bind is not loopback)",
         );
       }
-      const route = Object.hasOwn(routes, url.pathname) ? routes[url.pathname] : undefined;
-      if (route === undefined) throw new ApiError(ResultCode.NotFound, `no route ${url.pathname}`);
-      if (!authorized(req)) {
-        throw new ApiError(
-          ResultCode.Unauthorized,
-          "unauthorized: send Authorization: Bearer <one of logic.operator.keys>",
-          { "www-authenticate": 'Bearer realm="goim operator"' },
-        );
-      }
-      if (req.method !== route.method) {
-        throw new ApiError(
-          ResultCode.MethodNotAllowed,
-          `${url.pathname} takes ${route.method}, not ${req.method}`,
-          { allow: route.method },
-        );
-      }
-      const addr = info?.remoteAddr;
-      const caller = addr && "hostname" in addr ? addr.hostname : "";
-      res = ok(await route.handle({ q: url.searchParams, caller }));
+      res = await routeRequest(
+        routes,
+        req,
+        url,
+        info,
+        auth,
+        (caller) => ({ q: url.searchParams, caller }),
+      );
     } catch (e) {
       if (!(e instanceof ApiError)) log.error("operator API request failed", { error: e });
       res = fail(
