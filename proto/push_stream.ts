@@ -267,7 +267,7 @@ export class PushStream {
   /** Fails what is outstanding and ends the stream; later pushes are refused. */
   close(): void {
     this.#closed = true;
-    this.#fail(streamError(grpc.status.UNAVAILABLE, "push stream closed"));
+    this.#drop(streamError(grpc.status.UNAVAILABLE, "push stream closed"), true);
   }
 
   #send = (): void => {
@@ -342,25 +342,25 @@ export class PushStream {
       for (const p of items) this.#unary(p.req).then(() => p.resolve(), p.reject);
       return;
     }
-    const err = e === null
-      ? streamError(grpc.status.UNAVAILABLE, why)
-      : streamError(e.code, e.details);
-    // Only what was sent is lost with the stream; what waits goes on a new one.
+    this.#drop(
+      e === null ? streamError(grpc.status.UNAVAILABLE, why) : streamError(e.code, e.details),
+    );
+  }
+
+  /**
+   * Gives up on the stream: what it carried fails with `err`. What waits
+   * fails too when `withPending` (closing), else it goes on a new stream.
+   */
+  #drop(err: RpcError, withPending = false): void {
+    const call = this.#call;
+    this.#call = null;
     const sent = this.#sent;
     this.#sent = [];
     this.#clearTimer();
     for (const s of sent) for (const p of s.items) p.reject(err);
-    if (this.#pending.length > 0 && !this.#scheduled && !this.#closed) this.#send();
-  }
-
-  #fail(err: RpcError): void {
-    const call = this.#call;
-    this.#call = null;
-    const items = [...this.#sent.flatMap((s) => s.items), ...this.#pending.splice(0)];
-    this.#sent = [];
-    this.#clearTimer();
-    for (const p of items) p.reject(err);
+    if (withPending) { for (const p of this.#pending.splice(0)) p.reject(err); }
     call?.cancel();
+    if (this.#pending.length > 0 && !this.#scheduled && !this.#closed) this.#send();
   }
 
   #checkDeadline = (): void => {
@@ -372,17 +372,12 @@ export class PushStream {
       this.#timer = setTimeout(this.#checkDeadline, this.#deadlineMs - age);
       return;
     }
-    const call = this.#call;
-    const err = streamError(
-      grpc.status.DEADLINE_EXCEEDED,
-      `no answer to a push batch in ${this.#deadlineMs} ms`,
+    this.#drop(
+      streamError(
+        grpc.status.DEADLINE_EXCEEDED,
+        `no answer to a push batch in ${this.#deadlineMs} ms`,
+      ),
     );
-    this.#call = null;
-    const sent = this.#sent;
-    this.#sent = [];
-    for (const s of sent) for (const p of s.items) p.reject(err);
-    call?.cancel();
-    if (this.#pending.length > 0 && !this.#scheduled) this.#send();
   };
 
   #clearTimer(): void {
