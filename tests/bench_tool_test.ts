@@ -37,7 +37,7 @@ import {
   parseRender,
   UsageError,
 } from "../scripts/bench/main.ts";
-import { startDistributed } from "./e2e/cluster.ts";
+import { startDistributedOn } from "./e2e/cluster.ts";
 import { kafkaTestBrokers } from "./kafka_env.ts";
 import { redisTestUrl } from "./redis_env.ts";
 
@@ -466,13 +466,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    kafka.assertReachable();
-    redis.assertReachable();
-    const cluster = await startDistributed({
-      comets: 2,
-      kafkaBrokers: kafka.brokers.join(","),
-      redisUrl: redis.url,
-    });
+    const cluster = await startDistributedOn({ kafka, redis }, { comets: 2 });
     const pids = [cluster.logic, cluster.job, ...cluster.cometProcs].map((p) => p.pid!);
     try {
       const report = await runBench(tiny({

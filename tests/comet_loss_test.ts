@@ -28,7 +28,7 @@ import { NODES_REFRESH_MS } from "../logic/nodes.ts";
 import { eventually } from "./eventually.ts";
 import { kafkaTestBrokers } from "./kafka_env.ts";
 import { deleteKeys, redisTestUrl } from "./redis_env.ts";
-import { startDistributed } from "./e2e/cluster.ts";
+import { startDistributedOn } from "./e2e/cluster.ts";
 import { get, push } from "./e2e/suite.ts";
 
 const kafka = await kafkaTestBrokers();
@@ -62,13 +62,9 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    kafka.assertReachable();
-    redis.assertReachable();
-    const cluster = await startDistributed({
+    const cluster = await startDistributedOn({ kafka, redis }, {
       comets: 3,
       nodes: true,
-      kafkaBrokers: kafka.brokers.join(","),
-      redisUrl: redis.url,
       set: [
         `comet.renew_online_interval=${RENEW_MS}ms`,
         `logic.route_ttl=${ROUTE_TTL_MS}ms`,

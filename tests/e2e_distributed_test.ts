@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { kafkaTestBrokers } from "./kafka_env.ts";
 import { redisTargets } from "./redis_cluster_env.ts";
-import { startDistributed } from "./e2e/cluster.ts";
+import { startDistributedOn } from "./e2e/cluster.ts";
 import { deliveryScenario } from "./e2e/suite.ts";
 
 const kafka = await kafkaTestBrokers();
@@ -21,12 +21,8 @@ for (const redis of await redisTargets()) {
     sanitizeOps: false,
     sanitizeResources: false,
     fn: async () => {
-      kafka.assertReachable();
-      redis.assertReachable();
-      const roles = await startDistributed({
+      const roles = await startDistributedOn({ kafka, redis }, {
         comets: 2,
-        kafkaBrokers: kafka.brokers.join(","),
-        redisUrl: redis.url,
         set: redis.configSets(),
       });
       // The roles write under redis.key_prefix = <topic>: (tests/e2e/cluster.ts).

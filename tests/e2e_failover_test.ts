@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { eventually } from "./eventually.ts";
 import { kafkaTestBrokers } from "./kafka_env.ts";
 import { redisTestUrl } from "./redis_env.ts";
-import { freePort, startDistributed } from "./e2e/cluster.ts";
+import { freePort, startDistributed, startDistributedOn } from "./e2e/cluster.ts";
 import { Recorder } from "./e2e/suite.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -75,12 +75,8 @@ Deno.test({
     "failover: job killed with SIGKILL mid-stream of 10,000 numbered pushes, restarted: every number arrives",
   ...opts,
   fn: async () => {
-    kafka.assertReachable();
-    redis.assertReachable();
-    const cluster = await startDistributed({
+    const cluster = await startDistributedOn({ kafka, redis }, {
       comets: 1,
-      kafkaBrokers: kafka.brokers.join(","),
-      redisUrl: redis.url,
       set: ["queue.kafka.session_timeout=6s"],
     });
     const rec = new Recorder(cluster.comets[0].tcp, {

@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { splitHostPort } from "../infra/addr.ts";
-import { freePort, RoleProcess, startDistributed } from "./e2e/cluster.ts";
+import { freePort, RoleProcess, startDistributedOn } from "./e2e/cluster.ts";
 import { eventually } from "./eventually.ts";
 import { operator, operatorScenario } from "./fixtures/operator_scenario.ts";
 import { kafkaTestBrokers } from "./kafka_env.ts";
@@ -28,13 +28,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    kafka.assertReachable();
-    redis.assertReachable();
-    const cluster = await startDistributed({
-      comets: 2,
-      kafkaBrokers: kafka.brokers.join(","),
-      redisUrl: redis.url,
-    });
+    const cluster = await startDistributedOn({ kafka, redis }, { comets: 2 });
     const http = freePort(), admin = freePort();
     const ops = new RoleProcess("operator-logic", [
       "logic/main.ts",

@@ -29,7 +29,7 @@ import { saramaPartition } from "../infra/kafka/client.ts";
 import { eventually } from "./eventually.ts";
 import { kafkaTestBrokers } from "./kafka_env.ts";
 import { deleteKeys, redisTestUrl } from "./redis_env.ts";
-import { type DistributedCluster, startDistributed } from "./e2e/cluster.ts";
+import { type DistributedCluster, startDistributedOn } from "./e2e/cluster.ts";
 import { deliveryScenario, push } from "./e2e/suite.ts";
 
 const kafka = await kafkaTestBrokers();
@@ -120,16 +120,12 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    kafka.assertReachable();
-    redis.assertReachable();
     const brokers = kafka.brokers;
-    const cluster: DistributedCluster = await startDistributed({
+    const cluster: DistributedCluster = await startDistributedOn({ kafka, redis }, {
       comets: 3,
       logics: 2,
       jobs: 2,
       partitions: PARTITIONS,
-      kafkaBrokers: brokers.join(","),
-      redisUrl: redis.url,
       set: [`queue.kafka.session_timeout=${SESSION_TIMEOUT_MS}ms`],
       jobSet: (i) => [`queue.kafka.client_id=${jobClientId(i)}`],
     });

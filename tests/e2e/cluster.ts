@@ -8,7 +8,8 @@
  */
 
 import { Kafka, logLevel } from "kafkajs";
-import { deleteTopic } from "../kafka_env.ts";
+import { deleteTopic, type KafkaTestTarget } from "../kafka_env.ts";
+import type { RedisTestTarget } from "../redis_env.ts";
 import { freePort } from "../fixtures/ports.ts";
 import type { Cluster } from "./suite.ts";
 
@@ -358,4 +359,34 @@ export async function startDistributed(opts: DistributedOptions): Promise<Distri
       return job;
     },
   };
+}
+
+/** The test Kafka and Redis a distributed test runs on (tests/kafka_env.ts, tests/redis_env.ts). */
+export interface DistributedServices {
+  kafka: Pick<KafkaTestTarget, "brokers" | "assertReachable">;
+  /** A single Redis or a tests/redis_cluster_env.ts target (pass its `configSets()` in `set`). */
+  redis: Pick<RedisTestTarget, "url" | "assertReachable">;
+}
+
+/**
+ * {@linkcode startDistributed} on the test services: fails with their CI
+ * message when one is unreachable, and fills `kafkaBrokers` and `redisUrl`.
+ *
+ * @example
+ * ```ts
+ * import { kafkaTestBrokers } from "../kafka_env.ts";
+ * import { redisTestUrl } from "../redis_env.ts";
+ * import { startDistributedOn } from "./cluster.ts";
+ * const [kafka, redis] = await Promise.all([kafkaTestBrokers(), redisTestUrl()]);
+ * const cluster = await startDistributedOn({ kafka, redis }, { comets: 2 });
+ * await cluster.stop();
+ * ```
+ */
+export function startDistributedOn(
+  { kafka, redis }: DistributedServices,
+  opts: Omit<DistributedOptions, "kafkaBrokers" | "redisUrl">,
+): Promise<DistributedCluster> {
+  kafka.assertReachable();
+  redis.assertReachable();
+  return startDistributed({ ...opts, kafkaBrokers: kafka.brokers.join(","), redisUrl: redis.url });
 }
