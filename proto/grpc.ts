@@ -49,11 +49,8 @@ import type {
 
 const protoDir = fileURLToPath(new URL("./", import.meta.url));
 
-/**
- * How every .proto of this folder is loaded (see the module doc), for the
- * extension services that load their own files (./push_stream.ts).
- */
-export const PROTO_LOAD_OPTIONS: protoLoader.Options = {
+// How every .proto of this folder is loaded (see the module doc).
+const PROTO_LOAD_OPTIONS: protoLoader.Options = {
   keepCase: true,
   longs: Number,
   enums: String,
@@ -63,6 +60,27 @@ export const PROTO_LOAD_OPTIONS: protoLoader.Options = {
   // Our .proto files import "protocol.proto" where goim imports its Go path.
   includeDirs: [protoDir],
 };
+
+/**
+ * The grpc-js definition of `service` in `file` of this folder, loaded with
+ * the options of the module doc: how the extension services
+ * (./push_stream.ts, ./operator.ts) load their own .proto files.
+ *
+ * @example
+ * ```ts
+ * import { loadServiceDefinition } from "./grpc.ts";
+ * const def = loadServiceDefinition("comet_stream.proto", "goim.comet.CometStream");
+ * ```
+ */
+export function loadServiceDefinition(file: string, service: string): grpc.ServiceDefinition {
+  const defs = protoLoader.loadSync(
+    fileURLToPath(new URL(`./${file}`, import.meta.url)),
+    PROTO_LOAD_OPTIONS,
+  );
+  const def = defs[service];
+  if (def === undefined) throw new Error(`proto/${file} has no service ${service}`);
+  return def as grpc.ServiceDefinition;
+}
 
 const packageDefinition = protoLoader.loadSync(
   [

@@ -18,13 +18,11 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
-import { fileURLToPath } from "node:url";
 import type { Api } from "./api.ts";
 import {
   type ClientOptions,
   createServiceClient,
-  PROTO_LOAD_OPTIONS,
+  loadServiceDefinition,
   type RpcClient,
 } from "./grpc.ts";
 
@@ -175,15 +173,11 @@ export type CometOperatorApi = Api<OperatorMethods>;
 /** A promise-based `goim.operator.CometOperator` client ({@linkcode createCometOperatorClient}). */
 export type CometOperatorClient = RpcClient<OperatorMethods>;
 
-const definition = protoLoader.loadSync(
-  fileURLToPath(new URL("./operator.proto", import.meta.url)),
-  PROTO_LOAD_OPTIONS,
-);
-
 /** The grpc-js definition of `goim.operator.CometOperator`, for `server.addService`. */
-export const operatorServiceDefinition: grpc.ServiceDefinition = definition[
-  "goim.operator.CometOperator"
-] as grpc.ServiceDefinition;
+export const operatorServiceDefinition: grpc.ServiceDefinition = loadServiceDefinition(
+  "operator.proto",
+  "goim.operator.CometOperator",
+);
 
 /**
  * Dials (lazily, on the first call) a comet's operator service. Calls send

@@ -27,21 +27,15 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
-import { fileURLToPath } from "node:url";
 import type { MessageInit, PushMsgReq } from "./messages.ts";
-import { type CometRpcClient, PROTO_LOAD_OPTIONS, RpcError } from "./grpc.ts";
+import { type CometRpcClient, loadServiceDefinition, RpcError } from "./grpc.ts";
 import { AUTHORIZATION_KEY, bearer } from "./security.ts";
 
-const definition = protoLoader.loadSync(
-  fileURLToPath(new URL("./comet_stream.proto", import.meta.url)),
-  PROTO_LOAD_OPTIONS,
-);
-
 /** The grpc-js definition of `goim.comet.CometStream`, for `server.addService`. */
-export const cometStreamServiceDefinition: grpc.ServiceDefinition = definition[
-  "goim.comet.CometStream"
-] as grpc.ServiceDefinition;
+export const cometStreamServiceDefinition: grpc.ServiceDefinition = loadServiceDefinition(
+  "comet_stream.proto",
+  "goim.comet.CometStream",
+);
 
 const method = cometStreamServiceDefinition.PushMsgs;
 
