@@ -253,3 +253,45 @@ export async function metricsResponse(
     });
   }
 }
+
+/** One sample of the text exposition: name, labels, value. */
+export interface Sample {
+  /** Metric name (with `_bucket`, `_sum`, `_count` for histograms). */
+  name: string;
+  /** Label values by name. */
+  labels: Record<string, string>;
+  /** The value (NaN and ±Inf as Prometheus writes them). */
+  value: number;
+}
+
+const SAMPLE_RE = /^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/;
+const LABEL_RE = /([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
+
+/**
+ * The samples of a Prometheus text exposition whose name `wanted` accepts
+ * (comments and other series skipped). A hand-written reader of sample lines
+ * only: the npm parsers of this format are unmaintained, and the readers
+ * (logic's console, the bench tool) need a few series.
+ *
+ * @example
+ * ```ts
+ * parseSamples('a_total{k="v"} 3\n# HELP b x\nb 1\n', (n) => n === "a_total");
+ * // [{ name: "a_total", labels: { k: "v" }, value: 3 }]
+ * ```
+ */
+export function parseSamples(text: string, wanted: (name: string) => boolean): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const m = SAMPLE_RE.exec(line);
+    if (m === null || !wanted(m[1])) continue;
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? "").matchAll(LABEL_RE)) {
+      labels[l[1]] = l[2].replace(/\\(.)/g, (_, c) => (c === "n" ? "\n" : c));
+    }
+    const v = m[3];
+    const value = v === "+Inf" ? Infinity : v === "-Inf" ? -Infinity : Number(v);
+    out.push({ name: m[1], labels, value });
+  }
+  return out;
+}

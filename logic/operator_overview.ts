@@ -32,7 +32,8 @@ import { errorMessage } from "../infra/log.ts";
 import type { StatsReply } from "../proto/operator.ts";
 import type { LogicMetrics } from "./metrics.ts";
 import type { OnlineCounts } from "./online.ts";
-import { type CometDialer, type JobSource, parseSamples, type Sample } from "./operator_sources.ts";
+import { parseSamples, type Sample } from "../infra/metrics.ts";
+import type { CometDialer, JobSource } from "./operator_sources.ts";
 
 /** A pass younger than this is reused as it is, ms. */
 export const OVERVIEW_REUSE_MS = 900;

@@ -7,7 +7,7 @@
  *   in the embedded process;
  * - jobs: their Prometheus text, fetched from each `logic.operator.jobs`
  *   admin endpoint with `admin.token` ({@linkcode httpJobSource}), or read
- *   from the embedded job's registry; {@linkcode parseSamples} reads the
+ *   from the embedded job's registry; infra/metrics.ts `parseSamples` reads the
  *   few series the console needs.
  *
  * Every call is bounded: {@linkcode SOURCE_TIMEOUT_MS} per call,
@@ -142,46 +142,4 @@ async function readBounded(res: Response, max: number): Promise<string> {
     parts.push(value);
   }
   return new TextDecoder().decode(concat(parts));
-}
-
-/** One sample of the text exposition: name, labels, value. */
-export interface Sample {
-  /** Metric name (with `_bucket`, `_sum`, `_count` for histograms). */
-  name: string;
-  /** Label values by name. */
-  labels: Record<string, string>;
-  /** The value (NaN and ±Inf as Prometheus writes them). */
-  value: number;
-}
-
-const SAMPLE_RE = /^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/;
-const LABEL_RE = /([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
-
-/**
- * The samples of a Prometheus text exposition whose name `wanted` accepts
- * (comments and other series skipped). A hand-written reader of sample lines
- * only: the npm parsers of this format are unmaintained, and the console
- * needs four series.
- *
- * @example
- * ```ts
- * parseSamples('a_total{k="v"} 3\n# HELP b x\nb 1\n', (n) => n === "a_total");
- * // [{ name: "a_total", labels: { k: "v" }, value: 3 }]
- * ```
- */
-export function parseSamples(text: string, wanted: (name: string) => boolean): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const m = SAMPLE_RE.exec(line);
-    if (m === null || !wanted(m[1])) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? "").matchAll(LABEL_RE)) {
-      labels[l[1]] = l[2].replace(/\\(.)/g, (_, c) => (c === "n" ? "\n" : c));
-    }
-    const v = m[3];
-    const value = v === "+Inf" ? Infinity : v === "-Inf" ? -Infinity : Number(v);
-    out.push({ name: m[1], labels, value });
-  }
-  return out;
 }

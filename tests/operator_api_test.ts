@@ -12,7 +12,7 @@ import { createLogicMetrics } from "../logic/metrics.ts";
 import { OnlineCounts } from "../logic/online.ts";
 import { createOperatorHandler } from "../logic/operator.ts";
 import { OverviewSampler, quantile } from "../logic/operator_overview.ts";
-import { parseSamples } from "../logic/operator_sources.ts";
+import { parseSamples } from "../infra/metrics.ts";
 import { startEmbedded } from "../main.ts";
 import { eventually } from "./eventually.ts";
 import { TcpTestClient } from "./fixtures/comet_fixtures.ts";

@@ -36,6 +36,7 @@ import {
 } from "./histogram.ts";
 import type { ServerReady } from "./server.ts";
 import { LOOP_LAG_INTERVAL_MS, LOOP_LAG_METRIC, LOOP_LAG_WINDOW } from "../../infra/loop_lag.ts";
+import { parseSamples } from "../../infra/metrics.ts";
 import {
   BENCH_OP,
   type ConnectCommand,
@@ -493,13 +494,7 @@ export function slices(n: number, k: number): [number, number][] {
  */
 export function sumMetrics(text: string, names: string[]): Record<string, number> {
   const out: Record<string, number> = Object.fromEntries(names.map((n) => [n, 0]));
-  for (const line of text.split("\n")) {
-    if (!line || line[0] === "#") continue;
-    const sp = line.lastIndexOf(" ");
-    const brace = line.indexOf("{");
-    const name = line.slice(0, brace >= 0 && brace < sp ? brace : sp);
-    if (name in out) out[name] += Number(line.slice(sp + 1)) || 0;
-  }
+  for (const x of parseSamples(text, (n) => n in out)) out[x.name] += x.value || 0;
   return out;
 }
 
@@ -523,14 +518,8 @@ const COMET_METRICS = [
  */
 export function byLabel(text: string, name: string, label: string): Record<string, number> {
   const out: Record<string, number> = {};
-  const head = `${name}{`, key = `${label}="`;
-  for (const line of text.split("\n")) {
-    if (!line.startsWith(head)) continue;
-    const at = line.indexOf(key, head.length);
-    const close = line.lastIndexOf("}");
-    if (at < 0 || at > close) continue;
-    const v = line.slice(at + key.length, line.indexOf('"', at + key.length));
-    out[v] = Number(line.slice(line.lastIndexOf(" ") + 1));
+  for (const x of parseSamples(text, (n) => n === name)) {
+    if (label in x.labels) out[x.labels[label]] = x.value;
   }
   return out;
 }
