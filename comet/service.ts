@@ -9,7 +9,7 @@
  * that way) and is wrapped as is.
  *
  * Only business ops are pushed, by the rule logic's HTTP API applies to
- * `operation` ({@linkcode isBusinessOp}: 18 to 2^31-1). Ops 0–17 are the
+ * `operation` ({@linkcode isBusinessOp}: 18 to 2147483391). Ops 0–17 are the
  * protocol's own — a pushed op 8 reads as an auth reply, op 3 as a heartbeat
  * reply, op 6 as a disconnect — so whoever calls, a proto whose op is neither
  * 9 nor a business op, or an op 9 batch with any inner frame that is not, is
@@ -63,7 +63,8 @@ class ReservedOp extends RpcError {
   }
 }
 
-const BUSINESS_OPS = "a business op: 18 to 2147483647; 0-17 are protocol ops";
+const BUSINESS_OPS =
+  "a business op: 18 to 2147483391; 0-17 are protocol ops, 2147483392 up stream ops";
 
 // Offset of `op` in a frame header: packLen u32, headerLen u16, ver u16, op u32.
 const OP_OFFSET = 8;

@@ -102,13 +102,13 @@ export function operation(q: URLSearchParams): number {
   const v = optionalString(q, "operation");
   if (v === undefined || v === "") {
     throw bad(
-      "operation: required (a business op: an integer from 18 to 2147483647, 1000+ by convention)",
+      "operation: required (a business op: an integer from 18 to 2147483391, 1000+ by convention)",
     );
   }
   const n = INT_RE.test(v) ? Number(v) : NaN;
   if (!isBusinessOp(n)) {
     throw bad(
-      `operation: expected a business op (an integer from 18 to 2147483647, 1000+ by convention; ` +
+      `operation: expected a business op (an integer from 18 to 2147483391, 1000+ by convention; ` +
         `0-17 are protocol ops), got ${JSON.stringify(v)}`,
     );
   }

@@ -48,6 +48,16 @@ export interface PushMsgReq {
   /** The operation connections must accept (their `accepts` set) to get the push. */
   protoOp: number;
   proto: Proto | null;
+  /** (100) The mid stream the push has a position in (docs/STREAMS.md); "" or absent: none. */
+  stream?: string;
+  /** (101) That stream's epoch. */
+  epoch?: string;
+  /** (102) The position. */
+  pos?: number;
+  /** (103) The push id; "" or absent: none. */
+  push_id?: string;
+  /** (104) Opted-in connections are asked to ack. */
+  ack?: boolean;
 }
 
 /** `goim.comet.PushMsgReply`. */
@@ -68,6 +78,12 @@ export type BroadcastReply = Record<never, never>;
 export interface BroadcastRoomReq {
   roomID: string;
   proto: Proto | null;
+  /** (100) The room stream's epoch (docs/STREAMS.md); "" or absent: no stream. */
+  epoch?: string;
+  /** (101) One position per frame of the op 9 `proto`, in order. */
+  positions?: number[];
+  /** (102) One push id per frame, in order. */
+  push_ids?: string[];
 }
 
 /** `goim.comet.BroadcastRoomReply`. */
@@ -97,6 +113,12 @@ export interface PushMsg {
   room: string;
   keys: string[];
   msg: Uint8Array;
+  /** (100) The push id (docs/STREAMS.md); "" or absent: none. */
+  push_id?: string;
+  /** (101) A push to this mid's stream: type PUSH without server or keys. */
+  mid?: number;
+  /** (102) Opted-in connections are asked to ack. */
+  ack?: boolean;
 }
 
 /** `goim.logic.ConnectReq`: a comet asks logic to authenticate a new connection. */
@@ -145,7 +167,64 @@ export interface ConnectReply {
    * it out rather than 0 when unset, as the scope fields.
    */
   token_expires_in_ms?: number;
+  /** (105) The token opted in to streams (docs/STREAMS.md). Leave out when false. */
+  streams?: boolean;
+  /** (106) The token's `streams.recover` positions. */
+  recover?: StreamPositionMsg[];
 }
+
+/** `goim.logic.StreamPosition`: a client's last position in a stream. */
+export interface StreamPositionMsg {
+  stream: string;
+  epoch: string;
+  pos: number;
+}
+
+/** `goim.logic.StreamEntry`: one kept message, as Recover returns it. */
+export interface StreamEntryMsg {
+  pos: number;
+  push_id: string;
+  op: number;
+  body: Uint8Array;
+  ack: boolean;
+  time: number;
+}
+
+/** `goim.logic.RecoverReq` (service goim.logic.Streams). */
+export interface RecoverReq {
+  streams: StreamPositionMsg[];
+}
+
+/** `goim.logic.StreamResult`: one stream's answer to Recover. */
+export interface StreamResult {
+  stream: string;
+  epoch: string;
+  top: number;
+  recovered: boolean;
+  reason: string;
+  entries: StreamEntryMsg[];
+}
+
+/** `goim.logic.RecoverReply`. */
+export interface RecoverReply {
+  results: StreamResult[];
+}
+
+/** `goim.logic.StreamAck`: one client ack. */
+export interface StreamAckMsg {
+  push_id: string;
+  key: string;
+  mid: number;
+}
+
+/** `goim.logic.AcksReq`: acks a comet batches to logic. */
+export interface AcksReq {
+  server: string;
+  acks: StreamAckMsg[];
+}
+
+/** `goim.logic.AcksReply`. */
+export type AcksReply = Record<never, never>;
 
 /** `goim.logic.DisconnectReq`. */
 export interface DisconnectReq {

@@ -55,7 +55,18 @@ export const Op = {
   Unsub: 16,
   /** s→c: echoes the Unsub body. */
   UnsubReply: 17,
+  /** s→c: a push with its stream position or push id (docs/STREAMS.md); opted-in connections only. */
+  StreamMsg: 0x7fffff00,
+  /** c→s: JSON `{"ids": [...]}`, push ids the client processed. */
+  StreamAck: 0x7fffff01,
+  /** c→s: JSON `{"recover": [...]}`, replay what follows these positions. */
+  StreamSync: 0x7fffff02,
+  /** s→c: JSON `{"streams": [...]}`, each stream's epoch, top and recovery result. */
+  StreamState: 0x7fffff03,
 } as const;
+
+/** First op of the range reserved for stream ops (docs/STREAMS.md); no push may use it. */
+export const STREAM_OPS_FIRST = 0x7fffff00;
 
 /** A named operation code. */
 export type OpCode = typeof Op[keyof typeof Op];
@@ -77,10 +88,11 @@ export function opName(op: number): string {
 
 /**
  * Whether the server may ever send `op` to a client as a push operation.
- * Reserved and protocol ops (0–17) are not business operations.
+ * Reserved and protocol ops (0–17) and the stream ops' range
+ * (0x7FFFFF00–0x7FFFFFFF) are not business operations.
  */
 export function isBusinessOp(op: number): boolean {
-  return Number.isInteger(op) && op > Op.UnsubReply && op <= 0x7fffffff;
+  return Number.isInteger(op) && op > Op.UnsubReply && op < STREAM_OPS_FIRST;
 }
 
 /**

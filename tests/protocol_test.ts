@@ -44,7 +44,7 @@ function assertCode(fn: () => unknown, code: string): void {
 
 // ------------------------------------------------------------------ ops
 
-Deno.test("ops: numbers match docs/PROTOCOL.md exactly", () => {
+Deno.test("ops: numbers match docs/PROTOCOL.md and docs/STREAMS.md exactly", () => {
   assert.deepEqual({ ...Op }, {
     Handshake: 0,
     HandshakeReply: 1,
@@ -64,6 +64,10 @@ Deno.test("ops: numbers match docs/PROTOCOL.md exactly", () => {
     SubReply: 15,
     Unsub: 16,
     UnsubReply: 17,
+    StreamMsg: 2147483392,
+    StreamAck: 2147483393,
+    StreamSync: 2147483394,
+    StreamState: 2147483395,
   });
 });
 
@@ -76,7 +80,9 @@ Deno.test("ops: opName and isBusinessOp", () => {
   for (let op = 0; op <= 17; op++) assert.equal(isBusinessOp(op), false, `op ${op}`);
   assert.equal(isBusinessOp(18), true);
   assert.equal(isBusinessOp(1000), true);
-  assert.equal(isBusinessOp(0x7fffffff), true);
+  assert.equal(isBusinessOp(0x7fffff00 - 1), true);
+  assert.equal(isBusinessOp(0x7fffff00), false); // stream ops (docs/STREAMS.md)
+  assert.equal(isBusinessOp(0x7fffffff), false);
   assert.equal(isBusinessOp(0x80000000), false);
   assert.equal(isBusinessOp(-1000), false);
   assert.equal(isBusinessOp(1000.5), false);
