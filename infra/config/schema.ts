@@ -146,6 +146,21 @@ export const CONFIG_SCHEMA = defineSchema({
     "disconnect",
     "When a send queue is full: close the slow client (op 6 first), drop its oldest queued frames, or drop the new frame. Counted in metrics.",
   ),
+  "comet.streams.ack_timeout": duration(
+    "5s",
+    "An ack-requested push an opted-in connection has not acked (op StreamAck) is sent again after this (docs/STREAMS.md).",
+    { min: "100ms", max: "10m" },
+  ),
+  "comet.streams.ack_retries": int(
+    3,
+    "Re-sends per unacked push; then the comet stops tracking it (a mid push stays recoverable from its stream).",
+    { min: 0, max: 100 },
+  ),
+  "comet.streams.max_unacked": int(
+    256,
+    "Unacked pushes tracked per connection; past it the oldest is forgotten (counted) rather than holding memory for a client that never acks.",
+    { min: 1, max: 65_536 },
+  ),
   "comet.shutdown_deadline": duration(
     "10s",
     "On SIGINT/SIGTERM, time allowed to drain and close connections before exiting anyway.",
@@ -217,6 +232,11 @@ export const CONFIG_SCHEMA = defineSchema({
     "64KiB",
     "Largest push message accepted (bigger: HTTP 413, code -413). Every target queues it, so keep it well below comet.send_queue.max_bytes.",
     { min: 1, max: "16MiB" },
+  ),
+  "logic.push.max_wait": duration(
+    "30s",
+    "Largest wait= of an ack-requested push (ack=1): the HTTP answer comes when every target acked or this is up (docs/STREAMS.md).",
+    { max: "10m" },
   ),
   "logic.grpc.bind": addr(
     "127.0.0.1:3119",
@@ -449,6 +469,36 @@ export const CONFIG_SCHEMA = defineSchema({
     { min: "1s" },
   ),
 
+  "streams.enabled": bool(
+    true,
+    "Positions, history and recovery for room and mid pushes (docs/STREAMS.md). false: mid pushes are routed by logic as goim does, and opted-in connections are told reason disabled.",
+  ),
+  "streams.history.size": int(
+    1000,
+    "Messages kept per stream (room or mid); a client further behind is told window_passed.",
+    { min: 1, max: 100_000 },
+  ),
+  "streams.history.ttl": duration(
+    "24h",
+    "A kept message older than this is not replayed (window_passed); a stream without a message for this long loses its history and epoch.",
+    { min: "1s", max: "720h" },
+  ),
+  "streams.memory.max_streams": int(
+    100_000,
+    "Memory engine (embedded mode): streams kept; past it the least recently written stream is dropped (its epoch changes).",
+    { min: 1 },
+  ),
+  "streams.recover.timeout": duration(
+    "5s",
+    "Longest a comet waits for logic's Recover on connect or StreamSync; then it answers reason unavailable and lets live messages through.",
+    { min: "100ms", max: "1m" },
+  ),
+  "streams.status.ttl": duration(
+    "1h",
+    "How long the status of an ack-requested push is kept for GET /goim/push/status.",
+    { min: "1s", max: "720h" },
+  ),
+
   "sessions.engine": oneOf(
     ["memory", "redis"],
     "memory",
@@ -509,6 +559,8 @@ export const SECTION_DOCS: Readonly<Record<string, string>> = {
   logic: "The logic role: HTTP push API, gRPC for comets, sessions, auth.",
   job: "The job role: consumes the queue and fans pushes out to comets.",
   queue: "The queue between logic and job.",
+  streams:
+    "Stream positions, history, recovery and push status (docs/STREAMS.md); the store follows sessions.engine.",
   sessions: "The session route store.",
   registry: "The comet registry.",
   discovery: "bilibili discovery, goim's service registry (migration from a running goim cluster).",
