@@ -192,7 +192,10 @@ export interface StreamEntryMsg {
 
 /** `goim.logic.RecoverReq` (service goim.logic.Streams). */
 export interface RecoverReq {
+  /** What follows each position (epoch "" + pos 0: everything kept, the client saw no history). */
   streams: StreamPositionMsg[];
+  /** Streams asked for their epoch and top only. */
+  state_only: string[];
 }
 
 /** `goim.logic.StreamResult`: one stream's answer to Recover. */
