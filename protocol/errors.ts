@@ -12,7 +12,9 @@ export type ProtocolErrorCode =
   | "packlen_mismatch"
   | "truncated"
   | "bad_ops"
-  | "bad_auth_token";
+  | "bad_auth_token"
+  /** A stream op's body breaks docs/STREAMS.md (protocol/streams.ts). */
+  | "bad_stream";
 
 /**
  * Thrown for input that breaks the wire contract. The comet answers it with

@@ -1,6 +1,6 @@
 /**
  * The goim v2 client wire codec: frames, operations, the streaming reader,
- * push batches and the auth token. Pure (no I/O), zero-copy over
+ * push batches, the auth token and the stream ops' bodies. Pure (no I/O), zero-copy over
  * `Uint8Array`; runs in Deno and browsers.
  *
  * @example
@@ -21,3 +21,4 @@ export * from "./batch.ts";
 export * from "./token.ts";
 export * from "./messages.ts";
 export * from "./bytes.ts";
+export * from "./streams.ts";
