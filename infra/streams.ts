@@ -49,7 +49,7 @@ export interface StreamPosition {
 
 /** What {@linkcode StreamStore.recover} answers for one stream. */
 export interface Recovery {
-  /** The stream's current epoch (a fresh one if the stream has no history). */
+  /** The stream's current epoch; `""` for a stream with no history. */
   epoch: string;
   /** The stream's last position (0: nothing appended in this epoch). */
   top: number;
@@ -79,17 +79,45 @@ export interface StreamLimits {
 /** Stream history. */
 export interface StreamStore {
   /**
-   * Appends entries to one stream, atomically and in order, trimming it to
-   * its bounds. Entries whose push id the stream holds keep their position.
+   * Appends entries to one stream, atomically and in order: positions
+   * top+1, top+2, … with no hole. An entry whose push id the stream still
+   * holds (or that came earlier in the same call) gets that position again
+   * and is not added twice. A stream with no history starts a fresh epoch
+   * at position 1. The stream is trimmed to its last `history.size`
+   * entries and expires `history.ttl` after its last append. No entries:
+   * nothing is created, the answer is the current epoch (`""` if none).
+   * Throws a RangeError for a stream name that is empty, not well-formed
+   * or over {@linkcode MAX_STREAM_NAME_BYTES}, a push id that is not 1 …
+   * {@linkcode MAX_PUSH_ID_LENGTH} of `[A-Za-z0-9_-]`, or an op that is
+   * not an int32.
    */
   append(stream: string, entries: readonly StreamEntryInit[]): Promise<Appended>;
   /**
-   * Everything after `since` (null: only the epoch and top), or why not.
-   * Never creates a stream: an unknown stream answers its would-be epoch
-   * and top 0, and `epoch_changed` to a non-empty `since.epoch`.
+   * Everything after `since`, or why not. Reads only: it never creates a
+   * stream, and a stream with no history (never appended, expired, lost,
+   * evicted) answers epoch `""` and top 0. In order:
+   *
+   * - `since` null: the epoch and top, `recovered: true`, no entries;
+   * - `since.epoch` is not the stream's epoch → `epoch_changed`, except
+   *   `{epoch: "", pos: 0}` ("I saw it with no history"): on a stream with
+   *   no history it is recovered with nothing; on one with history every
+   *   entry is replayed if the first kept is still position 1, else
+   *   `window_passed`;
+   * - `since.pos > top` → `epoch_changed` (a client cannot be ahead);
+   * - `since.pos == top` → recovered, no entries;
+   * - the oldest kept entry is after `since.pos + 1` (trimmed to
+   *   `history.size`), or an entry to replay is older than `history.ttl`
+   *   → `window_passed`;
+   * - else every entry after `since.pos`, oldest first.
+   *
+   * `epoch` and `top` are the stream's current ones in every answer.
    */
   recover(stream: string, since: StreamPosition | null): Promise<Recovery>;
-  /** Up to `limit` entries after `after` (or the last `limit` if absent), for the history API. */
+  /**
+   * Up to `limit` (1 … {@linkcode MAX_RANGE_LIMIT}) entries after `after`,
+   * or the last `limit` if absent, for the history API; entries older than
+   * `history.ttl` are left out. Throws a RangeError for another limit.
+   */
   range(stream: string, opts: { after?: number; limit: number }): Promise<StreamRange>;
   /** Releases resources. */
   close(): Promise<void>;
@@ -106,11 +134,17 @@ export interface PushTargetStatus {
   acked: number;
 }
 
-/** An ack-requested push and its targets. */
+/**
+ * An ack-requested push and its targets. The three counts are disjoint and
+ * sum to `targets.length`: `acked` (any connection acked), `offline` (not
+ * acked, and job found no live connection: `sent` 0 after a delivery) and
+ * `pending` (the rest: not delivered yet, or delivered and not acked).
+ */
 export interface PushStatus {
   id: string;
-  /** When logic accepted the push, ms since the epoch. */
+  /** When the store recorded the push, ms since the epoch. */
   created: number;
+  /** In the order given to {@linkcode PushStatusStore.create}. */
   targets: PushTargetStatus[];
   acked: number;
   pending: number;
@@ -124,19 +158,47 @@ export interface AckReport {
   mid: number;
 }
 
-/** Status of ack-requested pushes, kept `streams.status.ttl`. */
+/** Status of ack-requested pushes, kept `streams.status.ttl` from creation. */
 export interface PushStatusStore {
-  /** Records a push and its targets (`mid:<mid>` / `key:<key>`), all pending. */
+  /**
+   * Records a push and its targets (`mid:<mid>` / `key:<key>`, repeats
+   * counted once), all pending. Throws a RangeError beyond
+   * {@linkcode MAX_PUSH_TARGETS} targets or for a target of another form.
+   */
   create(id: string, targets: readonly string[]): Promise<void>;
-  /** Job handed the push for `target` to `sent` connections (0: offline). */
+  /**
+   * Job handed the push for `target` to `sent` connections (0: offline);
+   * a later call for the same target adds to `sent`. An unknown id or a
+   * target the push does not have is ignored.
+   */
   delivered(id: string, target: string, sent: number): Promise<void>;
-  /** Client acks; unknown ids and repeated acks of one key are ignored. */
+  /**
+   * Client acks. An ack counts for `key:<key>` if that is a target of the
+   * push, else for `mid:<mid>` if that is one; one key counts once per
+   * push however often it acks. Unknown ids (expired, or not push ids at
+   * all: the comet reports what clients send) are ignored.
+   */
   acked(acks: readonly AckReport[]): Promise<void>;
   /** The push's status, or null when unknown or expired. */
   get(id: string): Promise<PushStatus | null>;
   /** Releases resources. */
   close(): Promise<void>;
 }
+
+/** Longest stream name, in UTF-8 bytes (docs/STREAMS.md, "Opting in"). */
+export const MAX_STREAM_NAME_BYTES = 256;
+
+/** Longest epoch, in ASCII bytes. */
+export const MAX_EPOCH_BYTES = 64;
+
+/** Longest push id; push ids are ASCII `[A-Za-z0-9_-]` (docs/STREAMS.md, "StreamMsg"). */
+export const MAX_PUSH_ID_LENGTH = 64;
+
+/** Largest `limit` of {@linkcode StreamStore.range} (the history API's bound). */
+export const MAX_RANGE_LIMIT = 1000;
+
+/** Most targets one ack-requested push may have ({@linkcode PushStatusStore.create}). */
+export const MAX_PUSH_TARGETS = 10_000;
 
 /** The stream name of a room key (`live://1` → `room:live://1`). */
 export function roomStream(room: string): string {

@@ -1,0 +1,380 @@
+/**
+ * In-process {@linkcode StreamStore} and {@linkcode PushStatusStore} for the
+ * embedded mode, where logic and job share one instance of each.
+ *
+ * Streams: a Map in least-recently-appended order (an append moves its
+ * stream to the end), each stream its kept entries oldest first and a push
+ * id → position index for deduplication. Bounds: `size` entries per
+ * stream (`streams.history.size`), `maxStreams` streams
+ * (`streams.memory.max_streams`: past it the least recently appended is
+ * dropped, so its next append starts a new epoch), and `ttlMs`
+ * (`streams.history.ttl`): a stream not appended to for that long reads as
+ * having no history. Expiry is lazy: a read drops an expired stream, and
+ * each append drops expired streams from the front of the Map (the least
+ * recently appended, hence the first to expire), so no timer runs.
+ *
+ * Push status: a Map in creation order (all records live the same
+ * `ttlMs`, so the oldest expire first); each `create` drops the expired
+ * ones from the front, and at most `maxTargets` targets are kept over all
+ * records (the oldest records are dropped past it), so an app pushing with
+ * `ack=1` faster than the TTL lets go cannot grow the process without bound.
+ *
+ * Every operation is synchronous under the hood, hence atomic; the promises
+ * only fit the interfaces. After `close()` every method rejects.
+ *
+ * @example
+ * ```ts
+ * import { MemoryStreamStore } from "./streams.ts";
+ * const store = new MemoryStreamStore({ size: 1000, ttlMs: 86_400_000, maxStreams: 100_000 });
+ * const { epoch, positions } = await store.append("room:live://1", [
+ *   { pushId: "p1", op: 1000, body: new TextEncoder().encode("hi") },
+ * ]);
+ * console.log(epoch, positions); // e.g. "3f9a0c1b2d4e" [1]
+ * console.log(await store.recover("room:live://1", { epoch, pos: 0 })); // the entry at 1
+ * await store.close();
+ * ```
+ *
+ * @module
+ */
+
+import {
+  checkEntries,
+  checkLimits,
+  checkPushId,
+  checkRange,
+  checkSent,
+  checkSince,
+  checkStreamName,
+  checkTargets,
+  isPushId,
+  isStale,
+  newEpoch,
+  planRecovery,
+  pushStatus,
+  replayAnswer,
+  type StreamHead,
+  type TargetCounters,
+} from "../stream_rules.ts";
+import type {
+  AckReport,
+  Appended,
+  PushStatus,
+  PushStatusStore,
+  Recovery,
+  StreamEntry,
+  StreamEntryInit,
+  StreamLimits,
+  StreamPosition,
+  StreamRange,
+  StreamStore,
+} from "../streams.ts";
+
+/** Options of {@linkcode MemoryStreamStore}. */
+export interface MemoryStreamStoreOptions extends StreamLimits {
+  /** Streams kept (`streams.memory.max_streams`); the least recently appended goes first. */
+  maxStreams: number;
+  /** Clock in ms since the epoch; tests inject a fake one. Default `Date.now`. */
+  now?: () => number;
+}
+
+interface MemStream {
+  epoch: string;
+  top: number;
+  /** Kept entries, oldest first. */
+  entries: StreamEntry[];
+  /** Push id → position, for every kept entry. */
+  ids: Map<string, number>;
+  /** Time of the last append. */
+  last: number;
+}
+
+/** A {@linkcode StreamStore} in a Map (embedded mode). */
+export class MemoryStreamStore implements StreamStore {
+  readonly #size: number;
+  readonly #ttlMs: number;
+  readonly #maxStreams: number;
+  readonly #now: () => number;
+  #streams = new Map<string, MemStream>();
+  #closed = false;
+
+  /** Throws a RangeError for a size, TTL or stream count below 1. */
+  constructor(opts: MemoryStreamStoreOptions) {
+    checkLimits(opts);
+    if (!Number.isInteger(opts.maxStreams) || opts.maxStreams < 1) {
+      throw new RangeError(`maxStreams must be an integer ≥ 1, got ${opts.maxStreams}`);
+    }
+    this.#size = opts.size;
+    this.#ttlMs = opts.ttlMs;
+    this.#maxStreams = opts.maxStreams;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** Streams held right now (expired ones not yet dropped included). */
+  get streams(): number {
+    return this.#streams.size;
+  }
+
+  /** Positions the entries, trims to `size`, evicts past `maxStreams`. */
+  append(stream: string, entries: readonly StreamEntryInit[]): Promise<Appended> {
+    return this.#run(() => {
+      checkStreamName(stream);
+      checkEntries(entries);
+      const now = this.#now();
+      let s = this.#live(stream, now);
+      if (entries.length === 0) return { epoch: s?.epoch ?? "", positions: [] };
+      if (s) this.#streams.delete(stream);
+      else s = { epoch: newEpoch(), top: 0, entries: [], ids: new Map(), last: now };
+      this.#streams.set(stream, s);
+      s.last = now;
+      const positions: number[] = [];
+      for (const e of entries) {
+        let pos = s.ids.get(e.pushId);
+        if (pos === undefined) {
+          pos = ++s.top;
+          s.ids.set(e.pushId, pos);
+          // A copy: the caller's buffer may be a view into a larger one it reuses.
+          s.entries.push({
+            pushId: e.pushId,
+            op: e.op,
+            body: new Uint8Array(e.body),
+            ack: e.ack === true,
+            pos,
+            time: now,
+          });
+        }
+        positions.push(pos);
+      }
+      const excess = s.entries.length - this.#size;
+      if (excess > 0) {
+        for (const old of s.entries.splice(0, excess)) s.ids.delete(old.pushId);
+      }
+      this.#dropOld(now);
+      return { epoch: s.epoch, positions };
+    });
+  }
+
+  /** The recovery rules of {@linkcode StreamStore.recover}; never creates a stream. */
+  recover(stream: string, since: StreamPosition | null): Promise<Recovery> {
+    return this.#run(() => {
+      checkStreamName(stream);
+      checkSince(since);
+      const now = this.#now();
+      const s = this.#live(stream, now);
+      const head = s ? headOf(s) : null;
+      const plan = planRecovery(head, since);
+      if (typeof plan !== "number") return plan;
+      const entries = s!.entries.slice(plan - head!.first);
+      return replayAnswer(head!, plan, entries, now, this.#ttlMs);
+    });
+  }
+
+  /** Up to `limit` entries after `after` (or the last `limit`), stale ones left out. */
+  range(stream: string, opts: { after?: number; limit: number }): Promise<StreamRange> {
+    return this.#run(() => {
+      checkStreamName(stream);
+      checkRange(opts);
+      const now = this.#now();
+      const s = this.#live(stream, now);
+      if (!s) return { epoch: "", top: 0, entries: [] };
+      const fresh = (e: StreamEntry) => !isStale(e.time, now, this.#ttlMs);
+      let entries: StreamEntry[];
+      if (opts.after === undefined) {
+        entries = s.entries.slice(-opts.limit).filter(fresh);
+      } else {
+        entries = [];
+        const first = headOf(s).first;
+        for (let i = Math.max(opts.after + 1 - first, 0); i < s.entries.length; i++) {
+          if (entries.length === opts.limit) break;
+          if (fresh(s.entries[i])) entries.push(s.entries[i]);
+        }
+      }
+      return { epoch: s.epoch, top: s.top, entries };
+    });
+  }
+
+  /**
+   * Drops a stream's history now (its next append starts a new epoch), as
+   * a restart of the process would; whether it had any.
+   */
+  delete(stream: string): boolean {
+    return this.#streams.delete(stream);
+  }
+
+  /** Drops everything; later calls reject. */
+  close(): Promise<void> {
+    this.#closed = true;
+    this.#streams.clear();
+    return Promise.resolve();
+  }
+
+  /** The stream if it has history at `now`; an expired one is dropped. */
+  #live(stream: string, now: number): MemStream | undefined {
+    const s = this.#streams.get(stream);
+    if (s && isStale(s.last, now, this.#ttlMs)) {
+      this.#streams.delete(stream);
+      return undefined;
+    }
+    return s;
+  }
+
+  /** Evicts past `maxStreams`, then drops expired streams from the front (least recent first). */
+  #dropOld(now: number): void {
+    for (const [name, s] of this.#streams) {
+      if (this.#streams.size > this.#maxStreams || isStale(s.last, now, this.#ttlMs)) {
+        this.#streams.delete(name);
+      } else break;
+    }
+  }
+
+  #run<T>(f: () => T): Promise<T> {
+    return settle(this.#closed, "memory stream store", f);
+  }
+}
+
+/** `f`'s result or throw as a promise; a rejection once the store is closed. */
+function settle<T>(closed: boolean, store: string, f: () => T): Promise<T> {
+  if (closed) return Promise.reject(new Error(`${store}: closed`));
+  try {
+    return Promise.resolve(f());
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+function headOf(s: MemStream): StreamHead {
+  return { epoch: s.epoch, top: s.top, first: s.top - s.entries.length + 1 };
+}
+
+/** Default of {@linkcode MemoryPushStatusOptions.maxTargets}. */
+export const DEFAULT_MAX_STATUS_TARGETS = 1_000_000;
+
+/** Options of {@linkcode MemoryPushStatusStore}. */
+export interface MemoryPushStatusOptions {
+  /** How long a record is kept after its creation (`streams.status.ttl`). */
+  ttlMs: number;
+  /**
+   * Targets kept over all records (about 150 B each); past it the oldest
+   * records are dropped. Default {@linkcode DEFAULT_MAX_STATUS_TARGETS}.
+   */
+  maxTargets?: number;
+  /** Clock in ms since the epoch; tests inject a fake one. Default `Date.now`. */
+  now?: () => number;
+}
+
+interface StatusRecord {
+  created: number;
+  /** Target → its counters, in creation order. */
+  targets: Map<string, TargetCounters>;
+  /** Keys that acked this push (each counts once). */
+  keys: Set<string>;
+}
+
+/** A {@linkcode PushStatusStore} in a Map (embedded mode). */
+export class MemoryPushStatusStore implements PushStatusStore {
+  readonly #ttlMs: number;
+  readonly #maxTargets: number;
+  readonly #now: () => number;
+  #records = new Map<string, StatusRecord>();
+  #targets = 0;
+  #closed = false;
+
+  /** Throws a RangeError for a TTL or target bound below 1. */
+  constructor(opts: MemoryPushStatusOptions) {
+    const max = opts.maxTargets ?? DEFAULT_MAX_STATUS_TARGETS;
+    if (!Number.isInteger(opts.ttlMs) || opts.ttlMs < 1) {
+      throw new RangeError(`status ttl must be an integer ≥ 1 ms, got ${opts.ttlMs}`);
+    }
+    if (!Number.isInteger(max) || max < 1) {
+      throw new RangeError(`maxTargets must be an integer ≥ 1, got ${max}`);
+    }
+    this.#ttlMs = opts.ttlMs;
+    this.#maxTargets = max;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** Records held right now (expired ones not yet dropped included). */
+  get records(): number {
+    return this.#records.size;
+  }
+
+  /** Records the push, all targets pending; replaces an earlier record of the same id. */
+  create(id: string, targets: readonly string[]): Promise<void> {
+    return this.#run(() => {
+      checkPushId(id);
+      const unique = checkTargets(targets);
+      const now = this.#now();
+      this.#drop(id);
+      this.#records.set(id, {
+        created: now,
+        targets: new Map(unique.map((target) => [target, { target, sent: -1, acked: 0 }])),
+        keys: new Set(),
+      });
+      this.#targets += unique.length;
+      for (const [old, r] of this.#records) {
+        const full = this.#targets > this.#maxTargets && old !== id;
+        if (!full && !isStale(r.created, now, this.#ttlMs)) break;
+        this.#drop(old);
+      }
+    });
+  }
+
+  /** Adds `sent` to the target's connections; unknown ids and targets are ignored. */
+  delivered(id: string, target: string, sent: number): Promise<void> {
+    return this.#run(() => {
+      checkSent(sent);
+      const t = this.#live(id)?.targets.get(target);
+      if (t) t.sent = Math.max(t.sent, 0) + sent;
+    });
+  }
+
+  /** Counts each ack for its key's or its mid's target, once per key. */
+  acked(acks: readonly AckReport[]): Promise<void> {
+    return this.#run(() => {
+      for (const ack of acks) {
+        if (!isPushId(ack.pushId)) continue;
+        const r = this.#live(ack.pushId);
+        if (!r || r.keys.has(ack.key)) continue;
+        const t = r.targets.get(`key:${ack.key}`) ?? r.targets.get(`mid:${ack.mid}`);
+        if (!t) continue;
+        r.keys.add(ack.key);
+        t.acked++;
+      }
+    });
+  }
+
+  /** The push's status, or null. */
+  get(id: string): Promise<PushStatus | null> {
+    return this.#run(() => {
+      const r = this.#live(id);
+      return r ? pushStatus(id, r.created, [...r.targets.values()]) : null;
+    });
+  }
+
+  /** Drops everything; later calls reject. */
+  close(): Promise<void> {
+    this.#closed = true;
+    this.#records.clear();
+    this.#targets = 0;
+    return Promise.resolve();
+  }
+
+  #live(id: string): StatusRecord | undefined {
+    const r = this.#records.get(id);
+    if (r && isStale(r.created, this.#now(), this.#ttlMs)) {
+      this.#drop(id);
+      return undefined;
+    }
+    return r;
+  }
+
+  #drop(id: string): void {
+    const r = this.#records.get(id);
+    if (!r) return;
+    this.#records.delete(id);
+    this.#targets -= r.targets.size;
+  }
+
+  #run<T>(f: () => T): Promise<T> {
+    return settle(this.#closed, "memory push status store", f);
+  }
+}
