@@ -6,6 +6,7 @@
 
 import { ProtocolError } from "./errors.ts";
 import { isInt32 } from "./ops.ts";
+import type { StreamRecoverEntry } from "./streams.ts";
 
 /**
  * What a goim client sends in its op 7 body (docs/PROTOCOL.md, "Connection
@@ -25,12 +26,35 @@ export interface AuthToken {
   accepts: number[];
   /** A signed credential (a JWT) when logic's auth mode requires one. */
   token?: string;
+  /**
+   * Opts the connection in to streams (docs/STREAMS.md, "Opting in"); absent
+   * on a goim connection. Not a goim field: a goim logic ignores it.
+   */
+  streams?: AuthTokenStreams;
+}
+
+/**
+ * The token's `streams` field: `{}` opts in; `recover` names the client's
+ * last positions (at most 8; its room's and its mid's are the ones used).
+ *
+ * @example
+ * ```ts
+ * const streams: AuthTokenStreams = {
+ *   recover: [{ stream: "room:live://1000", epoch: "b8f1c2", pos: 41 }],
+ * };
+ * ```
+ */
+export interface AuthTokenStreams {
+  /** One entry per stream: its name, the epoch the client knows and its last position. */
+  recover?: StreamRecoverEntry[];
 }
 
 const utf8 = new TextEncoder();
 
 /**
- * Encodes a token as an op 7 body.
+ * Encodes a token as an op 7 body (its JSON, in the object's own key
+ * order). `streams` is written only when present, so a token without it
+ * encodes to the same bytes as before streams existed.
  *
  * @example
  * ```ts
@@ -45,6 +69,8 @@ export function encodeAuthToken(token: AuthToken): Uint8Array {
  * Parses and validates an op 7 body. Missing optional fields take their
  * zero values as in goim; wrong types are a {@linkcode ProtocolError}
  * with code `bad_auth_token`.
+ * `streams` is not read here: logic validates it on its own with
+ * `parseStreamsOption` (protocol/streams.ts), only when present.
  */
 export function parseAuthToken(body: Uint8Array): AuthToken {
   let v: unknown;
