@@ -18,6 +18,14 @@ import { Connection, type ConnectionEnd, type PushMessage } from "./connection.t
 import { Emitter, type Listener } from "./emitter.ts";
 import { GoimClientError } from "./errors.ts";
 import { DEFAULT_NODES_TIMEOUT_MS, NodeRotation, type NodeSource, resolveNodes } from "./nodes.ts";
+import {
+  type StreamPositions,
+  type StreamsEvent,
+  type StreamsOptions,
+  type StreamStats,
+  StreamTracker,
+  zeroStreamStats,
+} from "./streams.ts";
 import { openTransport, type TransportFactory } from "./transport.ts";
 
 /**
@@ -117,7 +125,11 @@ export interface GoimClientOptions {
    * fallback while no nodes list could be had.
    */
   url: string | URL;
-  /** The op 7 token. The client keeps its own copy, updated by changeRoom/sub/unsub. */
+  /**
+   * The op 7 token. The client keeps its own copy, updated by
+   * changeRoom/sub/unsub. Its `streams` field is the SDK's: set the
+   * `streams` option instead.
+   */
   token: AuthToken;
   /** Heartbeat period after auth (default 240 000 ms, goim's 4 min). */
   heartbeatIntervalMs?: number;
@@ -147,6 +159,13 @@ export interface GoimClientOptions {
   random?: () => number;
   /** Transport factory (default {@linkcode openTransport}); for tests or custom sockets. */
   transport?: TransportFactory;
+  /**
+   * Opt in to streams (docs/STREAMS.md, "SDK"): positions, recovery on
+   * reconnect, duplicates dropped, gaps filled, acks. `true` takes the
+   * defaults of {@linkcode StreamsOptions}. Default off: the connection is a
+   * goim one and nothing of this runs.
+   */
+  streams?: boolean | StreamsOptions;
 }
 
 /**
@@ -245,6 +264,12 @@ export interface GoimClientEvents {
   /** A reconnect attempt starts. */
   reconnect: ReconnectEvent;
   /**
+   * With `streams`: messages of a stream were lost (not recovered, epoch
+   * changed, or a gap the hold bounds gave up on); the app reloads that
+   * stream's state.
+   */
+  streams: StreamsEvent;
+  /**
    * Every error that ended a connection or a reconnect attempt (the same
    * error as `disconnect.error`, except `closed`), and errors thrown by
    * listeners, and failed nodes lookups (the attempt then falls back).
@@ -314,6 +339,7 @@ export class GoimClient {
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   #lastOnline: number | undefined;
   #inErrorEmit = false;
+  #streams: StreamTracker | null = null;
 
   /** Validates `options`; nothing connects until {@linkcode GoimClient.connect}. */
   constructor(options: GoimClientOptions) {
@@ -352,6 +378,12 @@ export class GoimClient {
       options.nodesTimeoutMs ?? DEFAULT_NODES_TIMEOUT_MS,
     );
     this.#events = new Emitter<GoimClientEvents>((e) => this.#onListenerError(e));
+    if (options.streams) {
+      this.#streams = new StreamTracker(options.streams === true ? {} : options.streams, {
+        deliver: (m) => this.#events.emit("message", m),
+        lost: (ev) => this.#events.emit("streams", ev),
+      });
+    }
   }
 
   /** The current lifecycle state. */
@@ -387,6 +419,37 @@ export class GoimClient {
   /** A copy of the token the next (re)auth sends. */
   get token(): AuthToken {
     return copyToken(this.#token);
+  }
+
+  /**
+   * With `streams`: every stream's last delivered position, to persist (for
+   * example in `localStorage` from a `message` listener or on `pagehide`)
+   * and pass back as `streams.positions`. `{}` without `streams`.
+   *
+   * @example
+   * ```ts
+   * declare const client: GoimClient;
+   * declare const storage: { setItem(k: string, v: string): void };
+   * storage.setItem("goim.positions", JSON.stringify(client.positions()));
+   * ```
+   */
+  positions(): StreamPositions {
+    return this.#streams?.positions() ?? {};
+  }
+
+  /**
+   * With `streams`: counters since the client was created (duplicates
+   * dropped, gaps, syncs, acks sent, messages held now). Zeros without
+   * `streams`.
+   *
+   * @example
+   * ```ts
+   * declare const client: GoimClient;
+   * console.log("duplicates dropped:", client.streamStats().duplicates);
+   * ```
+   */
+  streamStats(): StreamStats {
+    return this.#streams?.stats() ?? zeroStreamStats();
   }
 
   /**
@@ -471,6 +534,8 @@ export class GoimClient {
   #open(attempt: number, url: URL): Promise<void> {
     this.#target = url;
     const token = copyToken(this.#token);
+    const streams = this.#streams;
+    if (streams) token.streams = streams.tokenField(token);
     const opening = Connection.open({
       url,
       token,
@@ -482,6 +547,7 @@ export class GoimClient {
       signal: this.#abort?.signal,
       onAuth: (conn) => {
         this.#conn = conn;
+        streams?.attach({ send: (op, body) => conn.send(op, body) });
         this.#state = "connected";
         this.#attempt = 0;
         this.#rotation.succeeded();
@@ -492,6 +558,7 @@ export class GoimClient {
         this.#lastOnline = online;
         this.#events.emit("heartbeat", { online });
       },
+      onStreamFrame: streams ? (f) => streams.frame(f) : undefined,
       onEnd: (conn, end) => this.#onEnd(conn, end),
     }).then(() => {});
     const tracked = opening.finally(() => {
@@ -503,6 +570,7 @@ export class GoimClient {
 
   #onEnd(conn: Connection, end: ConnectionEnd): void {
     if (this.#conn === conn) this.#conn = null;
+    this.#streams?.detach();
     this.#afterFailure(end.error, end.reason);
   }
 

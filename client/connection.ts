@@ -11,7 +11,7 @@
 import { decodeReason, type DisconnectReason, ProtocolError } from "../protocol/errors.ts";
 import { decodeFrames, encodeFrame, type Frame } from "../protocol/frame.ts";
 import { decodeHeartbeatReply } from "../protocol/messages.ts";
-import { Op } from "../protocol/ops.ts";
+import { Op, STREAM_OPS_FIRST } from "../protocol/ops.ts";
 import { type AuthToken, encodeAuthToken } from "../protocol/token.ts";
 import { GoimClientError } from "./errors.ts";
 import type { Transport, TransportClose, TransportFactory } from "./transport.ts";
@@ -37,6 +37,22 @@ export interface PushMessage {
   ver: number;
   /** Frame seq (0 for pushes). */
   seq: number;
+  // ---- streams (docs/STREAMS.md), only on a client created with `streams`
+  /** The stream (`room:…`, `mid:…`) the message has a position in. */
+  stream?: string;
+  /** Its position in `stream` (≥ 1, no holes). */
+  pos?: number;
+  /** The epoch of `pos`. */
+  epoch?: string;
+  /** The push id (ack-requested and stream messages). */
+  pushId?: string;
+  /** Replayed from history (recovery), not live. */
+  replayed?: boolean;
+  /**
+   * With `streams.autoAck: false`, on ack-requested messages: tells the
+   * server the message was processed (idempotent; sent batched).
+   */
+  ack?: () => void;
 }
 
 /**
@@ -94,6 +110,13 @@ export interface ConnectionOptions {
   onMessage(message: PushMessage): void;
   /** An op 3 reply arrived with the room's online count. */
   onHeartbeat(online: number): void;
+  /**
+   * Takes the frames of the stream ops' reserved range (StreamMsg,
+   * StreamState: docs/STREAMS.md) instead of `onMessage` when set (a
+   * connection that opted in). What it throws is a protocol error: the
+   * connection ends with it.
+   */
+  onStreamFrame?(frame: Frame): void;
   /** The authenticated connection ended (never called if auth failed). */
   onEnd(conn: Connection, end: ConnectionEnd): void;
 }
@@ -114,7 +137,7 @@ const MAX_SEQ = 0x7fffffff;
  * @example
  * ```ts
  * import { utf8 } from "../protocol/bytes.ts";
- * import { Op } from "../protocol/ops.ts";
+ * import { Op, STREAM_OPS_FIRST } from "../protocol/ops.ts";
  * import type { AuthToken } from "../protocol/token.ts";
  * import { openTransport } from "./transport.ts";
  * declare const token: AuthToken;
@@ -271,6 +294,16 @@ export class Connection {
     }
     // Protocol ops (0–17) are never pushes: a late reply to a timed-out request is dropped.
     if (f.op >= 0 && f.op <= Op.UnsubReply) return;
+    const onStream = this.#opts.onStreamFrame;
+    // The reserved range is never a push (protocol/ops.ts, isBusinessOp).
+    if (onStream && f.op >= STREAM_OPS_FIRST) {
+      try {
+        onStream(f);
+      } catch (e) {
+        this.#fail(this.#protocolError(e));
+      }
+      return;
+    }
     this.#opts.onMessage({ op: f.op, body: f.body, ver: f.ver, seq: f.seq });
   }
 
@@ -323,6 +356,14 @@ export class Connection {
       }, timeoutMs);
       this.#pending.set(seq, { replyOps, resolve, reject, timer });
     });
+  }
+
+  /**
+   * Sends a frame that gets no reply (stream acks and syncs); does nothing
+   * once the connection is not ready.
+   */
+  send(op: number, body: Uint8Array): void {
+    if (this.ready) this.#write(op, body);
   }
 
   /**

@@ -3,12 +3,14 @@
  * with auth, heartbeats (online counts), seq-matched requests (change room,
  * sub, unsub, send), typed events and reconnects with capped exponential
  * backoff and jitter, optionally to another comet of logic's nodes answer
- * (`nodes`, `nodes.ts`). Built on the pure codec in `protocol/`.
+ * (`nodes`, `nodes.ts`), and, with `streams`, positions, recovery,
+ * in-order delivery without duplicates and acks (`streams.ts`,
+ * docs/STREAMS.md). Built on the pure codec in `protocol/`.
  *
  * ## Where it runs
  * - **Browsers and Deno**: everything here with `ws://` / `wss://` URLs:
  *   `client.ts`, `connection.ts`, `websocket.ts`, `transport.ts`,
- *   `backoff.ts`, `emitter.ts`, `errors.ts`, `nodes.ts` use only Web APIs
+ *   `backoff.ts`, `emitter.ts`, `errors.ts`, `nodes.ts`, `streams.ts` use only Web APIs
  *   (`WebSocket`, `fetch`, `Uint8Array`, `TextEncoder`, `AbortController`,
  *   timers).
  * - **Deno only**: `tcp://` URLs. The TCP transport (`tcp.ts`, on
@@ -69,6 +71,23 @@ export {
   nodeUrls,
   resolveNodes,
 } from "./nodes.ts";
+export {
+  DEFAULT_STREAM_ACK_DELAY_MS,
+  DEFAULT_STREAM_HOLD_MAX,
+  DEFAULT_STREAM_HOLD_TIMEOUT_MS,
+  DEFAULT_STREAM_MAX_STREAMS,
+  STREAM_ID_MEMORY,
+  type StreamHooks,
+  type StreamLink,
+  type StreamLossReason,
+  type StreamPosition,
+  type StreamPositions,
+  type StreamsEvent,
+  type StreamsOptions,
+  type StreamStats,
+  StreamTracker,
+  zeroStreamStats,
+} from "./streams.ts";
 export { Emitter, type Listener } from "./emitter.ts";
 export { GoimClientError, type GoimClientErrorCode } from "./errors.ts";
 export {
@@ -80,7 +99,7 @@ export {
   type TransportOptions,
 } from "./transport.ts";
 export { openWebSocket, WS_CLOSE_TIMEOUT_MS } from "./websocket.ts";
-export type { AuthToken } from "../protocol/token.ts";
+export type { AuthToken, AuthTokenStreams } from "../protocol/token.ts";
 export type { Frame } from "../protocol/frame.ts";
 export type { DisconnectReason } from "../protocol/errors.ts";
 export { ReasonCode } from "../protocol/errors.ts";
