@@ -8,7 +8,8 @@
  * What a tracker holds is bounded: positions of at most `maxStreams`
  * streams (least recently moved forgotten first), at most `holdMax` held
  * messages per connection for at most `holdTimeoutMs`, one sync in flight
- * (answered or given up after `holdTimeoutMs`), push ids remembered for
+ * (a second only once the first went `holdTimeoutMs` unanswered, never a
+ * third: the comet closes a connection that sends one), push ids remembered for
  * dedupe and re-acks in two LRU sets of {@linkcode STREAM_ID_MEMORY}, and
  * acks flushed at {@linkcode MAX_ACK_IDS} or after `ackDelayMs`.
  *
@@ -257,8 +258,20 @@ interface Held {
 interface Hold {
   msgs: Map<number, Held>;
   timer: ReturnType<typeof setTimeout>;
-  /** The top a recovered sync answer named: once delivered up to it, a remaining gap re-syncs. */
-  replayUntil: number;
+}
+
+/** A sync sent and not answered. */
+interface InFlight {
+  streams: Set<string>;
+  /** Unanswered for holdTimeoutMs: its streams may be asked for again, and one more sync may go. */
+  stale: boolean;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** A replay announced by a recovered StreamState: `left` replayed messages up to `top`. */
+interface Replay {
+  top: number;
+  left: number;
 }
 
 /** A Map-ordered set that forgets its oldest member past `max`. */
@@ -344,9 +357,14 @@ export class StreamTracker {
   // ---- per connection
   #link: StreamLink | null = null;
   #holds = new Map<string, Hold>();
-  #syncing: Set<string> | null = null;
-  #syncTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * Syncs sent and not answered, oldest first (the comet answers them in
+   * order). It takes one in flight and one waiting, and closes a
+   * connection that sends a third: never more than two here.
+   */
+  #inflight: InFlight[] = [];
   #syncQueue = new Set<string>();
+  #replays = new Map<string, Replay>();
   #acks: string[] = [];
   #ackTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -419,10 +437,10 @@ export class StreamTracker {
     for (const h of this.#holds.values()) clearTimeout(h.timer);
     this.#holds.clear();
     this.#stats.held = 0;
-    this.#syncing = null;
-    clearTimeout(this.#syncTimer);
-    this.#syncTimer = undefined;
+    for (const f of this.#inflight) clearTimeout(f.timer);
+    this.#inflight = [];
     this.#syncQueue.clear();
+    this.#replays.clear();
     this.#acks = [];
     clearTimeout(this.#ackTimer);
     this.#ackTimer = undefined;
@@ -455,6 +473,11 @@ export class StreamTracker {
     if (msg.epoch === "" || msg.pos === 0) {
       throw bad(`a kind ${msg.kind} message carries an epoch and a position ≥ 1`);
     }
+    this.#onStreamMsg(msg, frame);
+    if ((msg.flags & StreamFlag.Replayed) !== 0) this.#replayedOne(msg.stream);
+  }
+
+  #onStreamMsg(msg: StreamMsg, frame: Frame): void {
     const cur = this.#positions.get(msg.stream);
     if (cur === undefined) {
       // No state named this stream: its first message is the baseline.
@@ -527,7 +550,6 @@ export class StreamTracker {
       h = {
         msgs: new Map(),
         timer: setTimeout(() => this.#giveUp(stream), this.#holdTimeoutMs),
-        replayUntil: 0,
       };
       this.#holds.set(stream, h);
       this.#stats.gaps++;
@@ -582,7 +604,7 @@ export class StreamTracker {
     else this.#hold(msg, frame);
   }
 
-  // Delivers held messages that now follow the position; re-syncs a gap the replay left.
+  // Delivers held messages that now follow the position.
   #drain(stream: string): void {
     const h = this.#holds.get(stream);
     if (h === undefined) return;
@@ -605,10 +627,18 @@ export class StreamTracker {
     if (h.msgs.size === 0) {
       clearTimeout(h.timer);
       this.#holds.delete(stream);
-      return;
     }
-    if (h.replayUntil > 0 && this.#positions.get(stream)!.pos >= h.replayUntil) {
-      h.replayUntil = 0;
+  }
+
+  // One replayed message of `stream` was handled. After the last one the
+  // StreamState announced, a replay the comet cut short (it sends what fits
+  // half its send queue) or a gap still held is synced again from here.
+  #replayedOne(stream: string): void {
+    const r = this.#replays.get(stream);
+    if (r === undefined || --r.left > 0) return;
+    this.#replays.delete(stream);
+    const cur = this.#positions.get(stream);
+    if (cur !== undefined && (cur.pos < r.top || this.#holds.has(stream))) {
       this.#requestSync(stream);
     }
   }
@@ -627,55 +657,78 @@ export class StreamTracker {
   // Whether a sync for `stream` is (now) asked for; false when it cannot be.
   #requestSync(stream: string): boolean {
     if (this.#link === null || !nameable(stream)) return false;
-    if (this.#syncing?.has(stream) || this.#syncQueue.has(stream)) return true;
-    if (this.#syncing === null) this.#sendSync([stream]);
-    else this.#syncQueue.add(stream);
+    if (
+      this.#syncQueue.has(stream) || this.#inflight.some((f) => !f.stale && f.streams.has(stream))
+    ) {
+      return true;
+    }
+    this.#syncQueue.add(stream);
+    this.#pumpSyncs();
     return true;
   }
 
-  #sendSync(streams: string[]): void {
+  // Sends the queued streams (≤ 8) when no sync is in flight, or when the
+  // only one is stale: a server that never answers does not block syncs for
+  // good, and the comet's limit of two is never passed.
+  #pumpSyncs(): void {
+    if (this.#link === null || this.#syncQueue.size === 0) return;
+    const n = this.#inflight.length;
+    if (n >= 2 || (n === 1 && !this.#inflight[0].stale)) return;
     const entries: StreamRecoverEntry[] = [];
-    for (const stream of streams) {
+    for (const stream of this.#syncQueue) {
+      if (entries.length === MAX_RECOVER_ENTRIES) break;
+      this.#syncQueue.delete(stream);
       const p = this.#positions.get(stream);
       if (p) entries.push({ stream, epoch: p.epoch, pos: p.pos });
     }
-    if (entries.length === 0 || this.#link === null) return;
-    this.#syncing = new Set(entries.map((e) => e.stream));
-    // A server that never answers does not block later syncs forever.
-    this.#syncTimer = setTimeout(() => this.#syncDone(), this.#holdTimeoutMs);
+    if (entries.length === 0) return;
+    const f: InFlight = {
+      streams: new Set(entries.map((e) => e.stream)),
+      stale: false,
+      timer: setTimeout(() => {
+        f.stale = true;
+        this.#pumpSyncs();
+      }, this.#holdTimeoutMs),
+    };
+    this.#inflight.push(f);
     this.#stats.syncs++;
     this.#link.send(Op.StreamSync, encodeStreamSync(entries));
-  }
-
-  #syncDone(): void {
-    clearTimeout(this.#syncTimer);
-    this.#syncTimer = undefined;
-    this.#syncing = null;
-    if (this.#syncQueue.size === 0) return;
-    const next = [...this.#syncQueue].slice(0, MAX_RECOVER_ENTRIES);
-    for (const s of next) this.#syncQueue.delete(s);
-    this.#sendSync(next);
   }
 
   // ------------------------------------------------------------ StreamState
 
   #onState(entries: StreamStateEntry[]): void {
-    let answered = false;
+    // The answer to the oldest sync names its streams with `recovered` set.
+    const head = this.#inflight[0];
+    if (head && entries.some((e) => e.recovered !== undefined && head.streams.has(e.stream))) {
+      clearTimeout(head.timer);
+      this.#inflight.shift();
+    }
     for (const e of entries) {
-      if (e.recovered !== undefined && this.#syncing?.delete(e.stream)) answered = true;
       this.#applyState(e);
       if (this.#link === null) return;
     }
-    if (answered && this.#syncing?.size === 0) this.#syncDone();
+    this.#pumpSyncs();
   }
 
   #applyState(e: StreamStateEntry): void {
     const cur = this.#positions.get(e.stream);
+    this.#replays.delete(e.stream);
     if (e.recovered === false) {
-      // Never move back within an epoch: what was delivered stays delivered.
-      const pos = cur !== undefined && cur.epoch === e.epoch ? Math.max(cur.pos, e.pos) : e.pos;
-      if (cur !== undefined && cur.epoch !== e.epoch) this.#dropHold(e.stream);
-      this.#lose(e.stream, e.reason ?? "unavailable", e.epoch, pos);
+      const reason = e.reason ?? "unavailable";
+      let { epoch, pos } = e;
+      if (cur !== undefined) {
+        if (reason === "unavailable" || reason === "disabled") {
+          // The server could not tell: keep what was delivered (a later gap syncs).
+          ({ epoch, pos } = cur);
+        } else if (cur.epoch === epoch) {
+          // Never move back within an epoch: what was delivered stays delivered.
+          pos = Math.max(cur.pos, pos);
+        } else {
+          this.#dropHold(e.stream);
+        }
+      }
+      this.#lose(e.stream, reason, epoch, pos);
       this.#drain(e.stream);
       return;
     }
@@ -695,12 +748,12 @@ export class StreamTracker {
       this.#setPos(e.stream, { epoch: e.epoch, pos: cur.pos });
     }
     if (e.recovered === true) {
-      // The replay follows this frame; a gap it leaves open is synced again.
-      const h = this.#holds.get(e.stream);
-      if (h !== undefined) {
-        h.replayUntil = Math.max(e.pos, 1);
-        this.#drain(e.stream);
+      // The replay follows this frame (the position stays: it brings it up to the top).
+      const left = e.replayed ?? 0;
+      if (left > 0 && e.pos > this.#positions.get(e.stream)!.pos) {
+        this.#replays.set(e.stream, { top: e.pos, left });
       }
+      this.#drain(e.stream);
       return;
     }
     // State only (after auth or op 13, for a stream not named): messages the
@@ -721,7 +774,7 @@ export class StreamTracker {
     this.#positions.set(stream, p);
     if (this.#positions.size > this.#maxStreams) {
       for (const s of this.#positions.keys()) {
-        if (!this.#holds.has(s) && !this.#syncing?.has(s)) {
+        if (!this.#holds.has(s) && !this.#inflight.some((f) => f.streams.has(s))) {
           this.#positions.delete(s);
           this.#syncQueue.delete(s);
           break;

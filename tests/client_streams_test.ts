@@ -437,14 +437,88 @@ for (const kind of KINDS) {
       await eventually(() => syncs(s).length === 2, "the queued sync");
       assert.deepEqual(syncs(s)[1], { recover: [{ stream: MID, epoch: "M1", pos: 0 }] });
       await s.push([
-        state({ stream: MID, epoch: "M1", pos: 9, recovered: false, reason: "unavailable" }),
+        state({ stream: MID, epoch: "M1", pos: 9, recovered: false, reason: "window_passed" }),
       ]);
       await eventually(() => seen.losses.length === 1, "the mid's loss");
       assert.deepEqual(seen.order, [`${ROOM}:1`, `${ROOM}:2`]);
       assert.deepEqual(seen.losses.map((l) => [l.stream, l.reason, l.pos]), [
-        [MID, "unavailable", 9],
+        [MID, "window_passed", 9],
       ]);
       assert.equal(client.streamStats().held, 0, "mid 3 is before the new baseline: dropped");
+    });
+  });
+
+  Deno.test(`${kind}: a replay cut short is synced again from where it ended`, async () => {
+    await withStreams(kind, {}, async (client, comet, seen) => {
+      const s = await connectFresh(client, comet);
+      await s.push([roomMsg("E1", 1), roomMsg("E1", 9)]);
+      await eventually(() => syncs(s).length === 1, "the first sync");
+      const replayed = { flags: StreamFlag.Replayed };
+      // The comet sends what fits: 3 of the 7 missing.
+      await s.push([
+        state({ stream: ROOM, epoch: "E1", pos: 9, recovered: true, replayed: 3 }),
+        ...[2, 3, 4].map((p) => roomMsg("E1", p, replayed)),
+      ]);
+      await eventually(() => syncs(s).length === 2, "a sync after the replay");
+      assert.deepEqual(syncs(s)[1].recover, [{ stream: ROOM, epoch: "E1", pos: 4 }]);
+      await s.push([
+        state({ stream: ROOM, epoch: "E1", pos: 9, recovered: true, replayed: 4 }),
+        ...[5, 6, 7, 8].map((p) => roomMsg("E1", p, replayed)),
+      ]);
+      await seen.messagesAtLeast(9);
+      assert.deepEqual(seen.order, [1, 2, 3, 4, 5, 6, 7, 8, 9].map((p) => `${ROOM}:${p}`));
+      assert.equal(syncs(s).length, 2);
+      assert.equal(seen.losses.length, 0);
+    });
+  });
+
+  Deno.test(`${kind}: "unavailable" keeps the position held; a later gap syncs`, async () => {
+    await withStreams(kind, {}, async (client, comet, seen) => {
+      const s0 = await connectFresh(client, comet);
+      await s0.push([roomMsg("E1", 1), roomMsg("E1", 2)]);
+      await seen.messagesAtLeast(2);
+      await s0.close();
+      const s1 = await comet.session(1);
+      // The store did not answer the comet in time.
+      await s1.push([
+        state(
+          { stream: ROOM, epoch: "E1", pos: 2, recovered: false, reason: "unavailable" },
+          { stream: MID, epoch: "", pos: 0, recovered: false, reason: "unavailable" },
+        ),
+        roomMsg("E1", 3),
+      ]);
+      await seen.messagesAtLeast(3);
+      assert.deepEqual(seen.losses.map((l) => [l.stream, l.reason, l.epoch, l.pos]), [
+        [ROOM, "unavailable", "E1", 2],
+        [MID, "unavailable", "M1", 0],
+      ]);
+      assert.deepEqual(client.positions(), {
+        [ROOM]: { epoch: "E1", pos: 3 },
+        [MID]: { epoch: "M1", pos: 0 },
+      });
+      await s1.push([midMsg("M1", 4)]);
+      await eventually(() => syncs(s1).length === 1, "a sync for the mid's gap");
+      assert.deepEqual(syncs(s1)[0].recover, [{ stream: MID, epoch: "M1", pos: 0 }]);
+    });
+  });
+
+  Deno.test(`${kind}: a comet that never answers gets at most two syncs`, async () => {
+    await withStreams(kind, { streams: { holdTimeoutMs: 100 } }, async (client, comet, seen) => {
+      const s = await connectFresh(client, comet);
+      await s.push([roomMsg("E1", 2), midMsg("M1", 2)]);
+      // The mid's sync waits until the room's is stale, then goes: two in flight.
+      await eventually(() => client.streamStats().syncs === 2, "the second sync");
+      await s.push([roomMsg("E1", 4)]);
+      // That gap's hold is given up after the second sync went stale: a third could have gone.
+      await eventually(() => seen.losses.length === 3, "three gaps given up");
+      assert.equal(client.streamStats().syncs, 2);
+      // An answer frees a slot: the next gap syncs at once.
+      await s.push([
+        state({ stream: ROOM, epoch: "E1", pos: 4, recovered: true, replayed: 0 }),
+        roomMsg("E1", 6),
+      ]);
+      await eventually(() => client.streamStats().syncs === 3, "a sync after the answer");
+      assert.deepEqual(syncs(s)[2].recover, [{ stream: ROOM, epoch: "E1", pos: 4 }]);
     });
   });
 
