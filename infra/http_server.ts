@@ -150,6 +150,29 @@ export function serveHttp(opts: ServeHttpOptions, handler: ServeHandler): HttpSe
   return new HttpServer(opts, handler);
 }
 
+/**
+ * A signal aborted when the client of this request closes its connection
+ * (or the connection fails) before the handler answers, for a handler that
+ * waits long (logic's `wait=` of an ack-requested push). It starts a read
+ * on the connection, so ask only once the request body has been read, and
+ * only when you need it: `undefined` before that, or when `info` is not
+ * from {@linkcode serveHttp}. A client that half-closes its side after the
+ * request counts as gone.
+ *
+ * @example
+ * ```ts
+ * import { peerGone } from "./http_server.ts";
+ * const handler = async (req: Request, info: Deno.ServeHandlerInfo) => {
+ *   await req.bytes();
+ *   const gone = peerGone(info);
+ *   return new Response(gone?.aborted ? "" : "ok");
+ * };
+ * ```
+ */
+export function peerGone(info: Deno.ServeHandlerInfo | undefined): AbortSignal | undefined {
+  return info instanceof RequestInfo ? info.peerGone() : undefined;
+}
+
 // Where a connection is; each phase but HANDLER has a deadline.
 const IDLE = 0; // between requests (or before the first): idle timeout
 const HEADER = 1; // a request's header is arriving: header timeout
@@ -247,7 +270,25 @@ function plainResponse(status: number, text: string, extra = ""): Uint8Array {
 class RequestInfo implements Deno.ServeHandlerInfo<Deno.NetAddr> {
   #done: PromiseWithResolvers<void> | null = null;
   #settled: 0 | 1 | 2 = 0;
-  constructor(readonly remoteAddr: Deno.NetAddr) {}
+  #gone: AbortController | null = null;
+  constructor(readonly remoteAddr: Deno.NetAddr, private readonly conn?: Conn) {}
+  /** See {@linkcode peerGone}. */
+  peerGone(): AbortSignal | undefined {
+    const c = this.conn;
+    if (this.#gone !== null) return this.#gone.signal;
+    // Only once the body is read: a read now cannot take the body's bytes.
+    if (c === undefined || c.phase !== HANDLER || c.watch !== null) return undefined;
+    const gone = this.#gone = new AbortController();
+    if (c.eof || c.closed) {
+      gone.abort();
+      return gone.signal;
+    }
+    // Whatever it reads (a pipelined request) stays in the buffer for the
+    // next fill(), which takes over this read.
+    c.watch = c.fill(MAX_HEADER_BYTES + 4);
+    c.watch.then((n) => n === 0 && gone.abort(), () => gone.abort());
+    return gone.signal;
+  }
   get completed(): Promise<void> {
     if (this.#done === null) {
       this.#done = Promise.withResolvers<void>();
@@ -283,6 +324,10 @@ class Conn {
   /** The error response being written after a bound was hit. */
   aborting: Promise<void> | null = null;
   lingered = 0;
+  /** A read started while the handler runs ({@linkcode peerGone}); the next fill() awaits it. */
+  watch: Promise<number> | null = null;
+  /** That read saw the peer's FIN. */
+  eof = false;
   readonly remote: Deno.NetAddr;
 
   constructor(readonly conn: Deno.TcpConn, readonly counted: boolean, deadline: number) {
@@ -292,6 +337,14 @@ class Conn {
 
   /** Reads more input after `end`, growing the buffer up to `max`; 0 at EOF. */
   async fill(max: number): Promise<number> {
+    if (this.watch !== null) {
+      const watch = this.watch;
+      this.watch = null;
+      const n = await watch; // its error is this read's, as if made now
+      if (n === 0) this.eof = true;
+      return n;
+    }
+    if (this.eof) return 0;
     if (this.start === this.end) this.start = this.end = 0;
     if (this.end === this.buf.length) {
       if (this.start > 0) {
@@ -718,6 +771,11 @@ export class HttpServer implements Deno.HttpServer<Deno.NetAddr> {
   // Discards input until EOF, LINGER_BYTES, or the deadline closes it.
   async #linger(c: Conn): Promise<void> {
     if (c.aborting) await c.aborting;
+    if (c.watch !== null) {
+      // One read at a time on a connection: let the handler's watch end first.
+      const n = await c.fill(0).catch(() => 0);
+      if (n === 0) return;
+    }
     if (c.closed) return;
     try {
       await halfClose(c);
@@ -936,7 +994,7 @@ export class HttpServer implements Deno.HttpServer<Deno.NetAddr> {
       c.phase = HANDLER;
       c.deadline = 0;
     }
-    const info = new RequestInfo(c.remote);
+    const info = new RequestInfo(c.remote, c);
     let res: Response;
     try {
       // Headers appended to the new Request's own: several times cheaper
