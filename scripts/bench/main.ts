@@ -297,10 +297,12 @@ export function parseCli(argv: string[], now = new Date()): Cli {
     if (wsRatio < 1 && !external.tcp) throw new UsageError("--tcp is needed (ws ratio < 1)");
     if (wsRatio > 0 && !external.ws) throw new UsageError("--ws is needed (ws ratio > 0)");
   }
+  const streamsRatio = num("streams", 0);
   const options: BenchOptions = {
     scenario,
     clients,
     wsRatio,
+    streamsRatio,
     workers: num("workers", sc.workers || defaultWorkers(clients)),
     rooms: num("rooms", sc.rooms),
     roomLayout: roomLayout(get("room-layout")),
@@ -347,6 +349,8 @@ ${names}
 Swarm:
   --clients N              clients (default per scenario)
   --ws-ratio R             share of WebSocket clients, 0..1
+  --streams R              share of clients that opt in to streams (positions,
+                           recovery, acks: docs/STREAMS.md), 0..1 (0)
   --workers K              worker processes (default: ≥ 2, ~7,000 clients each)
   --rooms M                rooms the clients are spread over (client i → room i mod M)
   --room-layout L          spread (default: every room on every comet) | pinned (room r's

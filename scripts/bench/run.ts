@@ -192,6 +192,8 @@ export interface BenchOptions {
   clients: number;
   /** Share of WebSocket clients (0..1). */
   wsRatio: number;
+  /** Share of clients opted in to streams (0..1; absent = 0). */
+  streamsRatio?: number;
   /** Worker processes. */
   workers: number;
   /** Rooms the clients are spread over. */
@@ -863,6 +865,7 @@ class BenchRun {
       // Unique mids per run, so a shared server's other users are not pushed to.
       midBase: 1_000_000_000 + Math.floor(Math.random() * 1_000_000) * 1_000_000,
       wsRatio: opts.wsRatio,
+      streamsRatio: opts.streamsRatio ?? 0,
       rooms: opts.rooms,
       pinned: opts.roomLayout === "pinned",
     };
@@ -1129,7 +1132,8 @@ class BenchRun {
     report.server.rssBeforeBytes = await this.#rss(this.#memPids);
     const comets = this.#comets;
     this.#log(
-      `connecting ${opts.clients} clients (ws ratio ${opts.wsRatio})` +
+      `connecting ${opts.clients} clients (ws ratio ${opts.wsRatio}` +
+        (opts.streamsRatio ? `, streams ${opts.streamsRatio}` : "") + ")" +
         (comets.length > 1 ? ` over ${comets.length} comets` : ""),
     );
     this.#connectStart = nowMs();
@@ -1556,6 +1560,8 @@ function validate(o: BenchOptions): void {
     );
   }
   if (!(o.wsRatio >= 0 && o.wsRatio <= 1)) bad(`--ws-ratio must be in 0..1`);
+  const sr = o.streamsRatio ?? 0;
+  if (!(sr >= 0 && sr <= 1)) bad(`--streams must be in 0..1`);
   if (!Number.isInteger(o.rooms) || o.rooms < 1) bad(`--rooms must be ≥ 1`);
   if (o.rooms > o.clients) bad(`--rooms (${o.rooms}) exceeds --clients (${o.clients})`);
   for (const p of o.phases) {

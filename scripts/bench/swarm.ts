@@ -173,6 +173,8 @@ async function connectAll(c: ConnectCommand): Promise<void> {
         platform: "bench",
         accepts: [BENCH_OP],
       },
+      // Spread over the clients as WebSocket ones are (docs/STREAMS.md).
+      ...(transportOf(i, c.layout.streamsRatio ?? 0) === "ws" ? { streams: true } : {}),
       heartbeatIntervalMs: c.heartbeatMs,
       authTimeoutMs: c.authTimeoutMs,
       // A drop must show in the report, not be hidden by a reconnect.

@@ -29,6 +29,11 @@ export interface SwarmLayout {
   /** Number of rooms the clients are spread over (client i → room i mod rooms). */
   rooms: number;
   /**
+   * Share of clients that opt in to streams (docs/STREAMS.md), 0..1, spread
+   * as {@linkcode transportOf} spreads WebSocket clients. Absent = none.
+   */
+  streamsRatio?: number;
+  /**
    * Every member of room r on comet `r mod comets` (`--room-layout pinned`),
    * instead of every room spanning every comet: shows job's membership
    * filter (comets without members of a room get none of its calls).
