@@ -5,17 +5,24 @@
  *
  * | method | path | query | data on success |
  * |--------|------|-------|-----------------|
- * | POST | /goim/push/keys | `operation`, `keys` (list) | `{"keys": routed, "comets": n}` |
- * | POST | /goim/push/mids | `operation`, `mids` (list) | `{"keys": routed, "comets": n}` |
- * | POST | /goim/push/room | `operation`, `type`, `room` | `{"room": "type://room", "queued": 1}` |
- * | POST | /goim/push/all  | `operation`, `speed` (default 0) | `{"queued": 1}` |
+ * | POST | /goim/push/keys | `operation`, `keys` (list), `ack`, `wait` | `{"keys": routed, "comets": n, "id"}` |
+ * | POST | /goim/push/mids | `operation`, `mids` (list), `ack`, `wait` | `{"id", "mids": n}` (streams) or `{"keys": routed, "comets": n, "id"}` |
+ * | POST | /goim/push/room | `operation`, `type`, `room` | `{"room": "type://room", "queued": 1, "id"}` |
+ * | POST | /goim/push/all  | `operation`, `speed` (default 0) | `{"queued": 1, "id"}` |
+ * | GET  | /goim/push/status | `id` | the push's status (docs/STREAMS.md) |
+ * | GET  | /goim/history | `stream` or `room` or `mid`, `after`, `limit` (1..1000, default 100) | `{"stream", "epoch", "pos", "entries"}` |
  * | GET  | /goim/online/top | `type`, `limit` (1..1000, default 20) | `[{"room_id", "count"}]` |
  * | GET  | /goim/online/room | `type`, `rooms` (list) | `{"<room id>": count}` |
  * | GET  | /goim/online/total | – | `{"ip_count", "conn_count"}` |
  * | GET  | /goim/nodes/weighted | `platform`, `region` (optional) | goim NodesReply |
  * | GET  | /goim/nodes/instances | – | registry records |
  *
- * Push bodies are the message bytes (at most `logic.http.max_body`).
+ * A push with `ack=1&wait=<ms>` answers `{"id", "targets", "acked",
+ * "pending", "offline"}` once no target is pending or the time is up
+ * (./push_wait.ts).
+ *
+ * Push bodies are the message bytes (at most `logic.http.max_body`). Every
+ * push answer has `id`, the push id also carried in its queue messages.
  * Responses and error codes: ./result.ts. `routed` counts keys that had a
  * live route (unknown or expired keys are skipped, as in goim); `comets`
  * is the number of PushMsg messages published, one per comet.
@@ -23,17 +30,21 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
+import { peerGone } from "../infra/http_server.ts";
 import { QueueUnavailableError } from "../infra/queue.ts";
 import type { Registry } from "../infra/registry.ts";
 import type { Logger } from "../infra/log.ts";
+import type { PushStatusStore, StreamEntry, StreamStore } from "../infra/streams.ts";
 import { createApiKeyCheck } from "./auth.ts";
 import { readBody } from "./body.ts";
 import type { LogicMetrics } from "./metrics.ts";
 import type { NodeBalancer } from "./nodes.ts";
 import type { OnlineCounts } from "./online.ts";
 import * as p from "./params.ts";
-import type { Pusher } from "./push.ts";
-import { ApiError, fail, ResultCode } from "./result.ts";
+import { newPushId, type Pusher } from "./push.ts";
+import { type AckSummary, AckWaits } from "./push_wait.ts";
+import { ApiError, configured, fail, ResultCode, storeCall } from "./result.ts";
 import { type Route, routeRequest } from "./routes.ts";
 
 /** What {@linkcode createHttpHandler} needs. */
@@ -50,6 +61,16 @@ export interface HttpApiDeps {
   maxBody: number;
   /** `logic.auth.api_keys`; empty = open. */
   apiKeys: readonly string[];
+  /** `logic.push.max_wait`: the largest `wait=`, in ms (default 30 s). */
+  maxWaitMs?: number;
+  /** The waits of ack-requested pushes (default: new ones over `pushStatus`). */
+  waits?: AckWaits;
+  /** Push status, for `/goim/push/status`; absent: 503. */
+  pushStatus?: PushStatusStore;
+  /** Stream history, for `/goim/history`; absent: 503. */
+  streams?: StreamStore;
+  /** `streams.enabled`; false: `/goim/history` answers 404. Default false. */
+  streamsEnabled?: boolean;
   /** Logger for server errors. */
   log?: Logger;
   /** Metrics. */
@@ -63,7 +84,11 @@ interface Ctx {
   req: Request;
   q: URLSearchParams;
   clientIP: string;
+  info?: Deno.ServeHandlerInfo;
 }
+
+/** `logic.push.max_wait` when {@linkcode HttpApiDeps.maxWaitMs} is absent. */
+export const DEFAULT_MAX_WAIT_MS = 30_000;
 
 /** Prefix of every API route. */
 export const API_PREFIX = "/goim";
@@ -79,7 +104,7 @@ export const API_PREFIX = "/goim";
  *   method: "POST",
  *   body: "hello",
  * }));
- * await res.json(); // { code: 0, message: "", data: { keys: 1, comets: 1 } }
+ * await res.json(); // { code: 0, message: "", data: { keys: 1, comets: 1, id: "…" } }
  * ```
  */
 export function createHttpHandler(deps: HttpApiDeps): HttpHandler {
@@ -87,21 +112,49 @@ export function createHttpHandler(deps: HttpApiDeps): HttpHandler {
   const authorized = createApiKeyCheck(deps.apiKeys);
   const body = (req: Request) => readWholeBody(req, maxBody) ?? readBody(req, maxBody);
 
+  const maxWaitMs = deps.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
+  const waits = deps.waits ?? new AckWaits({ store: deps.pushStatus, metrics });
+
+  // A key or mid push: `ack` and `wait` parsed with the other parameters
+  // (before the body), a wait slot taken before anything is published.
+  const acked = async (
+    { req, q, info }: Ctx,
+    push: (body: Uint8Array, id: string, ack: boolean) => Promise<unknown>,
+    checkAck: (ack: boolean) => void = () => {},
+  ): Promise<unknown> => {
+    const ack = p.ack(q);
+    const wait = p.wait(q, ack, maxWaitMs);
+    checkAck(ack);
+    const release = wait === undefined ? undefined : waits.reserve();
+    try {
+      const id = newPushId();
+      const answer = await push(await body(req), id, ack);
+      if (wait === undefined) return answer;
+      return await waits.wait(id, wait, peerGone(info)) satisfies AckSummary;
+    } finally {
+      release?.();
+    }
+  };
+
   const routes: Record<string, Route<Ctx>> = {
     "/goim/push/keys": {
       method: "POST",
-      async handle({ req, q }) {
-        const op = p.operation(q);
-        const keys = p.requiredList(q, "keys");
-        return await pusher.keys(op, keys, await body(req));
+      handle(ctx) {
+        const op = p.operation(ctx.q);
+        const keys = p.requiredList(ctx.q, "keys");
+        return acked(ctx, (msg, id, ack) => pusher.keys(op, keys, msg, { id, ack }));
       },
     },
     "/goim/push/mids": {
       method: "POST",
-      async handle({ req, q }) {
-        const op = p.operation(q);
-        const mids = p.mids(q);
-        return await pusher.mids(op, mids, await body(req));
+      handle(ctx) {
+        const op = p.operation(ctx.q);
+        const mids = p.mids(ctx.q);
+        return acked(
+          ctx,
+          (msg, id, ack) => pusher.mids(op, mids, msg, { id, ack }),
+          (ack) => pusher.checkMidsAck(ack),
+        );
       },
     },
     "/goim/push/room": {
@@ -109,8 +162,9 @@ export function createHttpHandler(deps: HttpApiDeps): HttpHandler {
       async handle({ req, q }) {
         const op = p.operation(q);
         const room = p.roomKey(p.roomType(q), p.roomId(q));
-        await pusher.room(op, room, await body(req));
-        return { room, queued: 1 };
+        noAck(q, "room");
+        const { id } = await pusher.room(op, room, await body(req));
+        return { room, queued: 1, id };
       },
     },
     "/goim/push/all": {
@@ -118,8 +172,56 @@ export function createHttpHandler(deps: HttpApiDeps): HttpHandler {
       async handle({ req, q }) {
         const op = p.operation(q);
         const speed = p.speed(q);
-        await pusher.all(op, speed, await body(req));
-        return { queued: 1 };
+        noAck(q, "all");
+        const { id } = await pusher.all(op, speed, await body(req));
+        return { queued: 1, id };
+      },
+    },
+    "/goim/push/status": {
+      method: "GET",
+      async handle({ q }) {
+        const id = p.pushId(q);
+        const failed = () => metrics?.statusReads.inc({ result: "error" });
+        const store = configured(deps.pushStatus, "push status store", failed);
+        const status = await storeCall("push status store", () => store.get(id), failed);
+        if (status === null) {
+          metrics?.statusReads.inc({ result: "unknown" });
+          throw new ApiError(
+            ResultCode.NotFound,
+            `push status: no push ${id} (unknown id, no ack=1, or older than streams.status.ttl)`,
+          );
+        }
+        metrics?.statusReads.inc({ result: "found" });
+        return status;
+      },
+    },
+    "/goim/history": {
+      method: "GET",
+      async handle({ q }) {
+        const stream = p.historyStream(q);
+        const after = p.after(q);
+        const limit = p.historyLimit(q);
+        if (!deps.streamsEnabled) {
+          metrics?.historyReads.inc({ result: "disabled" });
+          throw new ApiError(
+            ResultCode.NotFound,
+            "history: streams are off on this server (streams.enabled = false)",
+          );
+        }
+        const failed = () => metrics?.historyReads.inc({ result: "error" });
+        const store = configured(deps.streams, "history: stream store", failed);
+        const range = await storeCall(
+          "history: stream store",
+          () => store.range(stream, after === undefined ? { limit } : { after, limit }),
+          failed,
+        );
+        metrics?.historyReads.inc({ result: "ok" });
+        return {
+          stream,
+          epoch: range.epoch,
+          pos: range.top,
+          entries: range.entries.map(historyEntry),
+        };
       },
     },
     "/goim/online/top": {
@@ -173,7 +275,7 @@ export function createHttpHandler(deps: HttpApiDeps): HttpHandler {
       url,
       info,
       auth,
-      (clientIP) => ({ req, q: url.searchParams, clientIP }),
+      (clientIP) => ({ req, q: url.searchParams, clientIP, info }),
       notFound,
     );
 
@@ -200,6 +302,29 @@ export function createHttpHandler(deps: HttpApiDeps): HttpHandler {
     }
     return res;
   };
+}
+
+/** One entry of a `/goim/history` answer: its body in base64. */
+function historyEntry(
+  e: StreamEntry,
+): { pos: number; id: string; op: number; time: number; body: string } {
+  return {
+    pos: e.pos,
+    id: e.pushId,
+    op: e.op,
+    time: e.time,
+    body: Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength).toString("base64"),
+  };
+}
+
+// Room and broadcast pushes are in no target list: an ack could not be reported.
+function noAck(q: URLSearchParams, kind: string): void {
+  if (p.ack(q) || q.has("wait")) {
+    throw new ApiError(
+      ResultCode.BadRequest,
+      `ack, wait: only key and mid pushes ask for acks, not push/${kind}`,
+    );
+  }
 }
 
 // A body that declares a Content-Length within `max`, read with one

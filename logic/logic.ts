@@ -1,9 +1,10 @@
 /**
- * The logic role: HTTP push/online/nodes API, gRPC `goim.logic.Logic` for
- * comets, and the admin endpoint, wired over injected engines.
+ * The logic role: HTTP push/online/nodes/history API, gRPC
+ * `goim.logic.Logic` and `goim.logic.Streams` for comets, and the admin
+ * endpoint, wired over injected engines.
  *
  * Logic uses its engines but does not own them: whoever created the
- * session store, registry and producer closes them after
+ * session store, registry, producer and stream stores closes them after
  * {@linkcode Logic.stop}.
  *
  * @example Embedded, on memory engines
@@ -32,6 +33,11 @@
 import * as grpc from "@grpc/grpc-js";
 import type { LogicApi } from "../proto/api.ts";
 import { type LogicMethods, logicServiceDefinition, RpcError, serveUnary } from "../proto/grpc.ts";
+import {
+  type StreamsApi,
+  type StreamsMethods,
+  streamsServiceDefinition,
+} from "../proto/streams.ts";
 import { bindInternal, createInternalServer } from "../proto/security.ts";
 import { advertisedAddr, joinHostPort, splitHostPort } from "../infra/addr.ts";
 import type { Config } from "../infra/config.ts";
@@ -42,6 +48,7 @@ import type { PushProducer } from "../infra/queue.ts";
 import type { Registry } from "../infra/registry.ts";
 import { canRegisterLogic, type LogicRegistration } from "../infra/discovery/registry.ts";
 import type { SessionStore } from "../infra/sessions.ts";
+import type { PushStatusStore, StreamStore } from "../infra/streams.ts";
 import { createLogicAdminHandler, type InProcessOperator, LogicConsole } from "./admin.ts";
 import { type Authenticator, createAuthenticator } from "./auth.ts";
 import { createHttpHandler, type HttpHandler } from "./http.ts";
@@ -49,7 +56,9 @@ import { createLogicMetrics, type LogicMetrics } from "./metrics.ts";
 import { NodeBalancer } from "./nodes.ts";
 import { ONLINE_REFRESH_MS, OnlineCounts } from "./online.ts";
 import { Pusher } from "./push.ts";
+import { AckWaits } from "./push_wait.ts";
 import { connectHeartbeatNs, createLogicService } from "./service.ts";
+import { createStreamsService } from "./streams_service.ts";
 import { Webhook } from "./webhook.ts";
 
 /** Time {@linkcode Logic.stop} gives queued webhook deliveries. */
@@ -71,6 +80,13 @@ export interface LogicDeps {
   registry: Registry;
   /** Push queue producer. */
   producer: PushProducer;
+  /**
+   * Stream history (docs/STREAMS.md): Recover and `/goim/history` read it.
+   * Absent: every stream recovers `unavailable`, history answers 503.
+   */
+  streams?: StreamStore;
+  /** Status of ack-requested pushes; absent: `ack=1` and `/goim/push/status` answer 503. */
+  pushStatus?: PushStatusStore;
   /** Logger; default a JSON logger at `log.level` with `{ role: "logic" }`. */
   log?: Logger;
   /** Role registry (`createMetrics("logic")`); default a fresh one. */
@@ -98,7 +114,7 @@ export interface LogicAddrs {
 
 /** Options of {@linkcode Logic.start}. */
 export interface LogicStartOptions {
-  /** Serve gRPC (default true); an embedded comet calls {@linkcode Logic.service} directly. */
+  /** Serve gRPC (default true); an embedded comet calls {@linkcode Logic.service} and {@linkcode Logic.streamsService} directly. */
   grpc?: boolean;
 }
 
@@ -106,6 +122,10 @@ export interface LogicStartOptions {
 export class Logic {
   /** gRPC handlers, also called in-process by an embedded comet. */
   readonly service: LogicApi;
+  /** `goim.logic.Streams` handlers (Recover, Acks), served beside {@linkcode Logic.service}. */
+  readonly streamsService: StreamsApi;
+  /** The waits of ack-requested pushes (`wait=`). */
+  readonly waits: AckWaits;
   /** The whole HTTP API as a plain function. */
   readonly handler: HttpHandler;
   /** The admin endpoint (`/metrics`, `/healthz`, the console) as a plain function, before `admin.token`. */
@@ -170,12 +190,28 @@ export class Logic {
       log: this.#log,
       metrics: this.metrics,
     });
+    this.streamsService = createStreamsService({
+      enabled: cfg.streams.enabled,
+      streams: deps.streams,
+      pushStatus: deps.pushStatus,
+      recoverTimeoutMs: cfg.streams.recover.timeout,
+      log: this.#log,
+      metrics: this.metrics,
+    });
+    this.waits = new AckWaits({ store: deps.pushStatus, metrics: this.metrics });
     this.handler = createHttpHandler({
       pusher: new Pusher({
         sessions: deps.sessions,
         producer: deps.producer,
+        streams: cfg.streams.enabled,
+        pushStatus: deps.pushStatus,
         metrics: this.metrics,
       }),
+      maxWaitMs: cfg.logic.push.max_wait,
+      waits: this.waits,
+      pushStatus: deps.pushStatus,
+      streams: deps.streams,
+      streamsEnabled: cfg.streams.enabled,
       online: this.online,
       nodes: this.nodes,
       registry: deps.registry,
@@ -257,7 +293,8 @@ export class Logic {
 
   /**
    * Leaves discovery (when registered there, at most
-   * {@linkcode DEREGISTER_MS}), stops listening (HTTP servers finish their
+   * {@linkcode DEREGISTER_MS}), ends the pushes waiting for acks (they
+   * answer their counts so far), stops listening (HTTP servers finish their
    * requests, gRPC calls get {@linkcode GRPC_SHUTDOWN_MS}), drains the webhook for up to
    * {@linkcode WEBHOOK_DRAIN_MS}. Idempotent; engines stay open.
    */
@@ -282,6 +319,8 @@ export class Logic {
       ]);
       clearTimeout(timer);
     }
+    // Held pushes answer now, or the HTTP servers would wait them out.
+    this.waits.close();
     const servers = this.#servers.splice(0);
     await Promise.all([
       ...servers.map((s) => s.shutdown().catch(() => {})),
@@ -317,14 +356,15 @@ export class Logic {
       metrics: this.metrics.registry,
     });
     this.#grpc = server;
+    const onError = (method: string, error: unknown) => {
+      if (error instanceof RpcError) return; // a refusal meant for the caller, not a fault
+      this.#log.error("gRPC handler failed", { method, error });
+    };
+    server.addService(logicServiceDefinition, serveUnary<LogicMethods>(this.service, { onError }));
+    // The same server, so the same grpc.token and TLS as goim.logic.Logic.
     server.addService(
-      logicServiceDefinition,
-      serveUnary<LogicMethods>(this.service, {
-        onError: (method, error) => {
-          if (error instanceof RpcError) return; // a refusal meant for the caller, not a fault
-          this.#log.error("gRPC handler failed", { method, error });
-        },
-      }),
+      streamsServiceDefinition,
+      serveUnary<StreamsMethods>(this.streamsService, { onError }),
     );
     const { hostname } = splitHostPort(bind);
     const port = await bindInternal(server, bind, this.#deps.config.grpc, {

@@ -63,6 +63,22 @@ export interface LogicMetrics {
   readonly webhookDropped: Counter<"reason">;
   /** Upstream messages waiting for delivery. */
   readonly webhookQueued: Gauge;
+  /** Pushes accepted by the push API, by kind (`keys`, `mids`, `room`, `all`) and `ack`. */
+  readonly pushes: Counter<"kind" | "ack">;
+  /** Ended waits of ack-requested pushes (`wait=`), by outcome (logic/push_wait.ts). */
+  readonly pushWaits: Counter<"outcome">;
+  /** Requests waiting for acks now. */
+  readonly pushWaitsActive: Gauge;
+  /** `GET /goim/push/status` reads by result (`found`, `unknown`, `error`). */
+  readonly statusReads: Counter<"result">;
+  /** `GET /goim/history` reads by result (`ok`, `disabled`, `error`). */
+  readonly historyReads: Counter<"result">;
+  /** Recover calls (goim.logic.Streams) by result (`ok`, `invalid`). */
+  readonly recoverCalls: Counter<"result">;
+  /** Streams Recover answered, by result (`recovered`, `state`, or the reason it was not). */
+  readonly recoverStreams: Counter<"result">;
+  /** Client acks received through Acks, by result (`recorded`, `invalid`, `dropped`, `error`). */
+  readonly acks: Counter<"result">;
 }
 
 /** Creates the logic metrics in `registry` (default: a fresh `createMetrics("logic")`). */
@@ -119,5 +135,30 @@ export function createLogicMetrics(registry: Metrics = createMetrics("logic")): 
       "reason",
     ]),
     webhookQueued: m.gauge("webhook_queued", "Upstream messages waiting for delivery."),
+    pushes: m.counter("pushes_total", "Pushes accepted by the push API, by kind and ack.", [
+      "kind",
+      "ack",
+    ]),
+    pushWaits: m.counter(
+      "push_waits_total",
+      "Waits for the acks of a push (wait=) that ended, by outcome.",
+      ["outcome"],
+    ),
+    pushWaitsActive: m.gauge("push_waits", "Push API requests waiting for acks now."),
+    statusReads: m.counter("push_status_reads_total", "GET /goim/push/status reads by result.", [
+      "result",
+    ]),
+    historyReads: m.counter("history_reads_total", "GET /goim/history reads by result.", [
+      "result",
+    ]),
+    recoverCalls: m.counter("recover_calls_total", "Streams Recover calls by result.", ["result"]),
+    recoverStreams: m.counter(
+      "recover_streams_total",
+      "Streams answered by Recover, by result (recovered, state, or why not).",
+      ["result"],
+    ),
+    acks: m.counter("acks_total", "Client acks received through Streams Acks, by result.", [
+      "result",
+    ]),
   };
 }

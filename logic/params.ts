@@ -10,6 +10,7 @@
  */
 
 import { isBusinessOp } from "../protocol/ops.ts";
+import { isPushId, MAX_PUSH_ID_BYTES, MAX_STREAM_BYTES } from "../protocol/streams.ts";
 import { ApiError, ResultCode } from "./result.ts";
 
 /** Most keys, mids or rooms one request may name: bounds the work of one call. */
@@ -21,7 +22,14 @@ export const MAX_TOP_LIMIT = 1000;
 /** `limit` of `/goim/online/top` when absent. */
 export const DEFAULT_TOP_LIMIT = 20;
 
+/** Largest `limit` of `/goim/history` (docs/STREAMS.md, "History API"). */
+export const MAX_HISTORY_LIMIT = 1000;
+
+/** `limit` of `/goim/history` when absent. */
+export const DEFAULT_HISTORY_LIMIT = 100;
+
 const INT_RE = /^[+-]?\d+$/;
+const utf8 = new TextEncoder();
 const INT32_MAX = 2 ** 31 - 1;
 
 function bad(message: string): ApiError {
@@ -122,17 +130,106 @@ export function operation(q: URLSearchParams): number {
  * connections) never has a key set, so naming it is refused as a mistake.
  */
 export function mids(q: URLSearchParams): number[] {
-  return requiredList(q, "mids").map((s) => {
-    const n = /^\+?\d+$/.test(s) ? Number(s) : NaN;
-    if (!Number.isSafeInteger(n) || n < 1) {
+  return requiredList(q, "mids").map((s) => positiveId(s, "mids"));
+}
+
+function positiveId(s: string, name: string): number {
+  const n = /^\+?\d+$/.test(s) ? Number(s) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw bad(
+      `${name}: expected positive integer user ids up to ${Number.MAX_SAFE_INTEGER}, got ${
+        JSON.stringify(s)
+      }`,
+    );
+  }
+  return n;
+}
+
+/**
+ * `ack` of a key or mid push: `1` asks opted-in connections to ack
+ * (docs/STREAMS.md, "Push API"), `0` or absent does not.
+ */
+export function ack(q: URLSearchParams): boolean {
+  const v = optionalString(q, "ack");
+  if (v === undefined || v === "" || v === "0") return false;
+  if (v === "1") return true;
+  throw bad(`ack: expected 0 or 1, got ${JSON.stringify(v)}`);
+}
+
+/**
+ * `wait` of an ack-requested push: how long to wait for the acks, in ms,
+ * 0 to `maxMs` (`logic.push.max_wait`); `undefined` when absent. Only with
+ * `ack=1`: without acks there is nothing to wait for.
+ */
+export function wait(q: URLSearchParams, acked: boolean, maxMs: number): number | undefined {
+  const v = optionalString(q, "wait");
+  if (v === undefined || v === "") return undefined;
+  if (!acked) throw bad("wait: only with ack=1 (it waits for the acks)");
+  return int(q, "wait", 0, maxMs);
+}
+
+/** A push id parameter (`id` of `/goim/push/status`): 1 to 64 characters of `[A-Za-z0-9_-]`. */
+export function pushId(q: URLSearchParams, name = "id"): string {
+  const v = requiredString(q, name);
+  if (!isPushId(v as unknown)) {
+    throw bad(
+      `${name}: expected a push id (1 to ${MAX_PUSH_ID_BYTES} characters of A-Z a-z 0-9 _ -), got ${
+        JSON.stringify(v.slice(0, 80))
+      }`,
+    );
+  }
+  return v;
+}
+
+/**
+ * The stream of `/goim/history`: exactly one of `stream` (`room:…` or
+ * `mid:…`, at most {@linkcode MAX_STREAM_BYTES} bytes), `room` (a room
+ * key `type://id`) or `mid` (a positive user id).
+ */
+export function historyStream(q: URLSearchParams): string {
+  const given = ["stream", "room", "mid"].filter((n) => q.has(n));
+  if (given.length !== 1) {
+    throw bad(
+      given.length === 0
+        ? "stream: required (stream=room:<room key> or mid:<mid>, or room=<room key>, or mid=<mid>)"
+        : `${given.join(", ")}: give only one of stream, room and mid`,
+    );
+  }
+  let stream: string;
+  if (given[0] === "mid") {
+    stream = `mid:${positiveId(requiredString(q, "mid"), "mid")}`;
+  } else if (given[0] === "room") {
+    const room = noSpaces("room", requiredString(q, "room"));
+    if (!room.includes("://")) {
+      throw bad(`room: expected a room key type://id, got ${JSON.stringify(room)}`);
+    }
+    stream = `room:${room}`;
+  } else {
+    stream = noSpaces("stream", requiredString(q, "stream"));
+    // A mid stream's name is canonical: `mid:+07` names `mid:7`.
+    if (stream.startsWith("mid:")) stream = `mid:${positiveId(stream.slice(4), "stream")}`;
+    else if (!stream.startsWith("room:") || stream.length === 5) {
       throw bad(
-        `mids: expected positive integer user ids up to ${Number.MAX_SAFE_INTEGER}, got ${
-          JSON.stringify(s)
-        }`,
+        `stream: expected room:<room key> or mid:<mid>, got ${JSON.stringify(stream.slice(0, 80))}`,
       );
     }
-    return n;
-  });
+  }
+  if (utf8.encode(stream).length > MAX_STREAM_BYTES) {
+    throw bad(`${given[0]}: the stream name is longer than ${MAX_STREAM_BYTES} bytes`);
+  }
+  return stream;
+}
+
+/** `after` of `/goim/history`: a position, 0 to 2^53-1; `undefined` when absent. */
+export function after(q: URLSearchParams): number | undefined {
+  const v = optionalString(q, "after");
+  if (v === undefined || v === "") return undefined;
+  return int(q, "after", 0, Number.MAX_SAFE_INTEGER);
+}
+
+/** `limit` of `/goim/history`: 1..{@linkcode MAX_HISTORY_LIMIT}, default {@linkcode DEFAULT_HISTORY_LIMIT}. */
+export function historyLimit(q: URLSearchParams): number {
+  return int(q, "limit", 1, MAX_HISTORY_LIMIT, DEFAULT_HISTORY_LIMIT);
 }
 
 /** `speed` of a broadcast: an int32 ≥ 0 (goim: rooms per second, 0 = unpaced). Default 0. */

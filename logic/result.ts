@@ -17,10 +17,12 @@
  * | -405 | 405  | known route, wrong method (`Allow` header lists the right one) |
  * | -413 | 413  | push body larger than `logic.http.max_body` |
  * | -500 | 500  | server error (session store or registry failed) |
- * | -503 | 503  | the push queue cannot take the message now; retry later |
+ * | -503 | 503  | the push queue, the stream store or the push status store cannot answer now; retry later |
  *
  * @module
  */
+
+import { errorMessage } from "../infra/log.ts";
 
 /** Response codes of the HTTP API (`code` field); each is its HTTP status negated. */
 export const ResultCode = {
@@ -38,7 +40,7 @@ export const ResultCode = {
   PayloadTooLarge: -413,
   /** Server error (goim ServerErr). */
   ServerError: -500,
-  /** Queue unavailable. */
+  /** Queue, stream store or push status store unavailable. */
   Unavailable: -503,
 } as const;
 
@@ -99,4 +101,47 @@ export function fail(err: ApiError): Response {
     JSON.stringify({ code: err.code, message: err.message, data: null }),
     { status: err.status, headers: { ...JSON_HEADERS, ...err.headers } },
   );
+}
+
+/**
+ * Runs a call to a store (push status, stream history): a failure becomes
+ * a 503 `"<what> failed, retry later: <why>"`, after `onFail` (a metric).
+ * An ApiError passes through unchanged.
+ *
+ * @example
+ * ```ts
+ * import { storeCall } from "./result.ts";
+ * declare const get: () => Promise<string | null>;
+ * const v = await storeCall("push status store: get", get);
+ * ```
+ */
+export async function storeCall<T>(
+  what: string,
+  call: () => Promise<T>,
+  onFail?: () => void,
+): Promise<T> {
+  try {
+    return await call();
+  } catch (e) {
+    if (e instanceof ApiError) throw e;
+    onFail?.();
+    throw new ApiError(ResultCode.Unavailable, `${what} failed, retry later: ${errorMessage(e)}`);
+  }
+}
+
+/**
+ * `store`, or a 503 `"<what>: this logic has none"` (after `onFail`) when it
+ * was not configured.
+ *
+ * @example
+ * ```ts
+ * import { configured } from "./result.ts";
+ * declare const store: Map<string, string> | undefined;
+ * const s = configured(store, "push status store");
+ * ```
+ */
+export function configured<T>(store: T | undefined, what: string, onFail?: () => void): T {
+  if (store !== undefined) return store;
+  onFail?.();
+  throw new ApiError(ResultCode.Unavailable, `${what}: this logic has none`);
 }

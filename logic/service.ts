@@ -4,7 +4,7 @@
  *
  * | method | goim | here |
  * |--------|------|------|
- * | Connect | trusts the token JSON, generates a UUID key when empty, writes the route, replies heartbeat = Node.Heartbeat × HeartbeatMax in ns | the same, after {@linkcode Authenticator} (mode `none` or `jwt`; in `jwt` a requested key without a `key` claim becomes `<mid>:<key>`, so no mid can take over another's key); refused → UNAUTHENTICATED; a route that cannot be written → UNAVAILABLE (goim only logs it and lets an unroutable connection in); the reply also carries the JWT's `room`/`accepts` claims as the auth scope (fields 100–103) the comet enforces on ops 12 and 14, and with `logic.auth.jwt.close_on_expiry` the time left until the token's `exp` (field 104), when the comet closes the connection |
+ * | Connect | trusts the token JSON, generates a UUID key when empty, writes the route, replies heartbeat = Node.Heartbeat × HeartbeatMax in ns | the same, after {@linkcode Authenticator} (mode `none` or `jwt`; in `jwt` a requested key without a `key` claim becomes `<mid>:<key>`, so no mid can take over another's key); refused → UNAUTHENTICATED; a route that cannot be written → UNAVAILABLE (goim only logs it and lets an unroutable connection in); the reply also carries the JWT's `room`/`accepts` claims as the auth scope (fields 100–103) the comet enforces on ops 12 and 14, with `logic.auth.jwt.close_on_expiry` the time left until the token's `exp` (field 104), when the comet closes the connection, and for a token with a `streams` field (docs/STREAMS.md, "Opting in") `streams: true` and its `recover` positions (105–106); an invalid `streams` field is refused as a malformed token |
  * | Disconnect | DelMapping only if the route points at the caller → has | the same |
  * | Heartbeat | ExpireMapping; AddMapping when it was missing | the same (routes come back after a store restart) |
  * | RenewOnline | stores the report, replies the last aggregate | the same, aggregate in {@linkcode OnlineCounts} |
@@ -22,6 +22,7 @@ import type { LogicApi } from "../proto/api.ts";
 import type { ConnectReply } from "../proto/messages.ts";
 import { grpcStatus, RpcError } from "../proto/grpc.ts";
 import { ProtocolError } from "../protocol/errors.ts";
+import { parseStreamsOption, type StreamsOption } from "../protocol/streams.ts";
 import { parseAuthToken } from "../protocol/token.ts";
 import type { Logger } from "../infra/log.ts";
 import type { SessionStore } from "../infra/sessions.ts";
@@ -81,6 +82,45 @@ function storeFailed(what: string, e: unknown, log?: Logger): RpcError {
 }
 
 /**
+ * The `streams` field of an op 7 body that {@linkcode parseAuthToken}
+ * accepted (so valid JSON), validated by {@linkcode parseStreamsOption};
+ * null when absent. Throws its ProtocolError for an invalid one.
+ *
+ * The token is parsed a second time for it, only when its bytes hold
+ * `streams` (a JSON key cannot be spelt without those letters but by
+ * escaping them, which no client does), so a goim token costs a byte scan.
+ *
+ * @example
+ * ```ts
+ * import { streamsOption } from "./service.ts";
+ * const body = new TextEncoder().encode('{"mid":42,"streams":{}}');
+ * streamsOption(body); // { recover: [] }
+ * ```
+ */
+export function streamsOption(body: Uint8Array): StreamsOption | null {
+  if (!hasStreamsKey(body)) return null;
+  const o = JSON.parse(utf8.decode(body)) as Record<string, unknown>;
+  return o.streams === undefined ? null : parseStreamsOption(o.streams);
+}
+
+const utf8 = new TextDecoder();
+const STREAMS_KEY = new TextEncoder().encode("streams");
+
+function hasStreamsKey(body: Uint8Array): boolean {
+  const k = STREAMS_KEY;
+  for (
+    let i = body.indexOf(k[0]);
+    i >= 0 && i <= body.length - k.length;
+    i = body.indexOf(k[0], i + 1)
+  ) {
+    let j = 1;
+    while (j < k.length && body[i + j] === k[j]) j++;
+    if (j === k.length) return true;
+  }
+  return false;
+}
+
+/**
  * Builds the service object.
  *
  * @example
@@ -97,9 +137,11 @@ export function createLogicService(deps: LogicServiceDeps): LogicApi {
   return {
     async Connect(req) {
       required(req.server, "server");
-      let id;
+      let id, streams;
       try {
-        id = await auth.authenticate(parseAuthToken(req.token));
+        const token = parseAuthToken(req.token);
+        streams = streamsOption(req.token);
+        id = await auth.authenticate(token);
       } catch (e) {
         const reason = e instanceof AuthError
           ? e.reason
@@ -150,6 +192,11 @@ export function createLogicService(deps: LogicServiceDeps): LogicApi {
           Number.MAX_SAFE_INTEGER,
           Math.max(1, Math.ceil(id.expiresAt - Date.now())),
         );
+      }
+      // Opted in (fields 105–106); a goim token leaves both out, so its bytes are goim's.
+      if (streams !== null) {
+        reply.streams = true;
+        reply.recover = streams.recover;
       }
       return reply;
     },
