@@ -407,10 +407,14 @@ export class StreamTracker {
 
   /**
    * The token's `streams` field for a connection with `token`: the
-   * positions held of its room's and its mid's streams, `{}` when none.
+   * positions held of its room's and its mid's streams (mid 0, no user,
+   * has none), `{}` when none.
    */
   tokenField(token: AuthToken): NonNullable<AuthToken["streams"]> {
-    const own = [token.room_id !== "" ? `room:${token.room_id}` : "", `mid:${token.mid}`];
+    const own = [
+      token.room_id !== "" ? `room:${token.room_id}` : "",
+      token.mid !== 0 ? `mid:${token.mid}` : "",
+    ];
     const recover: StreamRecoverEntry[] = [];
     for (const stream of own) {
       const p = this.#positions.get(stream);

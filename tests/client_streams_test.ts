@@ -562,6 +562,15 @@ Deno.test("seeded positions go into the first token; bad seeds are refused", asy
     const s = await comet.session(0);
     assert.deepEqual(rawToken(s).streams, { recover: [{ stream: ROOM, epoch: "E9", pos: 41 }] });
   });
+  // Mid 0 is no user: it has no stream to name.
+  const anon = { "mid:0": { epoch: "Z", pos: 3 } };
+  await withStreams("tcp", {
+    token: { ...TOKEN, mid: 0, room_id: "" },
+    streams: { positions: anon },
+  }, async (client, comet) => {
+    await client.connect();
+    assert.deepEqual(rawToken(await comet.session(0)).streams, {});
+  });
   const bad = (p: unknown) =>
     assert.throws(
       () =>
