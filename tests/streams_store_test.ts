@@ -5,9 +5,12 @@
  */
 
 import assert from "node:assert/strict";
+import type { Cluster, Redis } from "ioredis";
 import { MemoryPushStatusStore, MemoryStreamStore } from "../infra/memory/streams.ts";
+import { RedisPushStatusStore, RedisStreamStore } from "../infra/redis/streams.ts";
 import type { StreamEntryInit } from "../infra/streams.ts";
 import { streamStoreSuite } from "./engine_suites/streams_suite.ts";
+import { type RedisTarget, redisTargets, uniqueKeyPrefix } from "./redis_cluster_env.ts";
 
 const utf8 = new TextEncoder();
 const entry = (pushId: string): StreamEntryInit => ({
@@ -121,3 +124,161 @@ Deno.test("memory push status: expired records go on create; maxTargets bounds t
     await status.close();
   }
 });
+
+// ---------------------------------------------------------------------------- redis
+
+// The single Redis and the 3-master cluster: the suite and the key layout on both.
+for (const redis of await redisTargets()) {
+  streamStoreSuite(redis.name, async ({ size, ttlMs, statusTtlMs }) => {
+    redis.assertReachable();
+    const keyPrefix = uniqueKeyPrefix();
+    const opened: { close(): Promise<void> }[] = [];
+    const open = async <T extends { close(): Promise<void> }>(p: Promise<T>) => {
+      const s = await p;
+      opened.push(s);
+      return s;
+    };
+    const streamOpts = { ...redis.options(keyPrefix), size, ttlMs };
+    const streams = await open(RedisStreamStore.connect(streamOpts));
+    const status = await open(
+      RedisPushStatusStore.connect({ ...redis.options(keyPrefix), ttlMs: statusTtlMs }),
+    );
+    return {
+      streams,
+      status,
+      second: () => open(RedisStreamStore.connect(streamOpts)),
+      lose: (s: string) => unlink(redis, streams.keysOf(s)),
+      cleanup: async () => {
+        await redis.deleteKeys(keyPrefix);
+        for (const s of opened) await s.close();
+      },
+    };
+  }, { ignore: redis.ignore });
+
+  /**
+   * Registers a test on this Redis with stores of size 10 and TTLs of 90 s
+   * under a fresh prefix and a plain client to look at the keys; all
+   * closed and deleted after (ignored when Redis is absent, failing under CI).
+   */
+  const redisTest = (name: string, fn: (t: RedisStores) => Promise<void>) =>
+    Deno.test({
+      name: `${redis.name} streams: ${name}`,
+      ignore: redis.ignore,
+      fn: async () => {
+        redis.assertReachable();
+        const prefix = uniqueKeyPrefix();
+        const opts = { ...redis.options(prefix), size: 10, ttlMs: 90_000 };
+        const [streams, status] = await Promise.all([
+          RedisStreamStore.connect(opts),
+          RedisPushStatusStore.connect(opts),
+        ]);
+        const raw = redis.raw();
+        try {
+          await fn({ streams, status, raw, prefix });
+        } finally {
+          raw.disconnect();
+          await Promise.all([streams.close(), status.close()]);
+          await redis.deleteKeys(prefix);
+        }
+      },
+    });
+
+  redisTest("one hash tag per stream, the three keys' TTL renewed by append", async (t) => {
+    const { streams: store, raw, prefix } = t;
+    assert.deepEqual(store.keysOf("room:live://1"), [
+      `${prefix}st:{room:live://1}:m`,
+      `${prefix}st:{room:live://1}:l`,
+      `${prefix}st:{room:live://1}:i`,
+    ]);
+    assert.equal(store.keysOf("room:a}b%c{")[1], `${prefix}st:{room:a%7Db%25c{}:l`);
+    for (const name of ["room:live://1", "room:}{", "room:{x}", "mid:%7D", "room:é😀"]) {
+      const { epoch } = await store.append(name, [entry("a"), entry("b")]);
+      const [m, l, i] = store.keysOf(name);
+      assert.deepEqual(await raw.hgetall(m), { e: epoch, t: "2" }, name);
+      assert.deepEqual(await raw.hgetall(i), { a: "1", b: "2" }, name);
+      const [first] = await raw.lrangeBuffer(l, 0, 0);
+      assert.match(first.toString("latin1"), /^1,\d{13},1000,0,a,a$/, name);
+      for (const k of [m, l, i]) {
+        const ttl = await raw.pttl(k);
+        assert.ok(ttl > 80_000 && ttl <= 90_000, `${k} pttl ${ttl}`);
+      }
+      if (redis.clusterNodes.length > 0) {
+        const slots = await Promise.all([m, l, i].map((k) => raw.call("CLUSTER", "KEYSLOT", k)));
+        assert.equal(new Set(slots).size, 1, `${name}: one slot, got ${slots}`);
+      }
+    }
+    assert.equal(await redis.countKeys(prefix), 15);
+    // Trimming keeps the id index in step with the list.
+    await store.append("room:live://1", ids(12).map(entry));
+    const [, l, i] = store.keysOf("room:live://1");
+    assert.equal(await raw.llen(l), 10);
+    assert.deepEqual(
+      await raw.hgetall(i),
+      Object.fromEntries(ids(12).slice(2).map((id, n) => [id, String(n + 5)])),
+    );
+    // a, b at 1, 2; p0…p11 at 3…14; kept 5…14: p2 is held at 5, p1 was trimmed.
+    const again = await store.append("room:live://1", [entry("p2"), entry("p1")]);
+    assert.deepEqual(again.positions, [5, 15]);
+  });
+
+  redisTest("a history that lost any one of its keys starts a new epoch", async (t) => {
+    const { streams: store } = t;
+    for (const lost of [0, 1, 2]) {
+      const s = `room:part${lost}`;
+      const { epoch } = await store.append(s, ids(3).map(entry));
+      await t.raw.unlink(store.keysOf(s)[lost]);
+      const r = await store.recover(s, { epoch, pos: 1 });
+      // Without the meta or the list the readers see no history; the append checks all three.
+      if (lost !== 2) assert.deepEqual([r.epoch, r.reason], ["", "epoch_changed"], `lost ${lost}`);
+      const again = await store.append(s, [entry("p0"), entry("x")]);
+      assert.notEqual(again.epoch, epoch, `lost ${lost}`);
+      assert.deepEqual(again.positions, [1, 2], `lost ${lost}`);
+      assert.deepEqual((await store.range(s, { limit: 10 })).entries.map((e) => e.pushId), [
+        "p0",
+        "x",
+      ]);
+    }
+  });
+
+  redisTest("push status: one hash per push, TTL from creation", async (t) => {
+    const { status, raw, prefix } = t;
+    await status.create("Xk3_-9", ["mid:1", "key:a,b"]);
+    await status.delivered("Xk3_-9", "mid:1", 2);
+    await status.acked([{ pushId: "Xk3_-9", key: "a,b", mid: 1 }]);
+    const key = status.keyOf("Xk3_-9");
+    assert.equal(key, `${prefix}ps:{Xk3_-9}`);
+    const h = await raw.hgetall(key);
+    assert.deepEqual({ ...h, c: "" }, {
+      c: "",
+      "t:mid:1": "0,2,0",
+      "t:key:a,b": "1,-1,1",
+      "k:a,b": "1",
+    });
+    const ttl = await raw.pttl(key);
+    assert.ok(ttl > 80_000 && ttl <= 90_000, `pttl ${ttl}`);
+    assert.equal(await redis.countKeys(prefix), 1, "acks of unknown ids write nothing");
+  });
+}
+
+/** What a Redis-only test gets. */
+interface RedisStores {
+  streams: RedisStreamStore;
+  status: RedisPushStatusStore;
+  /** A plain client on the same Redis. */
+  raw: Redis | Cluster;
+  prefix: string;
+}
+
+/** Deletes these keys one by one (on a cluster a command's keys must share a slot). */
+async function unlink(redis: RedisTarget, keys: string[]): Promise<void> {
+  const raw = redis.raw();
+  try {
+    for (const k of keys) await raw.unlink(k);
+  } finally {
+    raw.disconnect();
+  }
+}
+
+function ids(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `p${i}`);
+}

