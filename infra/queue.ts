@@ -8,6 +8,7 @@
  */
 
 import type { PushMsg } from "../proto/messages.ts";
+import { midStream } from "./streams.ts";
 
 /**
  * Thrown by {@linkcode PushQueue.publish} when the message cannot be
@@ -28,6 +29,14 @@ export class QueueUnavailableError extends Error {
 export interface PushMeta {
   /** When the message was published, in ms since the epoch (Kafka: the record timestamp). */
   publishedAt?: number;
+  /**
+   * The message's identity in the queue, the same each time the queue
+   * delivers it again (Kafka: `<topic>/<partition>/<offset>`; memory: a
+   * sequence number of the queue). Job derives the push id of a message
+   * that has none (a goim logic's) from it, so a redelivery still gets its
+   * first stream position (docs/STREAMS.md).
+   */
+  id?: string;
 }
 
 /**
@@ -72,16 +81,22 @@ export interface PushConsumer {
 
 /**
  * The partition key goim uses: the first key for PUSH, the room for ROOM,
- * the operation for BROADCAST. Messages with one key stay in order.
+ * the operation for BROADCAST. Messages with one key stay in order. A push
+ * to a mid's stream (PUSH with `mid` and no keys, docs/STREAMS.md) is keyed
+ * by its stream name `mid:<mid>`, so one mid's pushes stay in order and reach one job.
  *
  * @example
  * ```ts
  * partitionKey({ type: "ROOM", room: "live://1", operation: 1000, keys: [] }); // "live://1"
+ * partitionKey({ type: "PUSH", room: "", operation: 1000, keys: [], mid: 42 }); // "mid:42"
  * ```
  */
-export function partitionKey(msg: Pick<PushMsg, "type" | "keys" | "room" | "operation">): string {
+export function partitionKey(
+  msg: Pick<PushMsg, "type" | "keys" | "room" | "operation" | "mid">,
+): string {
   switch (msg.type) {
     case "PUSH":
+      if (msg.keys.length === 0 && msg.mid) return midStream(msg.mid);
       return msg.keys[0] ?? "";
     case "ROOM":
       return msg.room;

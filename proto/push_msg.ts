@@ -4,6 +4,11 @@
  * proto3 defaults (0, "", empty lists and bytes, type PUSH) left out. So a goim
  * job can consume what our logic publishes and the other way round.
  *
+ * This project's fields (`push_id` 100, `mid` 101, `ack` 102; docs/STREAMS.md)
+ * are written only when set, so a message without them has goim's bytes, and
+ * a goim job skips them as unknown fields. Decoding puts them in the result
+ * only when set, for the same reason: a goim message decodes to goim's shape.
+ *
  * Reads ./logic.proto and ./protocol.proto once, on first import (needs read
  * permission on proto/; `deno compile` needs `--include proto/`). Import this
  * module alone where only the codec is needed: it does not load grpc-js.
@@ -56,14 +61,17 @@ export function encodePushMsg(msg: MessageInit<PushMsg>): Uint8Array {
   if (msg.room) fields.room = msg.room;
   if (msg.keys?.length) fields.keys = msg.keys;
   if (msg.msg?.length) fields.msg = msg.msg;
+  if (msg.push_id) fields.push_id = msg.push_id;
+  if (msg.mid) fields.mid = msg.mid;
+  if (msg.ack) fields.ack = true;
   const out = PushMsgProto.encode(PushMsgProto.fromObject(fields)).finish();
   // finish() may return a Node Buffer; hand out a plain Uint8Array view of it.
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 
 /**
- * Decodes a PushMsg from the queue. Every field is present in the result
- * (defaults filled in). `msg` is a view into `bytes`, not a copy, so that the
+ * Decodes a PushMsg from the queue. Every goim field is present in the result
+ * (defaults filled in); `push_id`, `mid` and `ack` only when set. `msg` is a view into `bytes`, not a copy, so that the
  * body can be framed once and shared by every connection; don't reuse `bytes`
  * while it is in use.
  *
@@ -82,11 +90,12 @@ export function decodePushMsg(bytes: Uint8Array): PushMsg {
     defaults: true,
     arrays: true,
     enums: Number,
+    longs: Number,
   });
   const type = TYPE_NAMES[m.type];
   if (type === undefined) throw new TypeError(`PushMsg: unknown type ${m.type}`);
   const msg = m.msg as Uint8Array;
-  return {
+  const out: PushMsg = {
     type,
     operation: m.operation,
     speed: m.speed,
@@ -95,4 +104,8 @@ export function decodePushMsg(bytes: Uint8Array): PushMsg {
     keys: m.keys,
     msg: new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength),
   };
+  if (m.push_id) out.push_id = m.push_id;
+  if (m.mid) out.mid = m.mid;
+  if (m.ack) out.ack = true;
+  return out;
 }

@@ -41,7 +41,9 @@
  * group that must not miss anything published before its first start).
  *
  * The handler's second argument carries the record's timestamp as
- * {@linkcode PushMeta.publishedAt} (our producer sets it to the publish time).
+ * {@linkcode PushMeta.publishedAt} (our producer sets it to the publish time)
+ * and `<topic>/<partition>/<offset>` as {@linkcode PushMeta.id}: the same for
+ * every delivery of the record, to any member of any group.
  *
  * @module
  */
@@ -552,12 +554,9 @@ export class KafkaConsumer implements PushConsumer {
       return Promise.resolve(true);
     }
     const ts = Number(m.timestamp);
-    return this.#deliver(
-      msg,
-      Number.isFinite(ts) && ts > 0 ? { publishedAt: ts } : {},
-      t,
-      m.offset,
-    );
+    const meta: PushMeta = { id: `${t.topic}/${partition}/${m.offset}` };
+    if (Number.isFinite(ts) && ts > 0) meta.publishedAt = ts;
+    return this.#deliver(msg, meta, t, m.offset);
   }
 
   async #deliver(

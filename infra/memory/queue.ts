@@ -30,7 +30,9 @@
  *   during close is not retried: its message is dropped.
  *
  * The handler also gets a second argument, {@linkcode PushMeta}, with the
- * publish time, so job can measure end-to-end latency.
+ * publish time, so job can measure end-to-end latency, and an id —
+ * `memory/<queue>/<n>`, n counting publishes, `<queue>` random per queue —
+ * that stays the same when a rejected message is delivered again.
  *
  * @example
  * ```ts
@@ -91,6 +93,8 @@ export interface MemoryQueue {
 interface Entry {
   msg: PushMsg;
   publishedAt: number;
+  /** {@linkcode PushMeta.id}. */
+  id: string;
   failures: number;
 }
 
@@ -140,6 +144,9 @@ class MemoryPushQueue {
   #consumerClosing = false;
   #stopped = false;
   droppedCount = 0;
+  // PushMeta.id: `memory/<this queue>/<publishes so far>`.
+  readonly #idPrefix = `memory/${crypto.randomUUID().slice(0, 8)}/`;
+  #published = 0;
   // Wakes close() whenever size or in-flight count drops.
   #onSettle?: () => void;
 
@@ -165,7 +172,12 @@ class MemoryPushQueue {
         new QueueUnavailableError(`memory queue full (capacity ${this.#capacity})`),
       );
     }
-    this.#queue.push({ msg, publishedAt: this.#now(), failures: 0 });
+    this.#queue.push({
+      msg,
+      publishedAt: this.#now(),
+      id: this.#idPrefix + ++this.#published,
+      failures: 0,
+    });
     this.size++;
     this.#schedulePump();
     return Promise.resolve();
@@ -269,7 +281,7 @@ class MemoryPushQueue {
     this.#inFlight++;
     let p: Promise<void>;
     try {
-      p = this.#handler!(e.msg, { publishedAt: e.publishedAt } satisfies PushMeta);
+      p = this.#handler!(e.msg, { publishedAt: e.publishedAt, id: e.id } satisfies PushMeta);
     } catch (err) {
       p = Promise.reject(err);
     }
