@@ -129,6 +129,11 @@ export function isPushId(s: unknown): s is string {
   return true;
 }
 
+/** Whether `s` is a valid epoch: ASCII of at most 64 bytes ("" included: no history). */
+export function isEpoch(s: unknown): s is string {
+  return typeof s === "string" && s.length <= MAX_EPOCH_BYTES && isAscii(s);
+}
+
 function isAscii(s: string): boolean {
   for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
   return true;
