@@ -24,7 +24,9 @@
  *
  * Each {@linkcode PushBatcher.add} resolves with the outcome of the flush
  * that carried its frame, so the queue acknowledges a message only once
- * its batch was handed to the comets.
+ * its batch was handed to the comets. A frame may carry an item (job's
+ * stream entry: push id, op, body) that the flush gets with the batch, one
+ * per frame in order.
  *
  * @module
  */
@@ -52,18 +54,26 @@ export interface PushBatcherOptions {
 
 /**
  * Sends one sealed batch of a key; resolves with an outcome for all its
- * frames. `since` is the stamp given with the batch's first frame.
+ * frames. `since` is the stamp given with the batch's first frame, `items`
+ * the frames' items in order.
  */
-export type FlushBatch<R> = (key: string, batch: Batch, since: number) => Promise<R>;
+export type FlushBatch<R, I = undefined> = (
+  key: string,
+  batch: Batch,
+  since: number,
+  items: I[],
+) => Promise<R>;
 
 /** How {@linkcode PushBatcher.add} treats one frame. */
-export interface BatchAddOptions {
+export interface BatchAddOptions<I = undefined> {
   /** Now, ms on the caller's clock: becomes {@linkcode PushBatcher.lastUsed}. */
   at: number;
   /** Flush the batch at once rather than wait for the window (job is stopping). */
   flushNow?: boolean;
   /** The frame's arrival mark (default 0); the flush gets the batch's first one as `since`. */
   stamp?: number;
+  /** What the flush gets for this frame in its `items`. */
+  item?: I;
 }
 
 /** Default of {@linkcode PushBatcherOptions.maxBytes}. */
@@ -73,14 +83,15 @@ export const BATCH_MAX_BYTES = 256 * 1024;
 export const BATCH_MAX_IN_FLIGHT = 1;
 
 /** The batcher of one key: a room, or `op:<operation>` for broadcasts. */
-export class PushBatcher<R> {
+export class PushBatcher<R, I = undefined> {
   /** The key, e.g. `live://1000` or `op:1000`. */
   readonly key: string;
   /** Last time a frame was added (ms, from the clock given to add()). */
   lastUsed = 0;
   readonly #options: Required<PushBatcherOptions>;
-  readonly #flush: FlushBatch<R>;
+  readonly #flush: FlushBatch<R, I>;
   readonly #builder = new BatchBuilder(1024);
+  #items: I[] = [];
   #timer?: ReturnType<typeof setTimeout>;
   #waiters: ((r: R) => void)[] = [];
   #inFlight = 0;
@@ -89,7 +100,7 @@ export class PushBatcher<R> {
   #due = false;
 
   /** A batcher for `key` that hands sealed batches to `flush`. */
-  constructor(key: string, options: PushBatcherOptions, flush: FlushBatch<R>) {
+  constructor(key: string, options: PushBatcherOptions, flush: FlushBatch<R, I>) {
     this.key = key;
     this.#options = { maxBytes: BATCH_MAX_BYTES, maxInFlight: BATCH_MAX_IN_FLIGHT, ...options };
     this.#flush = flush;
@@ -107,11 +118,12 @@ export class PushBatcher<R> {
   add(
     op: number,
     body: Uint8Array,
-    { at, flushNow = false, stamp = 0 }: BatchAddOptions,
+    { at, flushNow = false, stamp = 0, item }: BatchAddOptions<I>,
   ): Promise<R> {
     this.lastUsed = at;
     if (this.#builder.count === 0) this.#since = stamp;
     this.#builder.add(op, body);
+    this.#items.push(item as I);
     const p = new Promise<R>((r) => this.#waiters.push(r));
     if (
       flushNow || this.#builder.count >= this.#options.batch ||
@@ -146,10 +158,12 @@ export class PushBatcher<R> {
     const batch = this.#builder.finish();
     const waiters = this.#waiters;
     this.#waiters = [];
+    const items = this.#items;
+    this.#items = [];
     this.#inFlight++;
     // flush() starts the sends synchronously (lane slots taken in order);
     // only their completion is awaited.
-    this.#flush(this.key, batch, this.#since).then((r) => {
+    this.#flush(this.key, batch, this.#since, items).then((r) => {
       this.#inFlight--;
       for (const w of waiters) w(r);
       if (this.#due) this.flush();

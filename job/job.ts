@@ -23,6 +23,32 @@
  *   `speed` divided by the number of comets as goim does (but never down
  *   to 0, which would mean unpaced).
  *
+ * Streams (docs/STREAMS.md; with `streams.enabled` and a `streams` store,
+ * ./streams.ts): job is the one ordering point of every stream.
+ * - A sealed room batch is appended to `room:<room>` in one call — after
+ *   the room's previous append returned — and its BroadcastRoom carries the
+ *   epoch, the positions and the push ids (one per inner frame). The
+ *   membership decision for it takes a stamp *after* the append, so a
+ *   member that a Rooms() answer misses joined after the append and finds
+ *   the message in its recovery.
+ * - A PUSH with `mid` and no server or keys is appended to `mid:<mid>`;
+ *   *then* the mid's live keys are looked up (`sessions.keysByMids`) —
+ *   never before, so a connection stored before the append is found and
+ *   one stored after reads the message in its recovery — and each comet
+ *   holding some gets one PushMsg with the stream, epoch, position, push id
+ *   and `ack`, in the lane of the stream name. Appends, lookups and
+ *   submissions of one mid run in queue order, so append order is delivery
+ *   order at every comet. Without a history (streams off) the keys are
+ *   still looked up and pushed, without a position.
+ * - A key push with `ack` passes its push id and `ack` through.
+ * - With `ack`, the push status (`pushStatus.delivered`) gets the number
+ *   of connections handed the push: per mid the keys found (0: offline),
+ *   per key 1 (0 when it could not be handed over).
+ * - A store that fails is retried until it answers; the message's handler
+ *   waits meanwhile (the queue keeps it). A redelivered message carries the
+ *   same push id (./streams.ts, `pushIdOf`) and gets its first position
+ *   again, which the comet drops as a duplicate.
+ *
  * Acknowledgement: the handler resolves once the message was handed to all
  * its comets — for a room message, once the batch carrying it was sent — or
  * once job gave up on it (skipped: counted by reason, logged, and not
@@ -55,14 +81,25 @@ import type { Logger } from "../infra/log.ts";
 import { createMetrics, type Metrics } from "../infra/metrics.ts";
 import type { PushConsumer, PushHandler, PushMeta } from "../infra/queue.ts";
 import type { CometRecord, Registry } from "../infra/registry.ts";
+import type { SessionStore } from "../infra/sessions.ts";
+import {
+  type Appended,
+  midStream,
+  type PushStatusStore,
+  roomStream,
+  type StreamEntryInit,
+  type StreamStore,
+} from "../infra/streams.ts";
 import type { CometApi } from "../proto/api.ts";
-import type { Proto, PushMsg } from "../proto/messages.ts";
+import type { BroadcastRoomReq, Proto, PushMsg, PushMsgReq } from "../proto/messages.ts";
 import type { Batch } from "../protocol/batch.ts";
 import { Op } from "../protocol/ops.ts";
 import { type CallOutcome, CometConn } from "./comet.ts";
 import { type JobMetrics, jobMetrics, type SkipReason } from "./metrics.ts";
 import { type FlushBatch, PushBatcher } from "./batcher.ts";
 import { RoomSnapshot, Stamps } from "./membership.ts";
+import { inOrder } from "./order.ts";
+import { isStreamName, pushIdOf, REFUSED, StreamWriter } from "./streams.ts";
 
 /** What job needs from its surroundings. */
 export interface JobDeps {
@@ -90,6 +127,15 @@ export interface JobDeps {
   roomsWaitMs?: number;
   /** How long stop() lets queued messages drain before aborting them (default 10000 ms). */
   stopTimeoutMs?: number;
+  /**
+   * Stream history (docs/STREAMS.md). With `streams.enabled`, room batches
+   * and mid pushes are appended and carry positions; absent: none do.
+   */
+  streams?: StreamStore;
+  /** Session routes: a mid's live keys, for mid pushes (skipped as invalid without it). */
+  sessions?: SessionStore;
+  /** Status of ack-requested pushes (not recorded without it). */
+  pushStatus?: PushStatusStore;
 }
 
 /** Thrown by the handler for messages job abandons while stopping: the queue keeps them. */
@@ -103,6 +149,18 @@ export class JobStoppingError extends Error {
 type Outcome = { ok: true } | { ok: false; reason: SkipReason | "stopping"; error?: unknown };
 
 const OK: Outcome = { ok: true };
+const STOPPING: Outcome = { ok: false, reason: "stopping" };
+const NO_COMETS: Outcome = { ok: false, reason: "no_comets" };
+const NO_TARGET: Outcome = { ok: false, reason: "no_target" };
+
+/** A PushMsg request for `msg`'s keys (goim's three fields). */
+function pushReq(msg: PushMsg): PushMsgReq {
+  return {
+    keys: msg.keys,
+    protoOp: msg.operation,
+    proto: { ver: 1, op: msg.operation, seq: 0, body: msg.msg },
+  };
+}
 const NOOP_LOG: Logger = {
   level: "error",
   debug() {},
@@ -113,8 +171,14 @@ const NOOP_LOG: Logger = {
   child: () => NOOP_LOG,
 };
 
+/** A room batch ready for the membership decision: its request and the stamp to decide by. */
+interface RoomSend {
+  req: BroadcastRoomReq;
+  since: number;
+}
+
 /** The first failure of several calls, or ok if all succeeded. */
-function combine(outcomes: Promise<CallOutcome>[]): Promise<Outcome> {
+function combine(outcomes: Promise<CallOutcome | Outcome>[]): Promise<Outcome> {
   if (outcomes.length === 1) return outcomes[0];
   return Promise.all(outcomes).then((all) => {
     let first: Outcome = OK;
@@ -151,7 +215,11 @@ export class Job {
   // Tail of each room's chain of flushes, so batches of a room stay in order.
   readonly #roomOrder = new Map<string, Promise<unknown>>();
   readonly #comets = new Map<string, CometConn>();
-  readonly #rooms = new Map<string, PushBatcher<Outcome>>();
+  readonly #rooms = new Map<string, PushBatcher<Outcome, StreamEntryInit | undefined>>();
+  // Tail of each mid stream's chain of submissions, so a mid's pushes stay in order.
+  readonly #midOrder = new Map<string, Promise<unknown>>();
+  // Stream history, lookups and push status; null when job has none of them.
+  readonly #writer: StreamWriter | null;
   // Unpaced broadcasts, batched per operation (key `op:<operation>`).
   readonly #broadcasts = new Map<number, PushBatcher<Outcome>>();
   // Servers some PUSH is waiting to learn about; later pushes to them queue behind.
@@ -178,6 +246,22 @@ export class Job {
       lag: deps.consumer.lag?.bind(deps.consumer),
     });
     this.handle = (msg: PushMsg, meta?: PushMeta) => this.#handle(msg, meta);
+    const history = deps.config.streams.enabled ? deps.streams : undefined;
+    const retry = deps.config.job.retry;
+    this.#writer = history || deps.sessions || deps.pushStatus
+      ? new StreamWriter({
+        streams: history,
+        sessions: deps.sessions,
+        pushStatus: deps.pushStatus,
+        metrics: this.#metrics,
+        retry: {
+          maxAttempts: retry.max_attempts,
+          baseDelayMs: retry.base_delay,
+          maxDelayMs: retry.max_delay,
+        },
+        warn: (key, text, fields) => this.#warnSometimes(`stream:${key}`, text, fields),
+      })
+      : null;
   }
 
   /** The metrics registry job reports into. */
@@ -251,6 +335,7 @@ export class Job {
       const abort = setTimeout(() => {
         this.#log.warn("stop timed out; abandoning queued messages", { afterMs: ms });
         this.#aborted = true;
+        this.#writer?.stop();
         for (const c of this.#comets.values()) void c.close("stopping");
       }, ms);
       try {
@@ -269,6 +354,8 @@ export class Job {
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     this.#flushAll();
+    // The consumer is closed: a store retry still running has nobody to deliver to.
+    this.#writer?.stop();
     await this.#refreshing;
     const comets = [...this.#comets.values()];
     this.#comets.clear();
@@ -335,18 +422,27 @@ export class Job {
   }
 
   #push(msg: PushMsg, meta?: PushMeta): Promise<void> {
+    if (msg.server === "" && msg.keys.length === 0 && msg.mid) return this.#midPush(msg, meta);
     if (msg.server === "" || msg.keys.length === 0) {
       return this.#finish(msg, meta, { ok: false, reason: "invalid" });
     }
+    const req = pushReq(msg);
+    const ackId = msg.ack ? pushIdOf(msg, meta) : "";
+    if (ackId !== "") {
+      req.push_id = ackId;
+      req.ack = true;
+    }
+    const done = (o: Outcome) =>
+      this.#keysDelivered(ackId, msg.keys, o).then(() => this.#finish(msg, meta, o));
     const comet = this.#comets.get(msg.server);
     const waiting = this.#awaitingServer.get(msg.server);
-    if (comet && !waiting) return this.#pushTo(comet, msg).then((o) => this.#finish(msg, meta, o));
+    if (comet && !waiting) return this.#pushTo(comet, msg.keys[0], req).then(done);
 
     // Unknown server: look it up once more. Pushes to the same server that
     // arrive meanwhile line up behind this one, so a key's order holds.
     const submitted = (waiting ?? this.#refreshFor(msg.server)).then(() => {
       const c = this.#comets.get(msg.server);
-      return c ? { outcome: this.#pushTo(c, msg) } : undefined;
+      return c ? { outcome: this.#pushTo(c, msg.keys[0], req) } : undefined;
     });
     const gate = submitted.then(() => {});
     this.#awaitingServer.set(msg.server, gate);
@@ -354,62 +450,175 @@ export class Job {
       if (this.#awaitingServer.get(msg.server) === gate) this.#awaitingServer.delete(msg.server);
     });
     return submitted.then(async (s) =>
-      this.#finish(msg, meta, s ? await s.outcome : { ok: false, reason: "unknown_server" })
+      done(s ? await s.outcome : { ok: false, reason: "unknown_server" })
     );
   }
 
-  #pushTo(c: CometConn, msg: PushMsg): Promise<CallOutcome> {
-    const req = {
-      keys: msg.keys,
-      protoOp: msg.operation,
-      proto: { ver: 1, op: msg.operation, seq: 0, body: msg.msg },
-    };
-    return c.submit(msg.keys[0], "PushMsg", (client) => client.PushMsg(req));
+  #pushTo(c: CometConn, laneKey: string, req: PushMsgReq): Promise<CallOutcome> {
+    return c.submit(laneKey, "PushMsg", (client) => client.PushMsg(req));
+  }
+
+  // Push status of an ack-requested key push: each key was handed over (1) or not (0).
+  async #keysDelivered(id: string, keys: readonly string[], o: Outcome): Promise<void> {
+    if (id === "" || !this.#writer || (!o.ok && o.reason === "stopping")) return;
+    const w = this.#writer;
+    await Promise.all(keys.map((k) => w.delivered(id, `key:${k}`, o.ok ? 1 : 0)));
+  }
+
+  /**
+   * A push to a mid's stream: appended, then looked up, then sent to each
+   * comet holding some of the mid's keys; every step in the mid's queue
+   * order (see the module doc).
+   */
+  #midPush(msg: PushMsg, meta?: PushMeta): Promise<void> {
+    const w = this.#writer;
+    if (!w?.sessions) {
+      return this.#finish(msg, meta, {
+        ok: false,
+        reason: "invalid",
+        error: "a mid push, but job has no session store to find the mid's keys",
+      });
+    }
+    const mid = msg.mid!;
+    const stream = midStream(mid);
+    const pushId = w.history || msg.ack ? pushIdOf(msg, meta) : "";
+    const entry: StreamEntryInit = { pushId, op: msg.operation, body: msg.msg };
+    if (msg.ack) entry.ack = true;
+    // undefined: no position (no history, or refused); null: job gave up (stopping).
+    const appended: Promise<Appended | null | undefined> = w.history
+      ? w.append("mid", stream, [entry]).then((a) => a === REFUSED ? undefined : a)
+      : Promise.resolve(undefined);
+    // The keys are looked up only once the message has its position.
+    const found = appended.then(async (a) => {
+      if (a === null) return null;
+      const keys = await w.keysOf(mid);
+      return keys && { a, keys };
+    });
+    return inOrder(this.#midOrder, stream, found, async (f) => {
+      if (f === null) return { outcome: Promise.resolve(STOPPING) };
+      const req = pushReq(msg);
+      if (f.a) {
+        req.stream = stream;
+        req.epoch = f.a.epoch;
+        req.pos = f.a.positions[0];
+        req.push_id = pushId;
+      }
+      if (msg.ack) {
+        req.push_id = pushId;
+        req.ack = true;
+      }
+      const status = msg.ack ? w.delivered(pushId, stream, f.keys.size) : undefined;
+      const byServer = new Map<string, string[]>();
+      for (const [key, server] of f.keys) {
+        const keys = byServer.get(server);
+        if (keys) keys.push(key);
+        else byServer.set(server, [key]);
+      }
+      for (const server of byServer.keys()) {
+        if (!this.#comets.has(server)) await this.#refreshFor(server);
+      }
+      // Submitted synchronously, in this mid's order, to the lane of its stream.
+      const outcomes = [...byServer].map(([server, keys]) => {
+        const c = this.#comets.get(server);
+        return c
+          ? this.#pushTo(c, stream, { ...req, keys })
+          : Promise.resolve<Outcome>({ ok: false, reason: "unknown_server" });
+      });
+      return { outcome: outcomes.length === 0 ? Promise.resolve(OK) : combine(outcomes), status };
+    }).then(async ({ outcome, status }) => {
+      const o = await outcome;
+      await status;
+      return this.#finish(msg, meta, o);
+    });
   }
 
   #room(msg: PushMsg, meta?: PushMeta): Promise<void> {
     if (msg.room === "") return this.#finish(msg, meta, { ok: false, reason: "invalid" });
     let b = this.#rooms.get(msg.room);
     if (!b) {
-      b = this.#batcher(msg.room, (room, batch, since) => this.#flushRoom(room, batch, since));
+      b = this.#batcher<StreamEntryInit | undefined>(
+        msg.room,
+        (room, batch, since, items) => this.#flushRoom(room, batch, since, items),
+      );
       this.#rooms.set(msg.room, b);
     }
     return b.add(msg.operation, msg.msg, {
       at: this.#now(),
       flushNow: this.#state !== "running",
       stamp: this.#stamps.next(),
+      item: this.#roomEntry(msg, meta),
     }).then((o) => this.#finish(msg, meta, o));
   }
 
-  #flushRoom(room: string, batch: Batch, since: number): Promise<Outcome> {
+  // The stream entry of a room message; undefined when the room has no stream.
+  #roomEntry(msg: PushMsg, meta?: PushMeta): StreamEntryInit | undefined {
+    if (!this.#writer?.history) return undefined;
+    if (!isStreamName(roomStream(msg.room))) {
+      this.#warnSometimes("stream:long_room", "room name too long for a stream; no positions", {
+        room: msg.room.slice(0, 64),
+      });
+      return undefined;
+    }
+    return { pushId: pushIdOf(msg, meta), op: msg.operation, body: msg.msg };
+  }
+
+  #flushRoom(
+    room: string,
+    batch: Batch,
+    since: number,
+    items: (StreamEntryInit | undefined)[],
+  ): Promise<Outcome> {
     this.#metrics.roomBatch.observe(batch.count);
-    if (this.#comets.size === 0) return Promise.resolve({ ok: false, reason: "no_comets" });
-    const comets = [...this.#comets.values()];
-    // One request object, one body for every comet: the batch is encoded once.
-    const req = { roomID: room, proto: { ver: 1, op: Op.Raw, seq: 0, body: batch.tcp } };
-    const decide = async (): Promise<CometConn[]> => {
+    // One body for every comet: the batch is encoded once.
+    const proto = { ver: 1, op: Op.Raw, seq: 0, body: batch.tcp };
+    if (!this.#writer || items[0] === undefined) {
+      return this.#fanOutRoom(room, Promise.resolve({ req: { roomID: room, proto }, since }));
+    }
+    // A room's batches are all with or all without a stream: the choice is the room name's.
+    const entries = items as StreamEntryInit[];
+    const ready = this.#writer.append("room", roomStream(room), entries).then(
+      (a): RoomSend | Outcome => {
+        if (a === null) return STOPPING;
+        // Decided by a Rooms() call sent after the append (see the module doc).
+        const since = this.#stamps.next();
+        if (a === REFUSED) return { req: { roomID: room, proto }, since };
+        const req = {
+          roomID: room,
+          proto,
+          epoch: a.epoch,
+          positions: a.positions,
+          push_ids: entries.map((e) => e.pushId),
+        };
+        return { req, since };
+      },
+    );
+    return this.#fanOutRoom(room, ready);
+  }
+
+  /**
+   * Sends a room batch, once `ready`, to the comets with members in the
+   * room. Batches of a room are submitted in order: each decides after the
+   * one before it decided and submitted, but deliveries still overlap in
+   * the lanes. One request object for every comet.
+   */
+  #fanOutRoom(room: string, ready: Promise<RoomSend | Outcome>): Promise<Outcome> {
+    return inOrder(this.#roomOrder, room, ready, async (s) => {
+      if ("ok" in s) return { outcome: Promise.resolve(s) };
+      const comets = [...this.#comets.values()];
+      if (comets.length === 0) return { outcome: Promise.resolve<Outcome>(NO_COMETS) };
       const wanted = await Promise.all(
-        comets.map((c) => c.snapshot ? c.snapshot.wants(room, since) : true),
+        comets.map((c) => c.snapshot ? c.snapshot.wants(room, s.since) : true),
       );
-      return comets.filter((_, i) => wanted[i]);
-    };
-    // Batches of a room are submitted in order: each decides after the one
-    // before it decided and submitted (callbacks on one promise run in
-    // registration order), but deliveries still overlap in the lanes.
-    const prev = this.#roomOrder.get(room);
-    const decided = prev ? prev.then(decide, decide) : decide();
-    const outcome = decided.then((targets): Promise<Outcome> | Outcome => {
-      if (targets.length === 0) return { ok: false, reason: "no_target" };
-      return combine(
-        targets.map((c) => c.submit(room, "BroadcastRoom", (cl) => cl.BroadcastRoom(req), true)),
-      );
-    });
-    const tail = decided.then(() => {}, () => {});
-    this.#roomOrder.set(room, tail);
-    void tail.then(() => {
-      if (this.#roomOrder.get(room) === tail) this.#roomOrder.delete(room);
-    });
-    return outcome;
+      const targets = comets.filter((_, i) => wanted[i]);
+      if (targets.length === 0) return { outcome: Promise.resolve<Outcome>(NO_TARGET) };
+      return {
+        outcome: combine(
+          targets.map((c) =>
+            c.submit(room, "BroadcastRoom", (cl) => cl.BroadcastRoom(s.req), true)
+          ),
+        ),
+      };
+    }).then((d) => d.outcome);
   }
 
   #broadcast(msg: PushMsg, meta?: PushMeta): Promise<void> {
@@ -429,9 +638,9 @@ export class Job {
   }
 
   /** A batcher (config `job.room.*`) for a room or, as `op:<operation>`, a broadcast operation. */
-  #batcher(key: string, flush: FlushBatch<Outcome>): PushBatcher<Outcome> {
+  #batcher<I = undefined>(key: string, flush: FlushBatch<Outcome, I>): PushBatcher<Outcome, I> {
     const r = this.#deps.config.job.room;
-    return new PushBatcher<Outcome>(key, { batch: r.batch, windowMs: r.window }, flush);
+    return new PushBatcher<Outcome, I>(key, { batch: r.batch, windowMs: r.window }, flush);
   }
 
   #flushBroadcast(op: number, batch: Batch): Promise<Outcome> {

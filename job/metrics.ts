@@ -37,6 +37,14 @@ export interface JobMetrics {
   latency: Histogram<"type">;
   /** Frames per room batch sent. */
   roomBatch: Histogram;
+  /** Stream appends that succeeded, by stream kind (room, mid). */
+  streamAppends: Counter<"kind">;
+  /** Entries those appends carried. */
+  streamAppendEntries: Counter<"kind">;
+  /** Duration of a successful append, seconds. */
+  streamAppendSeconds: Histogram<"kind">;
+  /** Failed stream store calls (append, keys_by_mids, delivered), each retried. */
+  storeFailures: Counter<"call">;
 }
 
 /** Sources the scrape-time gauges read from. */
@@ -110,5 +118,26 @@ export function jobMetrics(m: Metrics, src: JobGaugeSources): JobMetrics {
       200,
       500,
     ]),
+    streamAppends: m.counter(
+      "stream_appends_total",
+      "Appends to the stream history that succeeded (one per room batch or mid push).",
+      ["kind"],
+    ),
+    streamAppendEntries: m.counter(
+      "stream_append_entries_total",
+      "Messages those appends carried.",
+      ["kind"],
+    ),
+    streamAppendSeconds: m.histogram(
+      "stream_append_seconds",
+      "Duration of a successful append to the stream history.",
+      exponentialBuckets(0.0001, 2, 16),
+      ["kind"],
+    ),
+    storeFailures: m.counter(
+      "stream_store_failures_total",
+      "Stream store calls that failed (each is retried: append and keys_by_mids until they succeed).",
+      ["call"],
+    ),
   };
 }
