@@ -19,6 +19,7 @@ import type { Batch } from "../protocol/mod.ts";
 import type { Channel } from "./channel.ts";
 import type { OnlineCounts } from "./online.ts";
 import { Room } from "./room.ts";
+import type { CometStreams, StreamBatch } from "./streams.ts";
 
 /**
  * One shard of channels and rooms.
@@ -79,6 +80,23 @@ export class Bucket {
   pushRoom(roomId: string, batch: Batch): void {
     const room = this.rooms.get(roomId);
     if (room !== undefined) room.pushAll(batch);
+  }
+
+  /**
+   * Queues a room push with stream positions: as {@linkcode Bucket.pushRoom}
+   * while no member of the room here opted in; otherwise `stream()` (built
+   * once per call, shared by every bucket) for opted-in members.
+   */
+  pushRoomStream(
+    roomId: string,
+    batch: Batch,
+    stream: () => StreamBatch,
+    streams: CometStreams,
+  ): void {
+    const room = this.rooms.get(roomId);
+    if (room === undefined) return;
+    if (room.streamMembers === 0) room.pushAll(batch);
+    else room.pushMixed(batch, stream(), streams);
   }
 
   /**

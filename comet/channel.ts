@@ -31,6 +31,7 @@ import {
 import type { CometMetrics, TransportName } from "./metrics.ts";
 import type { Room } from "./room.ts";
 import type { Bucket } from "./bucket.ts";
+import type { ChannelStreams } from "./streams.ts";
 
 /** What a send queue does when a push does not fit (config comet.send_queue.policy). */
 export type QueuePolicy = "disconnect" | "drop_oldest" | "drop_new";
@@ -152,6 +153,12 @@ export abstract class Channel {
   replaced = false;
   /** The auth scope (ops 12 and 14); null = unrestricted (goim's behaviour). */
   scope: ChannelScope | null = null;
+  /**
+   * Stream state of a connection that opted in (ConnectReply field 105,
+   * comet/streams.ts), set before it joins its bucket and never changed;
+   * null for every goim connection, which pays only this null check.
+   */
+  streams: ChannelStreams | null = null;
   /** Whether the channel is in the flusher's list. */
   scheduled = false;
   /** Whether the channel is in the flusher's urgent list (a key push waits in it). */
@@ -285,6 +292,8 @@ export abstract class Channel {
    */
   push(batch: Batch): boolean {
     if (this.state !== ChannelState.Open) return false;
+    const st = this.streams;
+    if (st !== null && st.holding) return this.#hold(st, batch);
     const size = this.pushSize(batch);
     const host = this.host;
     if (this.queued + this.inflight + size > host.maxQueueBytes && !this.#makeRoom(size, batch)) {
@@ -413,6 +422,48 @@ export abstract class Channel {
     else this.queue.push(frame);
     this.#addQueued(frame.length);
     if (!this.scheduled) this.host.schedule(this);
+  }
+
+  /**
+   * Holds a push while a stream recovery is out (comet/streams.ts), in
+   * order, under the send-queue bound: what is held counts with what is
+   * queued, and the queue policy applies to the held pushes (drop_oldest
+   * drops the oldest held one; what is already queued stays).
+   */
+  #hold(st: ChannelStreams, batch: Batch): boolean {
+    const size = this.pushSize(batch);
+    const host = this.host;
+    const m = host.metrics;
+    const max = host.maxQueueBytes;
+    if (st.heldBytes + this.queued + this.inflight + size > max) {
+      if (host.policy === "disconnect") {
+        let frames = batch.count;
+        for (const b of st.held ?? []) frames += b.count;
+        m.droppedDisconnect += frames;
+        st.dropHeld(m);
+        this.#overflow();
+        return false;
+      }
+      const held = st.held;
+      if (host.policy === "drop_oldest" && held !== null) {
+        while (held.length > 0 && st.heldBytes + this.queued + this.inflight + size > max) {
+          const old = held.shift()!;
+          const n = this.pushSize(old);
+          st.heldBytes -= n;
+          m.streamHeldBytes -= n;
+          m.droppedOldest += old.count;
+        }
+      }
+      if (st.heldBytes + this.queued + this.inflight + size > max) {
+        m.droppedNew += batch.count;
+        return false;
+      }
+    }
+    if (st.held === null) st.held = [batch];
+    else st.held.push(batch);
+    st.heldBytes += size;
+    m.streamHeldBytes += size;
+    return true;
   }
 
   // Returns true when `size` more bytes now fit (drop_oldest made room).

@@ -41,6 +41,7 @@ import { roleLogger } from "../infra/process.ts";
 import { type Counter, createMetrics, type Metrics } from "../infra/metrics.ts";
 import type { Registry } from "../infra/registry.ts";
 import type { CometApi, LogicApi } from "../proto/api.ts";
+import type { StreamsApi } from "../proto/streams.ts";
 import { type CometHandlers, cometServiceDefinition, RpcError, serveUnary } from "../proto/grpc.ts";
 import {
   cometStreamServiceDefinition,
@@ -79,6 +80,13 @@ export interface CometDeps {
   log?: Logger;
   /** Metrics registry; default `createMetrics("comet")`. */
   metrics?: Metrics;
+  /**
+   * logic's `goim.logic.Streams` (Recover, Acks): its service object
+   * (embedded) or a client (distributed). Without it, connections that opt
+   * in to streams still get StreamMsg frames, and every recovery answers
+   * `unavailable` (docs/STREAMS.md).
+   */
+  streams?: StreamsApi;
 }
 
 /** Addresses the comet bound (real ports when port 0 was configured). */
@@ -185,6 +193,7 @@ export class Comet {
       log: this.#log,
       metrics: this.#cometMetrics,
       flusher: this.#flusher,
+      streams: deps.streams,
     });
     this.#cometService = new CometService(this.#hub, this.#cometMetrics, this.#log);
     const reserve = cfg.comet.limits.fd_reserve;
@@ -376,6 +385,7 @@ export class Comet {
     }
     await within(hub.disconnectsDrained(), left());
     clearInterval(this.#sweepTimer);
+    hub.streams.stop();
     await this.#flusher.stop();
     await listeners.finish();
     resetCoalesceMemo();
@@ -495,6 +505,7 @@ export class Comet {
     m.connections.set({ transport: "wss" }, hub.byTransport[2]);
     m.rooms.set(hub.online.rooms);
     m.queuedBytes.set(hub.queuedBytes);
+    m.streamConnectionsNow = hub.streams.connections;
     m.sync();
   }
 

@@ -29,6 +29,12 @@
  * the transport on arrival, see {@linkcode ConnectionHub.admit}). Past either,
  * op 6 reason 4007 and close, see {@linkcode ConnectionHub.limitExceeded}.
  *
+ * Streams (docs/STREAMS.md): a Connect reply with field 105 gives the
+ * channel a stream state before it joins its bucket; after op 8 the
+ * recovery of its own streams starts, and StreamAck / StreamSync from it,
+ * and its room changes, go to {@linkcode CometStreams} (./streams.ts).
+ * Stream ops from any other connection are unknown ops, as in goim.
+ *
  * @module
  */
 
@@ -37,6 +43,7 @@ import type { Logger } from "../infra/log.ts";
 import type { LogicApi } from "../proto/api.ts";
 import type { ConnectReply } from "../proto/messages.ts";
 import { RpcError } from "../proto/grpc.ts";
+import type { StreamsApi } from "../proto/streams.ts";
 import {
   type DisconnectReason,
   encodeHeartbeatReply,
@@ -46,6 +53,7 @@ import {
   parseOps,
   ProtocolError,
   ReasonCode,
+  STREAM_OPS_FIRST,
 } from "../protocol/mod.ts";
 import { fnv1a32Utf16 } from "../infra/hash.ts";
 import { Bucket } from "./bucket.ts";
@@ -59,6 +67,7 @@ import {
 import type { Flusher } from "./flusher.ts";
 import { type CometMetrics, type LimitName, TRANSPORT_INDEX } from "./metrics.ts";
 import { OnlineCounts } from "./online.ts";
+import { ChannelStreams, CometStreams } from "./streams.ts";
 
 /** Time a channel closed by the server gets to flush its op 6 before it is cut. */
 export const CLOSE_GRACE_MS = 2000;
@@ -81,6 +90,8 @@ export interface ConnectionHubOptions {
   metrics: CometMetrics;
   /** The write scheduler. */
   flusher: Flusher;
+  /** logic's Streams service or client; absent: opted-in connections get `unavailable`. */
+  streams?: StreamsApi;
 }
 
 const utf8Decoder = new TextDecoder();
@@ -201,6 +212,8 @@ export class ConnectionHub implements ChannelHost {
   readonly closeGraceMs: number = CLOSE_GRACE_MS;
   /** {@linkcode ChannelHost}: bytes queued over every channel, not yet handed to a socket. */
   queuedBytes = 0;
+  /** Recoveries, duplicate filter and acks of opted-in channels (./streams.ts). */
+  readonly streams: CometStreams;
 
   readonly #logic: LogicApi;
   readonly #log: Logger;
@@ -239,11 +252,23 @@ export class ConnectionHub implements ChannelHost {
     const buckets: Bucket[] = [];
     for (let i = 0; i < c.bucket.count; i++) buckets.push(new Bucket(this.online));
     this.buckets = buckets;
+    this.streams = new CometStreams({
+      api: opts.streams,
+      config: opts.config,
+      metrics: opts.metrics,
+      log: opts.log,
+      host: this,
+    });
   }
 
   /** Period at which {@linkcode ConnectionHub.sweep} should run: fine enough for the shortest deadline. */
   get sweepIntervalMs(): number {
-    const shortest = Math.min(this.handshakeMs, this.#idleMs, CLOSE_GRACE_MS);
+    const shortest = Math.min(
+      this.handshakeMs,
+      this.#idleMs,
+      CLOSE_GRACE_MS,
+      this.streams.shortestDeadlineMs,
+    );
     return Math.max(10, Math.min(1000, Math.floor(shortest / 4)));
   }
 
@@ -292,6 +317,10 @@ export class ConnectionHub implements ChannelHost {
       return undefined;
     }
     if (state !== ChannelState.Open) return undefined;
+    // Stream ops of an opted-in channel; never awaited, so the socket keeps reading.
+    if (f.op >= STREAM_OPS_FIRST && ch.streams !== null && this.streams.frame(ch, f)) {
+      return undefined;
+    }
     switch (f.op) {
       case Op.Heartbeat:
         this.#heartbeat(ch, f.ver, f.seq);
@@ -309,8 +338,13 @@ export class ConnectionHub implements ChannelHost {
           ch.replyFrame(f.ver, Op.ChangeRoomReply, f.seq, current);
           return undefined;
         }
+        const st = ch.streams;
+        const before = st === null ? "" : st.roomStream;
         ch.bucket!.changeRoom(ch, roomId);
         ch.replyFrame(f.ver, Op.ChangeRoomReply, f.seq, body);
+        if (st !== null && before !== (roomId === "" ? "" : `room:${roomId}`)) {
+          this.streams.roomChanged(ch, roomId);
+        }
         return undefined;
       }
       case Op.Sub:
@@ -466,6 +500,7 @@ export class ConnectionHub implements ChannelHost {
     const b = ch.bucket;
     if (b !== null) {
       b.del(ch);
+      if (ch.streams !== null) this.streams.closed(ch);
       this.connections--;
       this.byTransport[TRANSPORT_INDEX[ch.transport]]--;
       const n = (this.ips.get(ch.ip) ?? 1) - 1;
@@ -493,6 +528,7 @@ export class ConnectionHub implements ChannelHost {
     const expire = (ch: Channel) => this.#expire(ch, now);
     for (const b of this.buckets) b.each(expire);
     for (const ch of this.closing) if (ch.overdue(now)) ch.abort();
+    this.streams.sweep(now);
   }
 
   // An open channel past its idle deadline or its token's expiry starts closing.
@@ -583,11 +619,14 @@ export class ConnectionHub implements ChannelHost {
     const ttl = reply.token_expires_in_ms ?? 0;
     ch.expiresAt = ttl > 0 ? now + ttl : 0;
     ch.routeAt = now + this.#routeDelay();
+    // Before put: the room counts its opted-in members.
+    if (reply.streams === true) ch.streams = new ChannelStreams(mid, reply.roomID ?? "");
     const old = this.bucket(key).put(ch, reply.roomID ?? "");
     this.connections++;
     this.byTransport[TRANSPORT_INDEX[ch.transport]]++;
     this.ips.set(ch.ip, (this.ips.get(ch.ip) ?? 0) + 1);
     ch.replyFrame(ver, Op.AuthReply, seq);
+    if (ch.streams !== null) this.streams.connected(ch, reply.recover ?? []);
     if (old !== undefined && old !== ch) {
       old.replaced = true;
       this.end(old, {

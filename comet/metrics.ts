@@ -35,7 +35,8 @@ export type LimitName =
   | "frame_rate"
   | "max_ops"
   | "fd_budget"
-  | "token_expired";
+  | "token_expired"
+  | "stream_sync";
 
 /**
  * Every metric of the comet role, defined once per {@linkcode Metrics}
@@ -62,6 +63,26 @@ export class CometMetrics {
   droppedNew = 0;
   /** Frames discarded from the queues of clients closed as slow consumers. */
   droppedDisconnect = 0;
+  /** Bytes of pushes held during stream recoveries, over all connections (a level, not a count). */
+  streamHeldBytes = 0;
+  /** Stream frames dropped as already sent (queue redeliveries) since the last sync. */
+  streamDuplicates = 0;
+  /** Entries replayed by recoveries since the last sync. */
+  streamReplayed = 0;
+  /** StreamAck ids that matched a tracked push since the last sync. */
+  streamAcks = 0;
+  /** StreamAck ids this connection did not hold since the last sync. */
+  streamAcksUnknown = 0;
+  /** Unacked pushes re-sent since the last sync. */
+  streamResends = 0;
+  /** Unacked pushes forgotten past comet.streams.max_unacked since the last sync. */
+  streamForgottenMax = 0;
+  /** Unacked pushes given up after comet.streams.ack_retries since the last sync. */
+  streamForgottenRetries = 0;
+  /** StreamSync frames received since the last sync. */
+  streamSyncs = 0;
+  /** Opted-in connections open (set by the comet before a scrape). */
+  streamConnectionsNow = 0;
 
   /** Open authenticated connections by transport. */
   readonly connections: Gauge<"transport">;
@@ -102,6 +123,26 @@ export class CometMetrics {
    * process bound, by the bound's name (a fixed set: {@linkcode LimitName}).
    */
   readonly limitCloses: Counter<"limit">;
+  /** Opted-in connections (docs/STREAMS.md). */
+  readonly streamConnections: Gauge;
+  /** Bytes of pushes held while recoveries are out. */
+  readonly streamHeld: Gauge;
+  /** Streams answered by recoveries, by result. */
+  readonly streamRecoveries: Counter<"result">;
+  /** Entries replayed. */
+  readonly streamReplayedTotal: Counter;
+  /** Stream frames dropped as already sent. */
+  readonly streamDuplicatesTotal: Counter;
+  /** StreamAck ids, by whether they matched a tracked push. */
+  readonly streamAcksTotal: Counter<"result">;
+  /** Acks not reported to logic, by reason. */
+  readonly streamAckReportsDropped: Counter<"reason">;
+  /** Unacked pushes re-sent. */
+  readonly streamResendsTotal: Counter;
+  /** Unacked pushes no longer tracked without an ack, by reason. */
+  readonly streamUnackedForgotten: Counter<"reason">;
+  /** StreamSync frames received. */
+  readonly streamSyncsTotal: Counter;
 
   /** Defines (or reuses) every comet metric in `m`. */
   constructor(readonly registry: Metrics) {
@@ -182,6 +223,50 @@ export class CometMetrics {
       "ChangeRoom (op 12) and Sub (op 14) requests refused, wholly or in part, by the connection's auth scope.",
       ["op"],
     );
+    this.streamConnections = registry.gauge(
+      "stream_connections",
+      "Open connections that opted in to streams (docs/STREAMS.md).",
+    );
+    this.streamHeld = registry.gauge(
+      "stream_held_bytes",
+      "Bytes of pushes held for opted-in connections while their stream recovery is out.",
+    );
+    this.streamRecoveries = registry.counter(
+      "stream_recoveries_total",
+      "Streams answered in StreamState after a recovery (connect, StreamSync, room change), by result.",
+      ["result"],
+    );
+    this.streamReplayedTotal = registry.counter(
+      "stream_replayed_frames_total",
+      "Stream entries replayed to opted-in connections (StreamMsg with flag Replayed).",
+    );
+    this.streamDuplicatesTotal = registry.counter(
+      "stream_duplicates_dropped_total",
+      "Stream frames not sent because the connection already had their position (queue redeliveries).",
+    );
+    this.streamAcksTotal = registry.counter(
+      "stream_acks_total",
+      "Push ids acked by clients (StreamAck), by result: matched a push the connection holds, or unknown.",
+      ["result"],
+    );
+    this.streamAckReportsDropped = registry.counter(
+      "stream_ack_reports_dropped_total",
+      "Acks never reported to logic, by reason (backlog full, the Acks call failed, no Streams service).",
+      ["reason"],
+    );
+    this.streamResendsTotal = registry.counter(
+      "stream_resends_total",
+      "Ack-requested pushes sent again after comet.streams.ack_timeout.",
+    );
+    this.streamUnackedForgotten = registry.counter(
+      "stream_unacked_forgotten_total",
+      "Ack-requested pushes no longer tracked without an ack, by reason (max_unacked, retries).",
+      ["reason"],
+    );
+    this.streamSyncsTotal = registry.counter(
+      "stream_syncs_total",
+      "StreamSync frames received from opted-in connections.",
+    );
   }
 
   /** Folds the hot-path numbers into their counters and zeroes them. */
@@ -216,5 +301,33 @@ export class CometMetrics {
       );
       this.droppedDisconnect = 0;
     }
+    this.streamHeld.set(this.streamHeldBytes);
+    this.streamConnections.set(this.streamConnectionsNow);
+    this.#fold(this.streamReplayedTotal, this.streamReplayed);
+    this.streamReplayed = 0;
+    this.#fold(this.streamDuplicatesTotal, this.streamDuplicates);
+    this.streamDuplicates = 0;
+    this.#fold(this.streamResendsTotal, this.streamResends);
+    this.streamResends = 0;
+    this.#fold(this.streamSyncsTotal, this.streamSyncs);
+    this.streamSyncs = 0;
+    if (this.streamAcks > 0) this.streamAcksTotal.inc({ result: "matched" }, this.streamAcks);
+    this.streamAcks = 0;
+    if (this.streamAcksUnknown > 0) {
+      this.streamAcksTotal.inc({ result: "unknown" }, this.streamAcksUnknown);
+    }
+    this.streamAcksUnknown = 0;
+    if (this.streamForgottenMax > 0) {
+      this.streamUnackedForgotten.inc({ reason: "max_unacked" }, this.streamForgottenMax);
+    }
+    this.streamForgottenMax = 0;
+    if (this.streamForgottenRetries > 0) {
+      this.streamUnackedForgotten.inc({ reason: "retries" }, this.streamForgottenRetries);
+    }
+    this.streamForgottenRetries = 0;
+  }
+
+  #fold(c: Counter, n: number): void {
+    if (n > 0) c.inc(n);
   }
 }

@@ -12,6 +12,7 @@
 
 import type { Batch } from "../protocol/mod.ts";
 import type { Channel } from "./channel.ts";
+import type { CometStreams, StreamBatch } from "./streams.ts";
 
 /**
  * The members of one room in one bucket.
@@ -35,6 +36,11 @@ export class Room {
   head: Channel | null = null;
   /** Members in this bucket. */
   online = 0;
+  /**
+   * Members that opted in to streams (comet/streams.ts): while 0, a room
+   * push runs {@linkcode Room.pushAll}, the plain loop, whatever it carries.
+   */
+  streamMembers = 0;
 
   /** Creates an empty room. */
   constructor(id: string) {
@@ -49,6 +55,7 @@ export class Room {
     this.head = ch;
     ch.room = this;
     this.online++;
+    if (ch.streams !== null) this.streamMembers++;
   }
 
   /**
@@ -57,6 +64,19 @@ export class Room {
    */
   pushAll(batch: Batch): void {
     for (let ch = this.head; ch !== null; ch = ch.roomNext) ch.push(batch);
+  }
+
+  /**
+   * Queues a room push with a stream position: `sb` (its `StreamMsg`
+   * frames) for opted-in members, through their duplicate filter, the
+   * plain `batch` for the others, byte for byte what they get without
+   * streams.
+   */
+  pushMixed(batch: Batch, sb: StreamBatch, streams: CometStreams): void {
+    for (let ch = this.head; ch !== null; ch = ch.roomNext) {
+      if (ch.streams === null) ch.push(batch);
+      else streams.deliver(ch, sb);
+    }
   }
 
   /** Removes a member; returns true when the room is now empty. */
@@ -69,6 +89,7 @@ export class Room {
     ch.roomNext = null;
     ch.room = null;
     this.online--;
+    if (ch.streams !== null) this.streamMembers--;
     return this.online === 0;
   }
 }

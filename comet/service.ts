@@ -18,6 +18,14 @@
  * from the pushes' own operations, so it is refused only what no API should
  * have accepted.
  *
+ * Stream fields (docs/STREAMS.md; fields 100+ of PushMsgReq and
+ * BroadcastRoomReq, which a goim job never sets): a push with a position or
+ * an ack request is also wrapped once per call as `StreamMsg` frames
+ * (comet/streams.ts) — only when a target opted in — and those go to the
+ * opted-in targets, the plain batch to every other. Malformed stream fields
+ * (a position count that is not one per frame, positions not ascending, a
+ * bad epoch or push id) are INVALID_ARGUMENT, counted as `invalid`.
+ *
  * @module
  */
 
@@ -40,12 +48,17 @@ import {
   batchFromFrames,
   encodePush,
   isBusinessOp,
+  isEpoch,
+  isPushId,
+  MAX_EPOCH_BYTES,
+  MAX_POS,
   Op,
   readU32,
 } from "../protocol/mod.ts";
 import type { Channel } from "./channel.ts";
 import type { CometMetrics } from "./metrics.ts";
 import type { ConnectionHub } from "./hub.ts";
+import { pushStreamBatch, roomStreamBatch, type StreamBatch } from "./streams.ts";
 
 /** A paced broadcast pushes to this many connections per step at most (10 steps a second). */
 export const BROADCAST_STEPS_PER_SECOND = 10;
@@ -78,6 +91,61 @@ function checkInnerOps(frames: Uint8Array): void {
     }
     o += readU32(frames, o);
   }
+}
+
+function checkEpoch(epoch: string): void {
+  if (!isEpoch(epoch)) {
+    throw invalid(`epoch must be ASCII of at most ${MAX_EPOCH_BYTES} bytes`);
+  }
+}
+
+function checkPushId(id: string, what: string): void {
+  if (id !== "" && !isPushId(id)) throw invalid(`${what} must be 1-64 characters of [A-Za-z0-9_-]`);
+}
+
+/** The room push's stream fields, checked against its batch; null when it has none. */
+function roomStreamOf(
+  req: BroadcastRoomReq,
+  batch: Batch,
+): { epoch: string; positions: number[]; pushIds: string[] } | null {
+  const positions = (req.positions ?? []).map(Number);
+  if (positions.length === 0) return null;
+  if (positions.length !== batch.count) {
+    throw invalid(`${positions.length} positions for ${batch.count} frames`);
+  }
+  for (let i = 0, prev = 0; i < positions.length; i++) {
+    const p = positions[i];
+    if (!Number.isSafeInteger(p) || p <= prev || p > MAX_POS) {
+      throw invalid(`positions must be ascending integers from 1, got ${p} at ${i}`);
+    }
+    prev = p;
+  }
+  const pushIds = req.push_ids ?? [];
+  if (pushIds.length !== 0 && pushIds.length !== batch.count) {
+    throw invalid(`${pushIds.length} push ids for ${batch.count} frames`);
+  }
+  pushIds.forEach((id, i) => checkPushId(id, `push_ids[${i}]`));
+  const epoch = req.epoch ?? "";
+  checkEpoch(epoch);
+  return { epoch, positions, pushIds };
+}
+
+/** The key or mid push's stream fields; null when opted-in targets get the plain frame too. */
+function pushStreamOf(
+  req: PushMsgReq,
+): { stream: string; epoch: string; pos: number; pushId: string; ack: boolean } | null {
+  const stream = req.stream ?? "";
+  const pushId = req.push_id ?? "";
+  const ack = req.ack === true;
+  if (stream === "" && !(ack && pushId !== "")) return null;
+  checkPushId(pushId, "push_id");
+  if (stream === "") return { stream, epoch: "", pos: 0, pushId, ack };
+  if (!stream.startsWith("mid:")) throw invalid(`stream "${stream}" is not a mid: stream`);
+  const pos = Number(req.pos ?? 0);
+  if (!Number.isSafeInteger(pos) || pos < 1) throw invalid(`pos ${req.pos} is not a position`);
+  const epoch = req.epoch ?? "";
+  checkEpoch(epoch);
+  return { stream, epoch, pos, pushId, ack };
 }
 
 /**
@@ -179,13 +247,38 @@ export class CometService implements CometApi {
     this.#pushSync(viaStream ? null : "PushMsg", "keys", req, () => {
       const keys = req.keys ?? [];
       if (keys.length === 0) throw invalid("keys are required");
+      const stream = pushStreamOf(req);
       return (batch) => {
         const op = req.protoOp ?? 0;
         const hub = this.#hub;
+        if (stream === null) {
+          for (let i = 0; i < keys.length; i++) {
+            const key = keys[i];
+            const ch = hub.bucket(key).pushKey(key, op, batch);
+            if (ch !== undefined) hub.expedite(ch);
+          }
+          return;
+        }
+        let sb: StreamBatch | null = null;
         for (let i = 0; i < keys.length; i++) {
           const key = keys[i];
-          const ch = hub.bucket(key).pushKey(key, op, batch);
-          if (ch !== undefined) hub.expedite(ch);
+          const ch = hub.bucket(key).channels.get(key);
+          if (ch === undefined || !ch.accepts(op)) continue;
+          if (ch.streams === null) {
+            if (ch.push(batch)) hub.expedite(ch);
+            continue;
+          }
+          sb ??= this.#wrap(() =>
+            pushStreamBatch(
+              batch.tcp,
+              stream.stream,
+              stream.epoch,
+              stream.pos,
+              stream.pushId,
+              stream.ack,
+            )
+          );
+          if (hub.streams.deliver(ch, sb)) hub.expedite(ch);
         }
       };
     });
@@ -203,7 +296,20 @@ export class CometService implements CometApi {
       if (roomID === "") throw invalid("roomID is required");
       return (batch) => {
         const buckets = this.#hub.buckets;
-        for (let i = 0; i < buckets.length; i++) buckets[i].pushRoom(roomID, batch);
+        const stream = roomStreamOf(req, batch);
+        if (stream === null) {
+          for (let i = 0; i < buckets.length; i++) buckets[i].pushRoom(roomID, batch);
+          return;
+        }
+        let sb: StreamBatch | null = null;
+        const wrapped = () =>
+          sb ??= this.#wrap(() =>
+            roomStreamBatch(roomID, batch.tcp, stream.epoch, stream.positions, stream.pushIds)
+          );
+        const streams = this.#hub.streams;
+        for (let i = 0; i < buckets.length; i++) {
+          buckets[i].pushRoomStream(roomID, batch, wrapped, streams);
+        }
       };
     });
 
@@ -274,6 +380,15 @@ export class CometService implements CometApi {
         this.#refused.inc({ kind, reason: e instanceof ReservedOp ? "reserved_op" : "invalid" });
       }
       throw e;
+    }
+  }
+
+  // Builds StreamMsg frames; a field the wire contract refuses is INVALID_ARGUMENT.
+  #wrap(build: () => StreamBatch): StreamBatch {
+    try {
+      return build();
+    } catch (e) {
+      throw invalid(`stream fields: ${(e as Error).message}`);
     }
   }
 
