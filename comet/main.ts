@@ -1,7 +1,8 @@
 /**
  * Distributed entry of the comet role (`deno task comet`): loads the
  * configuration, dials logic over gRPC (round-robin over
- * comet.logic_addrs, with the grpc.token / grpc.tls.* credentials), opens
+ * comet.logic_addrs, with the grpc.token / grpc.tls.* credentials, for
+ * `goim.logic.Logic` and `goim.logic.Streams` alike), opens
  * the configured registry (infra/engines.ts), starts the comet and shuts it
  * down gracefully on SIGTERM/SIGINT (exit code 0; 1 when startup fails). An
  * admin endpoint open to the network without admin.token is a
@@ -20,8 +21,24 @@ import { runRole, StartupError } from "../infra/process.ts";
 import type { LogicApi } from "../proto/api.ts";
 import { type ClientOptions, createLogicClient, type LogicRpcClient } from "../proto/grpc.ts";
 import { internalClientOptions } from "../proto/security.ts";
+import { createStreamsClient, type StreamsApi, type StreamsClient } from "../proto/streams.ts";
 import { Comet } from "./comet.ts";
 import { errorMessage } from "../infra/log.ts";
+
+// Each call goes to the next client in turn; `methods` names what is spread.
+function roundRobin<A extends object>(clients: readonly A[], methods: readonly (keyof A)[]): A {
+  if (clients.length === 0) throw new Error("no logic address configured (comet.logic_addrs)");
+  if (clients.length === 1) return clients[0];
+  let next = 0;
+  const out: Record<string, unknown> = {};
+  for (const m of methods) {
+    out[m as string] = (req: unknown) => {
+      const c = clients[next++ % clients.length] as Record<string, (r: unknown) => unknown>;
+      return c[m as string](req);
+    };
+  }
+  return out as A;
+}
 
 /**
  * A {@linkcode LogicApi} that spreads calls over several logic clients in
@@ -34,18 +51,28 @@ import { errorMessage } from "../infra/log.ts";
  * ```
  */
 export function roundRobinLogic(clients: readonly LogicRpcClient[]): LogicApi {
-  if (clients.length === 0) throw new Error("no logic address configured (comet.logic_addrs)");
-  if (clients.length === 1) return clients[0];
-  let next = 0;
-  const pick = () => clients[next++ % clients.length];
-  return {
-    Connect: (req) => pick().Connect(req),
-    Disconnect: (req) => pick().Disconnect(req),
-    Heartbeat: (req) => pick().Heartbeat(req),
-    RenewOnline: (req) => pick().RenewOnline(req),
-    Receive: (req) => pick().Receive(req),
-    Nodes: (req) => pick().Nodes(req),
-  };
+  return roundRobin<LogicApi>(clients, [
+    "Connect",
+    "Disconnect",
+    "Heartbeat",
+    "RenewOnline",
+    "Receive",
+    "Nodes",
+  ]);
+}
+
+/**
+ * A {@linkcode StreamsApi} that spreads calls over several logic clients in
+ * turn, as {@linkcode roundRobinLogic} does.
+ *
+ * @example
+ * ```ts
+ * import { createStreamsClient } from "../proto/streams.ts";
+ * const streams = roundRobinStreams(["10.0.0.1:3119"].map((a) => createStreamsClient(a)));
+ * ```
+ */
+export function roundRobinStreams(clients: readonly StreamsClient[]): StreamsApi {
+  return roundRobin<StreamsApi>(clients, ["Recover", "Acks"]);
 }
 
 if (import.meta.main) {
@@ -60,7 +87,11 @@ if (import.meta.main) {
         throw new StartupError("cannot set up gRPC to logic", 1, { cause: errorMessage(e) });
       }
       const clients = config.comet.logic_addrs.map((a) => createLogicClient(a, dial));
-      const closeClients = () => clients.forEach((c) => c.close());
+      const streamClients = config.comet.logic_addrs.map((a) => createStreamsClient(a, dial));
+      const closeClients = () => {
+        clients.forEach((c) => c.close());
+        streamClients.forEach((c) => c.close());
+      };
       let engines;
       try {
         engines = await openEngines(config, ["registry"], { log });
@@ -68,7 +99,13 @@ if (import.meta.main) {
         closeClients();
         throw new StartupError("cannot open engines", 1, { cause: e });
       }
-      const comet = new Comet({ config, logic: roundRobinLogic(clients), ...engines, log });
+      const comet = new Comet({
+        config,
+        logic: roundRobinLogic(clients),
+        streams: roundRobinStreams(streamClients),
+        ...engines,
+        log,
+      });
       try {
         await comet.start();
       } catch (e) {
