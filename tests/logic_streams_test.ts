@@ -13,6 +13,7 @@ import type { ConnectReply } from "../proto/messages.ts";
 import { createStreamsClient, MAX_ACKS_PER_CALL, MAX_RECOVER_STREAMS } from "../proto/streams.ts";
 import { joinHostPort } from "../infra/addr.ts";
 import { MemoryPushStatusStore, MemoryStreamStore } from "../infra/memory/streams.ts";
+import { partitionKey } from "../infra/queue.ts";
 import type { PushStatusStore, StreamStore } from "../infra/streams.ts";
 import { createHttpHandler } from "../logic/http.ts";
 import { Pusher } from "../logic/push.ts";
@@ -204,7 +205,7 @@ Deno.test("push: every answer and every queue message carries the push id", asyn
   }
 });
 
-Deno.test("push/mids with streams on: one PUSH per distinct mid, online or not", async () => {
+Deno.test("push/mids with streams on: one PUSH per distinct mid, keyed mid:<mid>, online or not", async () => {
   const h = harness();
   try {
     await connect(h, { mid: 7, key: "phone" });
@@ -234,6 +235,8 @@ Deno.test("push/mids with streams on: one PUSH per distinct mid, online or not",
         mid,
       })),
     );
+    // Partitioned by the mid's stream: one mid's pushes stay in order, on one job.
+    assert.deepEqual(h.producer.messages.map(partitionKey), ["mid:7", "mid:8", "mid:9"]);
     // ack=1: every mid is a target, pending until job delivers.
     const acked = await call(
       h.logic.handler,
