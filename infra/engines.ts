@@ -1,6 +1,8 @@
 /**
  * Opens the engines a process runs on, the same way for every role: the
- * session store (`sessions.engine`), the comet registry
+ * session store (`sessions.engine`), the stream history and push status
+ * stores (which follow `sessions.engine`: memory or Redis, single node or
+ * `redis.cluster.nodes` alike; docs/STREAMS.md), the comet registry
  * (`registry.engine`), and the queue's producer and consumer
  * (`queue.engine`). Every Redis connection gets `redis.url`,
  * `redis.cluster.nodes`, `redis.key_prefix` and `redis.command_timeout`, and logs when it goes
@@ -26,16 +28,22 @@ import type { Logger } from "./log.ts";
 import { createMemoryQueue } from "./memory/queue.ts";
 import { MemoryRegistry } from "./memory/registry.ts";
 import { MemorySessionStore } from "./memory/sessions.ts";
+import { MemoryPushStatusStore, MemoryStreamStore } from "./memory/streams.ts";
 import type { Metrics } from "./metrics.ts";
 import type { PushConsumer, PushProducer } from "./queue.ts";
 import type { RedisConnectionOptions } from "./redis/client.ts";
 import type { Registry } from "./registry.ts";
 import type { SessionStore } from "./sessions.ts";
+import type { PushStatusStore, StreamStore } from "./streams.ts";
 
 /** Every engine {@linkcode openEngines} can open, by name. */
 export interface AllEngines {
   /** Session routes (logic). */
   sessions: SessionStore;
+  /** Stream history: job appends, logic recovers and serves the history API. */
+  streams: StreamStore;
+  /** Status of ack-requested pushes (logic). */
+  pushStatus: PushStatusStore;
   /** Comet registry (every role). */
   registry: Registry;
   /** The queue's publishing end (logic). */
@@ -99,7 +107,14 @@ export function redisOptions(
 
 // Opening order; close() goes the other way (the producer first, so that
 // nothing is published into a queue whose consumer is gone).
-const ORDER: readonly EngineName[] = ["sessions", "registry", "consumer", "producer"];
+const ORDER: readonly EngineName[] = [
+  "sessions",
+  "streams",
+  "pushStatus",
+  "registry",
+  "consumer",
+  "producer",
+];
 
 /**
  * Opens the engines named in `names` as the configuration chooses them;
@@ -145,6 +160,24 @@ export async function openEngines<K extends EngineName>(
               routeTtlMs: config.logic.route_ttl,
             })
             : new MemorySessionStore({ ttlMs: config.logic.route_ttl });
+          break;
+        case "streams": {
+          const limits = { size: config.streams.history.size, ttlMs: config.streams.history.ttl };
+          engine = redis("sessions")
+            ? await (await import("./redis/streams.ts")).RedisStreamStore.connect({
+              ...redisOptions(config, log, "streams"),
+              ...limits,
+            })
+            : new MemoryStreamStore({ ...limits, maxStreams: config.streams.memory.max_streams });
+          break;
+        }
+        case "pushStatus":
+          engine = redis("sessions")
+            ? await (await import("./redis/streams.ts")).RedisPushStatusStore.connect({
+              ...redisOptions(config, log, "push status"),
+              ttlMs: config.streams.status.ttl,
+            })
+            : new MemoryPushStatusStore({ ttlMs: config.streams.status.ttl });
           break;
         case "registry": {
           // A lone comet on the memory registry is reachable by nobody

@@ -6,10 +6,12 @@
 
 import assert from "node:assert/strict";
 import type { Cluster, Redis } from "ioredis";
+import { openEngines } from "../infra/engines.ts";
 import { MemoryPushStatusStore, MemoryStreamStore } from "../infra/memory/streams.ts";
 import { RedisPushStatusStore, RedisStreamStore } from "../infra/redis/streams.ts";
 import type { StreamEntryInit } from "../infra/streams.ts";
 import { streamStoreSuite } from "./engine_suites/streams_suite.ts";
+import { testConfig } from "./fixtures/logic_fixtures.ts";
 import { type RedisTarget, redisTargets, uniqueKeyPrefix } from "./redis_cluster_env.ts";
 
 const utf8 = new TextEncoder();
@@ -257,6 +259,74 @@ for (const redis of await redisTargets()) {
     const ttl = await raw.pttl(key);
     assert.ok(ttl > 80_000 && ttl <= 90_000, `pttl ${ttl}`);
     assert.equal(await redis.countKeys(prefix), 1, "acks of unknown ids write nothing");
+  });
+}
+
+// ---------------------------------------------------------------------------- openEngines
+
+/** Appends 7 entries and checks that 5 are kept (the configured size) and a status reads back. */
+async function checkOpened(e: Awaited<ReturnType<typeof openEngines<"streams" | "pushStatus">>>) {
+  await e.streams.append("room:cfg", ids(7).map(entry));
+  assert.deepEqual((await e.streams.range("room:cfg", { limit: 100 })).entries.map((x) => x.pos), [
+    3,
+    4,
+    5,
+    6,
+    7,
+  ]);
+  await e.pushStatus.create("cfg", ["mid:1"]);
+  assert.equal((await e.pushStatus.get("cfg"))?.pending, 1);
+}
+
+Deno.test("engines: the stream stores follow sessions.engine; inMemory forces memory", async () => {
+  const mem = await openEngines(testConfig("streams.history.size=5"), ["streams", "pushStatus"]);
+  try {
+    assert.ok(mem.streams instanceof MemoryStreamStore);
+    assert.ok(mem.pushStatus instanceof MemoryPushStatusStore);
+    await checkOpened(mem);
+  } finally {
+    await mem.close();
+  }
+  // Nothing listens on port 1: a Redis engine would fail to connect.
+  const forced = await openEngines(
+    testConfig("sessions.engine=redis", "redis.url=redis://127.0.0.1:1", "streams.history.size=5"),
+    ["streams", "pushStatus"],
+    { inMemory: true },
+  );
+  try {
+    assert.ok(forced.streams instanceof MemoryStreamStore);
+    await checkOpened(forced);
+  } finally {
+    await forced.close();
+  }
+});
+
+for (const redis of await redisTargets()) {
+  Deno.test({
+    name: `${redis.name} engines: sessions.engine = redis opens the Redis stream stores`,
+    ignore: redis.ignore,
+    fn: async () => {
+      redis.assertReachable();
+      const prefix = uniqueKeyPrefix();
+      const e = await openEngines(
+        testConfig(
+          "sessions.engine=redis",
+          `redis.key_prefix=${prefix}`,
+          "streams.history.size=5",
+          ...redis.configSets(),
+        ),
+        ["streams", "pushStatus"],
+      );
+      try {
+        assert.ok(e.streams instanceof RedisStreamStore);
+        assert.ok(e.pushStatus instanceof RedisPushStatusStore);
+        await checkOpened(e);
+        assert.equal(await redis.countKeys(prefix), 4, "3 stream keys and 1 status, prefixed");
+      } finally {
+        await e.close();
+        await redis.deleteKeys(prefix);
+      }
+    },
   });
 }
 
