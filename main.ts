@@ -51,17 +51,20 @@ export interface Embedded {
  */
 export async function startEmbedded(config: Config, log?: Logger): Promise<Embedded> {
   const logger = log ?? createLogger({ level: config.log.level, format: config.log.format });
-  const engines = await openEngines(config, ["sessions", "registry", "producer", "consumer"], {
-    log: logger,
-    inMemory: true,
-  });
-  const { sessions, registry } = engines;
+  const engines = await openEngines(
+    config,
+    ["sessions", "registry", "producer", "consumer", "streams", "pushStatus"],
+    { log: logger, inMemory: true },
+  );
+  const { sessions, registry, streams, pushStatus } = engines;
 
   const logic: Logic = new Logic({
     config,
     sessions,
     registry,
     producer: engines.producer,
+    streams,
+    pushStatus,
     log: logger.child({ role: "logic" }),
     // The console reaches this process's comet and job directly, as job does the comet.
     operator: {
@@ -80,6 +83,7 @@ export async function startEmbedded(config: Config, log?: Logger): Promise<Embed
   const comet = new Comet({
     config,
     logic: logic.service,
+    streams: logic.streamsService,
     registry,
     log: logger.child({ role: "comet" }),
   });
@@ -87,6 +91,10 @@ export async function startEmbedded(config: Config, log?: Logger): Promise<Embed
     config,
     consumer: engines.consumer,
     registry,
+    // Job is the ordering point of every stream (docs/STREAMS.md): it appends, then routes mids.
+    streams,
+    sessions,
+    pushStatus,
     // One process: the only comet is this one, called directly.
     connect: (rec) => {
       if (rec.id !== comet.id) throw new Error(`embedded job has no comet ${rec.id}`);
