@@ -1,7 +1,9 @@
 /**
  * The engines the standalone logic process (`deno task logic`) runs on:
- * sessions, registry and queue producer, opened by infra/engines.ts as
- * `sessions.engine`, `registry.engine` and `queue.engine` choose.
+ * sessions, registry, queue producer, and the stream history and push
+ * status stores (Recover, the history API, `ack=1`), opened by
+ * infra/engines.ts as `sessions.engine` (the stream stores follow it),
+ * `registry.engine` and `queue.engine` choose.
  *
  * The standalone process refuses `queue.engine = "memory"`: an in-memory
  * queue lives in one process, and job runs in another, so every push would
@@ -16,7 +18,9 @@ import { type Engines, openEngines } from "../infra/engines.ts";
 import type { Logger } from "../infra/log.ts";
 
 /** The engines of one logic process, and how to release them (each failure is logged, none stops the others). */
-export type LogicEngines = Engines<"sessions" | "registry" | "producer">;
+export type LogicEngines = Engines<
+  "sessions" | "registry" | "producer" | "streams" | "pushStatus"
+>;
 
 /** A configuration that cannot run as a standalone logic process. */
 export class EngineConfigError extends Error {
@@ -50,5 +54,7 @@ export async function openLogicEngines(config: Config, log?: Logger): Promise<Lo
         'process) or set queue.engine = "kafka".',
     );
   }
-  return await openEngines(config, ["sessions", "registry", "producer"], { log });
+  return await openEngines(config, ["sessions", "streams", "pushStatus", "registry", "producer"], {
+    log,
+  });
 }

@@ -2,8 +2,9 @@
  * Logic's side of streams (docs/STREAMS.md): the token opt-in in Connect,
  * push ids, mid pushes published one per mid, ack-requested pushes with
  * `wait=` and their status, the history API, and `goim.logic.Streams`
- * (Recover, Acks) over real gRPC — on the memory stream engines, with the
- * queue a recording producer and job's deliveries made by hand.
+ * (Recover, Acks) over real gRPC — on the memory stream engines, and on
+ * the Redis ones (single and cluster), with the queue a recording producer
+ * and job's deliveries made by hand.
  */
 
 import assert from "node:assert/strict";
@@ -13,6 +14,7 @@ import type { ConnectReply } from "../proto/messages.ts";
 import { createStreamsClient, MAX_ACKS_PER_CALL, MAX_RECOVER_STREAMS } from "../proto/streams.ts";
 import { joinHostPort } from "../infra/addr.ts";
 import { MemoryPushStatusStore, MemoryStreamStore } from "../infra/memory/streams.ts";
+import { RedisPushStatusStore, RedisStreamStore } from "../infra/redis/streams.ts";
 import { partitionKey } from "../infra/queue.ts";
 import type { PushStatusStore, StreamStore } from "../infra/streams.ts";
 import { createHttpHandler } from "../logic/http.ts";
@@ -21,6 +23,7 @@ import { AckWaits } from "../logic/push_wait.ts";
 import { eventually } from "./eventually.ts";
 import { call, type LogicHarness, logicHarness, token } from "./fixtures/logic_fixtures.ts";
 import { rejectsWith } from "./fixtures/rpc_assert.ts";
+import { redisTargets, uniqueKeyPrefix } from "./redis_cluster_env.ts";
 
 const utf8 = new TextEncoder();
 const SECRET = "logic-streams-test-secret-0123456789";
@@ -819,3 +822,78 @@ Deno.test("Streams Acks: a failing status store is UNAVAILABLE; acks for a mid t
     await broken.close();
   }
 });
+
+// ---------------------------------------------------------------- on Redis
+
+// The distributed mode's stores, on the single Redis and on the cluster.
+for (const redis of await redisTargets()) {
+  Deno.test({
+    name: `${redis.name} stores: ack wait settled by Acks, status, history, Recover`,
+    ignore: redis.ignore,
+    fn: async () => {
+      redis.assertReachable();
+      const keyPrefix = uniqueKeyPrefix();
+      const streams = await RedisStreamStore.connect({
+        ...redis.options(keyPrefix),
+        size: 100,
+        ttlMs: 3_600_000,
+      });
+      const pushStatus = await RedisPushStatusStore.connect({
+        ...redis.options(keyPrefix),
+        ttlMs: 3_600_000,
+      });
+      const h = logicHarness([], { streams, pushStatus });
+      try {
+        await connect(h, { mid: 1, key: "k1" });
+        const answer = call(
+          h.logic.handler,
+          "POST",
+          "/goim/push/mids?operation=1000&mids=1,2&ack=1&wait=10000",
+          { body: "x" },
+        );
+        await eventually(() => h.producer.messages.length === 2, "both mids' messages published");
+        const id = h.producer.messages[0].push_id!;
+        // Job: mid 1 handed to its device, mid 2 offline (kept in its stream).
+        await pushStatus.delivered(id, "mid:1", 1);
+        await pushStatus.delivered(id, "mid:2", 0);
+        await h.logic.streamsService.Acks({
+          server: "comet-a",
+          acks: [{ push_id: id, key: "k1", mid: 1 }],
+        });
+        const r = await answer;
+        assert.deepEqual(r.data, { id, targets: 2, acked: 1, pending: 0, offline: 1 });
+        const status = await call(h.logic.handler, "GET", `/goim/push/status?id=${id}`);
+        assert.deepEqual((status.data as { targets: unknown[] }).targets, [
+          { target: "mid:1", state: "acked", sent: 1, acked: 1 },
+          { target: "mid:2", state: "offline", sent: 0, acked: 0 },
+        ]);
+
+        const { epoch } = await streams.append("mid:2", [
+          { pushId: id, op: 1000, body: utf8.encode("x"), ack: true },
+        ]);
+        const history = await call(h.logic.handler, "GET", "/goim/history?mid=2");
+        assert.deepEqual(
+          (history.data as { entries: { id: string; body: string }[] }).entries.map((e) => [
+            e.id,
+            e.body,
+          ]),
+          [[id, "eA=="]],
+        );
+        const rec = await h.logic.streamsService.Recover({
+          streams: [{ stream: "mid:2", epoch: "", pos: 0 }],
+          state_only: ["room:live://none"],
+        });
+        assert.deepEqual(
+          rec.results.map((s) => [s.stream, s.epoch, s.top, s.recovered, s.entries.length]),
+          [["mid:2", epoch, 1, true, 1], ["room:live://none", "", 0, true, 0]],
+        );
+        assert.equal(rec.results[0].entries[0].ack, true);
+      } finally {
+        await h.close();
+        await streams.close();
+        await pushStatus.close();
+        await redis.deleteKeys(keyPrefix);
+      }
+    },
+  });
+}
