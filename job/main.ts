@@ -2,9 +2,11 @@
  * `deno task job`: the job role as its own process (distributed mode).
  *
  * Reads the configuration (`--config FILE`, `GOIM_*`, `--set K=V`), opens
- * the Kafka consumer (`queue.kafka.*`) and the registry
+ * the Kafka consumer (`queue.kafka.*`), the registry
  * (`registry.engine = "redis"` or `"discovery"`, where goim's comets are
- * found too), dials comets over gRPC as they register
+ * found too) and, with `streams.enabled`, the Redis stores logic shares:
+ * sessions (a mid's keys), stream history and push status
+ * (docs/STREAMS.md), dials comets over gRPC as they register
  * (with the grpc.token / grpc.tls.* credentials),
  * serves `/metrics` and `/healthz` on `job.admin.bind`, and on SIGINT or
  * SIGTERM stops consuming, lets consumed messages reach the comets, and
@@ -61,6 +63,14 @@ export function checkStandaloneConfig(config: Config): void {
         '"redis" or "discovery".',
     );
   }
+  if (config.streams.enabled && config.sessions.engine !== "redis") {
+    problems.push(
+      `sessions.engine "${config.sessions.engine}" cannot serve a standalone job process with ` +
+        "streams.enabled: job appends to the stream history and looks up a mid's keys, in the " +
+        'stores logic reads and writes. Set sessions.engine = "redis" (the stream stores ' +
+        "follow it), or streams.enabled = false.",
+    );
+  }
   if (problems.length > 0) throw new JobConfigError(problems.join("\n"));
 }
 
@@ -85,7 +95,13 @@ if (import.meta.main) {
       }
       let engines;
       try {
-        engines = await openEngines(config, ["registry", "consumer"], { log, metrics });
+        engines = await openEngines(
+          config,
+          config.streams.enabled
+            ? ["registry", "consumer", "sessions", "streams", "pushStatus"]
+            : ["registry", "consumer"],
+          { log, metrics },
+        );
       } catch (e) {
         throw new StartupError("cannot open engines", 1, { cause: e });
       }
