@@ -202,7 +202,8 @@ Deno.test({
         name: "mid",
         op: MID_OP,
         path: `/goim/push/mids?operation=${MID_OP}&mids=777`,
-        partitionKeys: midKeys,
+        // Streams on (the default): one message keyed by the mid's stream.
+        partitionKeys: ["mid:777"],
         views: midViews,
         sent: 0,
       });
@@ -243,9 +244,13 @@ Deno.test({
           const n = s.sent + 1;
           const data = await push(cluster.https[n % 2], s.path, `${s.name}:${n}`) as {
             keys?: number;
+            mids?: number;
           } | null;
-          if (s.op !== ROOM_OP) {
+          if (s.op === KEY_OP) {
             assert.equal(data?.keys, s.views.length, `${s.name} #${n}: every target routed`);
+          } else if (s.op === MID_OP) {
+            // Job resolves the mid's keys after the append; logic queues one message.
+            assert.equal(data?.mids, 1, `${s.name} #${n}: queued for its mid`);
           }
           s.sent = n;
           // Pacing of the load, not synchronisation.
