@@ -15,8 +15,10 @@
  * whole call. With `streams.enabled = false` every stream answers
  * `disabled` and the store is not asked. A request beyond the bounds
  * ({@linkcode MAX_RECOVER_STREAMS} streams, {@linkcode MAX_ACKS_PER_CALL}
- * acks, stream names of 256 bytes, epochs of 64, positions below 2^53) is
- * INVALID_ARGUMENT: the comet checks the client's input before calling.
+ * acks, stream names of 65,535 bytes, epochs of 64, positions below 2^53)
+ * is INVALID_ARGUMENT: the comet checks the client's input before calling.
+ * A stream name over 256 bytes (a long room key's) is a stream no store
+ * holds: it answers epoch `""`, top 0, as a stream with no history.
  *
  * @module
  */
@@ -39,7 +41,12 @@ import type {
   StreamStore,
 } from "../infra/streams.ts";
 import type { LogicMetrics } from "./metrics.ts";
-import { isPushId, MAX_EPOCH_BYTES, MAX_STREAM_BYTES } from "../protocol/streams.ts";
+import {
+  isPushId,
+  MAX_EPOCH_BYTES,
+  MAX_STREAM_BYTES,
+  MAX_WIRE_STREAM_BYTES,
+} from "../protocol/streams.ts";
 
 /** Shortest interval between two "recover failed" log lines (the failures are counted). */
 export const RECOVER_FAILURE_LOG_MS = 10_000;
@@ -70,9 +77,21 @@ function invalid(message: string): RpcError {
 }
 
 function checkStream(name: string): void {
-  if (name === "" || utf8.encode(name).length > MAX_STREAM_BYTES) {
-    throw invalid(`stream name must be 1 to ${MAX_STREAM_BYTES} bytes`);
+  const max = MAX_WIRE_STREAM_BYTES;
+  if (
+    name === "" || name.length > max || (name.length * 3 > max && utf8.encode(name).length > max)
+  ) {
+    throw invalid(`stream name must be 1 to ${MAX_WIRE_STREAM_BYTES} bytes`);
   }
+}
+
+/**
+ * Whether a store can hold `name` (at most 256 bytes): a longer room key
+ * has no stream (job cannot append to it), so it is answered as a stream
+ * with no history without asking the store.
+ */
+function storable(name: string): boolean {
+  return name.length * 3 <= MAX_STREAM_BYTES || utf8.encode(name).length <= MAX_STREAM_BYTES;
 }
 
 function checkPosition(p: StreamPositionMsg): void {
@@ -120,7 +139,13 @@ export function createStreamsService(deps: StreamsServiceDeps): StreamsApi {
     let result: StreamResult;
     if (!enabled) result = notRecovered(stream, "disabled");
     else if (streams === undefined) result = notRecovered(stream, "unavailable");
-    else {
+    else if (!storable(stream)) {
+      // As a store answers a stream with no history.
+      const fresh = since === null || (since.epoch === "" && since.pos === 0);
+      result = fresh
+        ? { stream, epoch: "", top: 0, recovered: true, reason: "", entries: [] }
+        : notRecovered(stream, "epoch_changed");
+    } else {
       try {
         const r = await within(
           streams.recover(stream, since && { epoch: since.epoch, pos: since.pos }),

@@ -731,10 +731,20 @@ Deno.test("Streams Recover over gRPC: replay after a position, state only, epoch
       "a long epoch",
     );
     await rejectsWith(
-      comet.Recover({ streams: [], state_only: ["s".repeat(257)] }),
+      comet.Recover({ streams: [], state_only: [""] }),
       "INVALID_ARGUMENT",
-      "a long stream name",
+      "an empty stream name",
     );
+    // A room key too long for a stream has none: answered as a stream with no history.
+    const long = `room:live://${"r".repeat(300)}`;
+    const noStream = await comet.Recover({
+      streams: [{ stream: long, epoch: "e1", pos: 3 }],
+      state_only: [long],
+    });
+    assert.deepEqual(noStream.results.map((s) => [s.epoch, s.top, s.recovered, s.reason]), [
+      ["", 0, false, "epoch_changed"],
+      ["", 0, true, ""],
+    ]);
     const acks = Array.from(
       { length: MAX_ACKS_PER_CALL + 1 },
       () => ({ push_id: "p", key: "k", mid: 1 }),
