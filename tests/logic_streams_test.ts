@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import * as jose from "jose";
+import { Buffer } from "node:buffer";
 import { createLogicClient, grpcStatus, logicServiceDefinition, RpcError } from "../proto/grpc.ts";
 import type { ConnectReply } from "../proto/messages.ts";
 import { createStreamsClient, MAX_ACKS_PER_CALL, MAX_RECOVER_STREAMS } from "../proto/streams.ts";
@@ -18,7 +19,7 @@ import { RedisPushStatusStore, RedisStreamStore } from "../infra/redis/streams.t
 import { partitionKey } from "../infra/queue.ts";
 import type { PushStatusStore, StreamStore } from "../infra/streams.ts";
 import { createHttpHandler } from "../logic/http.ts";
-import { Pusher } from "../logic/push.ts";
+import { newPushId, Pusher } from "../logic/push.ts";
 import { AckWaits } from "../logic/push_wait.ts";
 import { eventually } from "./eventually.ts";
 import { call, type LogicHarness, logicHarness, token } from "./fixtures/logic_fixtures.ts";
@@ -170,6 +171,17 @@ Deno.test("Connect: an invalid streams field is refused as a malformed token", a
 });
 
 // ---------------------------------------------------------------- push API
+
+Deno.test("newPushId: 16 random bytes in base64url, drawn in blocks, never repeating", () => {
+  const ids = Array.from({ length: 1000 }, newPushId); // several 256-id blocks
+  assert.equal(new Set(ids).size, ids.length);
+  for (const id of ids) {
+    assert.match(id, ID);
+    const bytes = Buffer.from(id, "base64url");
+    assert.equal(bytes.length, 16);
+    assert.equal(bytes.toString("base64url"), id, "canonical: the last character's spare bits 0");
+  }
+});
 
 Deno.test("push: every answer and every queue message carries the push id", async () => {
   const h = harness();
