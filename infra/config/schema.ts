@@ -488,6 +488,11 @@ export const CONFIG_SCHEMA = defineSchema({
     "Memory engine (embedded mode): streams kept; past it the least recently written stream is dropped (its epoch changes).",
     { min: 1 },
   ),
+  "streams.memory.max_bytes": bytes(
+    "256MiB",
+    "Memory engine (embedded mode): heap its histories may take (bodies, push ids and a measured overhead per entry and stream); past it the least recently written streams are dropped whole (their epochs change). One append bigger than this still lands, alone.",
+    { min: "1MiB" },
+  ),
   "streams.recover.timeout": duration(
     "5s",
     "Longest a comet waits for logic's Recover on connect or StreamSync; then it answers reason unavailable and lets live messages through.",
