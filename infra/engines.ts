@@ -168,7 +168,11 @@ export async function openEngines<K extends EngineName>(
               ...redisOptions(config, log, "streams"),
               ...limits,
             })
-            : new MemoryStreamStore({ ...limits, maxStreams: config.streams.memory.max_streams });
+            : new MemoryStreamStore({
+              ...limits,
+              maxStreams: config.streams.memory.max_streams,
+              maxBytes: config.streams.memory.max_bytes,
+            });
           break;
         }
         case "pushStatus":

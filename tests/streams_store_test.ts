@@ -7,7 +7,12 @@
 import assert from "node:assert/strict";
 import type { Cluster, Redis } from "ioredis";
 import { openEngines } from "../infra/engines.ts";
-import { MemoryPushStatusStore, MemoryStreamStore } from "../infra/memory/streams.ts";
+import {
+  ENTRY_OVERHEAD_BYTES,
+  MemoryPushStatusStore,
+  MemoryStreamStore,
+  STREAM_OVERHEAD_BYTES,
+} from "../infra/memory/streams.ts";
 import { RedisPushStatusStore, RedisStreamStore } from "../infra/redis/streams.ts";
 import type { StreamEntryInit } from "../infra/streams.ts";
 import { streamStoreSuite } from "./engine_suites/streams_suite.ts";
@@ -88,10 +93,104 @@ Deno.test("memory streams: expired streams are dropped by later appends, unread"
   }
 });
 
+Deno.test("memory streams: past max_bytes the least recently appended streams go whole", async () => {
+  const maxBytes = 64 * 1024;
+  const store = new MemoryStreamStore({ size: 8, ttlMs: 60_000, maxStreams: 10_000, maxBytes });
+  // 10 entries of 50 bytes per stream, trimmed to 8: ≈ 3.8 KB each, so ≈ 17 of 200 fit.
+  const batch = ids(10).map((pushId) => ({ pushId, op: 1000, body: new Uint8Array(50) }));
+  const cost = (name: string) =>
+    STREAM_OVERHEAD_BYTES + name.length +
+    batch.slice(2).reduce((n, e) => n + ENTRY_OVERHEAD_BYTES + e.pushId.length + 50, 0);
+  try {
+    const epochs: string[] = [];
+    for (let i = 0; i < 200; i++) {
+      epochs.push((await store.append(`room:s${i}`, batch)).epoch);
+      assert.ok(store.bytes <= maxBytes, `after s${i}: ${store.bytes} bytes`);
+    }
+    const kept: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const r = await store.recover(`room:s${i}`, { epoch: epochs[i], pos: 2 });
+      if (r.recovered) {
+        assert.deepEqual([r.epoch, r.top, r.entries.length], [epochs[i], 10, 8], `s${i}`);
+        kept.push(i);
+      } else {
+        assert.deepEqual([r.epoch, r.top, r.reason], ["", 0, "epoch_changed"], `s${i} evicted`);
+      }
+    }
+    const first = 200 - kept.length;
+    assert.deepEqual(kept, Array.from({ length: kept.length }, (_, k) => first + k), "the newest");
+    assert.equal(store.streams, kept.length);
+    // The count is exact (trimmed entries given back), and no more was evicted than needed.
+    const held = kept.reduce((n, i) => n + cost(`room:s${i}`), 0);
+    assert.equal(store.bytes, held);
+    assert.ok(held + cost(`room:s${first - 1}`) > maxBytes, `${kept.length} streams kept`);
+    const again = await store.append("room:s0", batch);
+    assert.notEqual(again.epoch, epochs[0], "an evicted stream starts a new epoch");
+    assert.deepEqual(again.positions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert.equal((await store.recover(`room:s${first}`, null)).epoch, "", "the oldest made room");
+    for (const i of [0, ...kept]) store.delete(`room:s${i}`);
+    assert.deepEqual([store.bytes, store.streams], [0, 0]);
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("memory streams: one append over max_bytes lands, alone", async () => {
+  const maxBytes = 20_000;
+  const store = new MemoryStreamStore({ size: 100, ttlMs: 60_000, maxStreams: 100, maxBytes });
+  const big = (pushId: string) => ({ pushId, op: 1000, body: new Uint8Array(10_000).fill(7) });
+  try {
+    await store.append("room:a", [entry("x")]);
+    const old = await store.append("room:big", [entry("o1"), entry("o2")]);
+    const huge = await store.append("room:big", ["h1", "h2", "h3"].map(big));
+    assert.equal(huge.epoch, old.epoch, "the stream itself is not evicted");
+    assert.deepEqual(huge.positions, [3, 4, 5]);
+    assert.equal(store.streams, 1, "every other stream made room");
+    assert.equal((await store.recover("room:a", null)).epoch, "");
+    assert.ok(store.bytes > maxBytes && store.bytes < 3 * 10_000 + 2_000, `${store.bytes}`);
+    // Its older entries went too: a client behind them is told so, one at pos 2 gets all three.
+    const behind = await store.recover("room:big", { epoch: old.epoch, pos: 1 });
+    assert.deepEqual([behind.recovered, behind.reason], [false, "window_passed"]);
+    const r = await store.recover("room:big", { epoch: old.epoch, pos: 2 });
+    assert.deepEqual(r.entries.map((e) => [e.pos, e.pushId, e.body.length]), [
+      [3, "h1", 10_000],
+      [4, "h2", 10_000],
+      [5, "h3", 10_000],
+    ]);
+    // The next append elsewhere drops it whole, and the bound holds again.
+    await store.append("room:c", [entry("x")]);
+    assert.deepEqual([store.streams, (await store.recover("room:big", null)).epoch], [1, ""]);
+    assert.ok(store.bytes <= maxBytes);
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("memory streams: openEngines passes streams.memory.max_bytes", async () => {
+  const e = await openEngines(testConfig("streams.memory.max_bytes=1MiB"), ["streams"]);
+  try {
+    const body = new Uint8Array(100_000);
+    for (let i = 0; i < 12; i++) {
+      await e.streams.append(`room:${i}`, [{ pushId: "p", op: 1, body }]);
+    }
+    const store = e.streams as MemoryStreamStore;
+    assert.ok(store.bytes <= 1024 * 1024, `${store.bytes}`);
+    assert.equal(store.streams, 10, "ten of 100 KB fit in 1 MiB");
+    assert.equal((await e.streams.recover("room:1", null)).epoch, "");
+    assert.equal((await e.streams.recover("room:2", null)).top, 1);
+  } finally {
+    await e.close();
+  }
+});
+
 Deno.test("memory streams: bad bounds throw; a closed store rejects", async () => {
   assert.throws(() => new MemoryStreamStore({ size: 0, ttlMs: 1, maxStreams: 1 }), RangeError);
   assert.throws(() => new MemoryStreamStore({ size: 1, ttlMs: 0, maxStreams: 1 }), RangeError);
   assert.throws(() => new MemoryStreamStore({ size: 1, ttlMs: 1, maxStreams: 0 }), RangeError);
+  assert.throws(
+    () => new MemoryStreamStore({ size: 1, ttlMs: 1, maxStreams: 1, maxBytes: 0 }),
+    RangeError,
+  );
   assert.throws(() => new MemoryPushStatusStore({ ttlMs: 0 }), RangeError);
   assert.throws(() => new MemoryPushStatusStore({ ttlMs: 1, maxTargets: 0 }), RangeError);
   const store = new MemoryStreamStore({ size: 1, ttlMs: 1000, maxStreams: 1 });

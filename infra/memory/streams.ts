@@ -6,12 +6,24 @@
  * stream to the end), each stream its kept entries oldest first and a push
  * id → position index for deduplication. Bounds: `size` entries per
  * stream (`streams.history.size`), `maxStreams` streams
- * (`streams.memory.max_streams`: past it the least recently appended is
- * dropped, so its next append starts a new epoch), and `ttlMs`
- * (`streams.history.ttl`): a stream not appended to for that long reads as
- * having no history. Expiry is lazy: a read drops an expired stream, and
- * each append drops expired streams from the front of the Map (the least
- * recently appended, hence the first to expire), so no timer runs.
+ * (`streams.memory.max_streams`) and `maxBytes` bytes
+ * (`streams.memory.max_bytes`): past either, the least recently appended
+ * streams are dropped whole, so their next append starts a new epoch; and
+ * `ttlMs` (`streams.history.ttl`): a stream not appended to for that long
+ * reads as having no history. Expiry is lazy: a read drops an expired
+ * stream, and each append drops expired streams from the front of the Map
+ * (the least recently appended, hence the first to expire), so no timer
+ * runs.
+ *
+ * Bytes are counted, not measured: each entry costs its body, its push id
+ * and {@linkcode ENTRY_OVERHEAD_BYTES}, each stream its name and
+ * {@linkcode STREAM_OVERHEAD_BYTES} (the heap the rest takes, measured
+ * below). An append that alone exceeds `maxBytes` still lands: every other
+ * stream is dropped, then this stream's older entries (never those of this
+ * append), so the store holds that append only, over the bound until the
+ * next append elsewhere drops it. Dropping the stream's own older entries
+ * keeps its epoch: a client behind them is told `window_passed`, as by
+ * `size`.
  *
  * Push status: a Map in creation order (all records live the same
  * `ttlMs`, so the oldest expire first); each `create` drops the expired
@@ -22,17 +34,27 @@
  * Every operation is synchronous under the hood, hence atomic; the promises
  * only fit the interfaces. After `close()` every method rejects.
  *
- * Cost, measured on this project's 2-core machine (a throwaway script with
- * `Deno.memoryUsage` over 200 streams of 1000 entries of 50-byte bodies):
- * ≈ 350 B of heap per entry besides its body and push id (the entry, its
- * own copy of the body, the id index), so a full stream of small messages
- * is ≈ 400 KB and `max_streams × history.size` is what to size memory by.
+ * Cost, measured on this project's 2-core machine (a throwaway script:
+ * `heapUsed + external` of `Deno.memoryUsage` after `gc()` under
+ * `--v8-flags=--expose-gc`, over 200 streams of 1000 entries of 50-byte
+ * bodies with 22-character push ids, then 50,000 streams of one entry):
+ * ≈ 418 B per entry, i.e. ≈ 346 B besides its body and push id (the entry
+ * object, its own copy of the body, the id index; the same with 500-byte
+ * bodies), and ≈ 527 B per stream besides its entries (the Map slot, the
+ * stream object, its array and index). A full stream of small messages is
+ * thus ≈ 420 KB, and `max_bytes` is what bounds the process: the default
+ * 256 MiB holds ≈ 630 such streams (≈ 630,000 entries).
  * An append of 1 entry ≈ 6 µs, of 256 ≈ 0.5 ms; a recover of 1000 ≈ 15 µs.
  *
  * @example
  * ```ts
  * import { MemoryStreamStore } from "./streams.ts";
- * const store = new MemoryStreamStore({ size: 1000, ttlMs: 86_400_000, maxStreams: 100_000 });
+ * const store = new MemoryStreamStore({
+ *   size: 1000,
+ *   ttlMs: 86_400_000,
+ *   maxStreams: 100_000,
+ *   maxBytes: 256 * 1024 * 1024,
+ * });
  * const { epoch, positions } = await store.append("room:live://1", [
  *   { pushId: "p1", op: 1000, body: new TextEncoder().encode("hi") },
  * ]);
@@ -77,10 +99,30 @@ import type {
   StreamStore,
 } from "../streams.ts";
 
+/** Default of {@linkcode MemoryStreamStoreOptions.maxBytes}: `streams.memory.max_bytes`'s, 256 MiB. */
+export const DEFAULT_MAX_STREAM_BYTES = 256 * 1024 * 1024;
+
+/**
+ * Heap an entry takes besides its body and push id, as counted against
+ * `maxBytes`: ≈ 346 B measured (module comment), rounded up.
+ */
+export const ENTRY_OVERHEAD_BYTES = 350;
+
+/**
+ * Heap a stream takes besides its entries and name, as counted against
+ * `maxBytes`: ≈ 527 B measured with a 17-byte name (module comment).
+ */
+export const STREAM_OVERHEAD_BYTES = 512;
+
 /** Options of {@linkcode MemoryStreamStore}. */
 export interface MemoryStreamStoreOptions extends StreamLimits {
   /** Streams kept (`streams.memory.max_streams`); the least recently appended goes first. */
   maxStreams: number;
+  /**
+   * Bytes kept, as counted (`streams.memory.max_bytes`); the least recently
+   * appended streams go first. Default {@linkcode DEFAULT_MAX_STREAM_BYTES}.
+   */
+  maxBytes?: number;
   /** Clock in ms since the epoch; tests inject a fake one. Default `Date.now`. */
   now?: () => number;
 }
@@ -94,6 +136,8 @@ interface MemStream {
   ids: Map<string, number>;
   /** Time of the last append. */
   last: number;
+  /** What it counts against `maxBytes`: its overhead, name and entries. */
+  bytes: number;
 }
 
 /** A {@linkcode StreamStore} in a Map (embedded mode). */
@@ -101,19 +145,27 @@ export class MemoryStreamStore implements StreamStore {
   readonly #size: number;
   readonly #ttlMs: number;
   readonly #maxStreams: number;
+  readonly #maxBytes: number;
   readonly #now: () => number;
   #streams = new Map<string, MemStream>();
+  /** Sum of every held stream's `bytes`. */
+  #bytes = 0;
   #closed = false;
 
-  /** Throws a RangeError for a size, TTL or stream count below 1. */
+  /** Throws a RangeError for a size, TTL, stream count or byte bound below 1. */
   constructor(opts: MemoryStreamStoreOptions) {
     checkLimits(opts);
+    const maxBytes = opts.maxBytes ?? DEFAULT_MAX_STREAM_BYTES;
     if (!Number.isInteger(opts.maxStreams) || opts.maxStreams < 1) {
       throw new RangeError(`maxStreams must be an integer ≥ 1, got ${opts.maxStreams}`);
+    }
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 1) {
+      throw new RangeError(`maxBytes must be an integer ≥ 1, got ${maxBytes}`);
     }
     this.#size = opts.size;
     this.#ttlMs = opts.ttlMs;
     this.#maxStreams = opts.maxStreams;
+    this.#maxBytes = maxBytes;
     this.#now = opts.now ?? Date.now;
   }
 
@@ -122,7 +174,15 @@ export class MemoryStreamStore implements StreamStore {
     return this.#streams.size;
   }
 
-  /** Positions the entries, trims to `size`, evicts past `maxStreams`. */
+  /**
+   * Bytes held right now as counted against `maxBytes` (expired streams
+   * not yet dropped included): for a gauge of the embedded mode's memory.
+   */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Positions the entries, trims to `size`, evicts past `maxStreams` or `maxBytes`. */
   append(stream: string, entries: readonly StreamEntryInit[]): Promise<Appended> {
     return this.#run(() => {
       checkStreamName(stream);
@@ -131,32 +191,45 @@ export class MemoryStreamStore implements StreamStore {
       let s = this.#live(stream, now);
       if (entries.length === 0) return { epoch: s?.epoch ?? "", positions: [] };
       if (s) this.#streams.delete(stream);
-      else s = { epoch: newEpoch(), top: 0, entries: [], ids: new Map(), last: now };
+      else {
+        const bytes = STREAM_OVERHEAD_BYTES + stream.length;
+        s = { epoch: newEpoch(), top: 0, entries: [], ids: new Map(), last: now, bytes };
+        this.#bytes += bytes;
+      }
       this.#streams.set(stream, s);
       s.last = now;
       const positions: number[] = [];
+      let added = 0;
       for (const e of entries) {
         let pos = s.ids.get(e.pushId);
         if (pos === undefined) {
           pos = ++s.top;
           s.ids.set(e.pushId, pos);
           // A copy: the caller's buffer may be a view into a larger one it reuses.
-          s.entries.push({
+          const kept: StreamEntry = {
             pushId: e.pushId,
             op: e.op,
             body: new Uint8Array(e.body),
             ack: e.ack === true,
             pos,
             time: now,
-          });
+          };
+          s.entries.push(kept);
+          this.#count(s, entryBytes(kept));
+          added++;
         }
         positions.push(pos);
       }
-      const excess = s.entries.length - this.#size;
-      if (excess > 0) {
-        for (const old of s.entries.splice(0, excess)) s.ids.delete(old.pushId);
+      this.#trim(s, s.entries.length - this.#size);
+      this.#dropOld(s, now);
+      if (this.#bytes > this.#maxBytes) {
+        // Alone and still over: its older entries go, this append's stay.
+        let n = 0;
+        for (let over = this.#bytes - this.#maxBytes; over > 0 && n < s.entries.length - added;) {
+          over -= entryBytes(s.entries[n++]);
+        }
+        this.#trim(s, n);
       }
-      this.#dropOld(now);
       return { epoch: s.epoch, positions };
     });
   }
@@ -205,13 +278,16 @@ export class MemoryStreamStore implements StreamStore {
    * a restart of the process would; whether it had any.
    */
   delete(stream: string): boolean {
-    return this.#streams.delete(stream);
+    const s = this.#streams.get(stream);
+    if (s) this.#drop(stream, s);
+    return s !== undefined;
   }
 
   /** Drops everything; later calls reject. */
   close(): Promise<void> {
     this.#closed = true;
     this.#streams.clear();
+    this.#bytes = 0;
     return Promise.resolve();
   }
 
@@ -219,19 +295,45 @@ export class MemoryStreamStore implements StreamStore {
   #live(stream: string, now: number): MemStream | undefined {
     const s = this.#streams.get(stream);
     if (s && isStale(s.last, now, this.#ttlMs)) {
-      this.#streams.delete(stream);
+      this.#drop(stream, s);
       return undefined;
     }
     return s;
   }
 
-  /** Evicts past `maxStreams`, then drops expired streams from the front (least recent first). */
-  #dropOld(now: number): void {
+  /**
+   * Drops streams from the front (least recently appended first) while
+   * past `maxStreams` or `maxBytes`, or expired; never `current`, the one
+   * just appended to (the last in the Map).
+   */
+  #dropOld(current: MemStream, now: number): void {
     for (const [name, s] of this.#streams) {
-      if (this.#streams.size > this.#maxStreams || isStale(s.last, now, this.#ttlMs)) {
-        this.#streams.delete(name);
-      } else break;
+      if (s === current) break;
+      const over = this.#streams.size > this.#maxStreams || this.#bytes > this.#maxBytes;
+      if (!over && !isStale(s.last, now, this.#ttlMs)) break;
+      this.#drop(name, s);
     }
+  }
+
+  /** Drops a stream and its bytes. */
+  #drop(name: string, s: MemStream): void {
+    this.#streams.delete(name);
+    this.#bytes -= s.bytes;
+  }
+
+  /** Drops the `n` oldest entries of `s` (none for n ≤ 0) and their bytes. */
+  #trim(s: MemStream, n: number): void {
+    if (n <= 0) return;
+    for (const old of s.entries.splice(0, n)) {
+      s.ids.delete(old.pushId);
+      this.#count(s, -entryBytes(old));
+    }
+  }
+
+  /** Adds `bytes` (negative: removes) to a stream's count and the store's. */
+  #count(s: MemStream, bytes: number): void {
+    s.bytes += bytes;
+    this.#bytes += bytes;
   }
 
   #run<T>(f: () => T): Promise<T> {
@@ -247,6 +349,11 @@ function settle<T>(closed: boolean, store: string, f: () => T): Promise<T> {
   } catch (e) {
     return Promise.reject(e);
   }
+}
+
+/** What an entry counts against `maxBytes` (push ids are ASCII: one byte a character). */
+function entryBytes(e: StreamEntry): number {
+  return ENTRY_OVERHEAD_BYTES + e.pushId.length + e.body.byteLength;
 }
 
 function headOf(s: MemStream): StreamHead {
