@@ -9,7 +9,8 @@
  * - A mid offline during 100 pushes gets all 100 at its next connection.
  * - Acks: an unacked message is re-sent (flag Resent) after
  *   `comet.streams.ack_timeout`; `ack=1&wait=` counts acked, pending and
- *   offline targets; `/goim/push/status` reports each target.
+ *   offline targets (mids and keys: a key push is a StreamMsg of kind Key);
+ *   `/goim/push/status` reports each target.
  * - A plain goim client beside opted-in ones gets goim's bytes exactly.
  * - Embedded, `streams.history.size` 50: a device offline for 200 pushes is
  *   told `window_passed` (the distributed case is in
@@ -22,7 +23,7 @@ import assert from "node:assert/strict";
 import { concat } from "../protocol/bytes.ts";
 import { encodeFrame } from "../protocol/frame.ts";
 import { Op } from "../protocol/ops.ts";
-import { StreamFlag } from "../protocol/streams.ts";
+import { StreamFlag, StreamKind } from "../protocol/streams.ts";
 import { kafkaTestBrokers } from "./kafka_env.ts";
 import { redisTestUrl } from "./redis_env.ts";
 import { chaosLine, chaosScenario, MID_OP, ROOM_OP } from "./e2e/streams_chaos.ts";
@@ -164,6 +165,8 @@ async function acksScenario(cluster: StreamsCluster, midBase: number): Promise<v
       accepts: [MID_OP],
       urls,
       first: i + 1,
+      key: `acker-${mid}`,
+      keepWire: true,
       label: `acker ${mid}`,
     })
   );
@@ -239,6 +242,35 @@ async function acksScenario(cluster: StreamsCluster, midBase: number): Promise<v
       offline: 0,
     });
     assert.ok(quickMs < 10_000, `answered when acked, after ${quickMs.toFixed(0)} ms`);
+
+    // By key: a kind 3 StreamMsg (no stream), acked; a key with no route is offline at once.
+    const byKey = await push(
+      cluster.http,
+      `/goim/push/keys?operation=${MID_OP}&keys=acker-${ackMid1},acker-gone&ack=1&wait=20000`,
+      "acks#key",
+    ) as WaitAnswer;
+    assert.deepEqual({ ...byKey, id: "" }, {
+      id: "",
+      targets: 2,
+      acked: 1,
+      pending: 0,
+      offline: 1,
+    });
+    const keyMsg = ackers[0].wire.find((w) => w.pushId === byKey.id);
+    assert.deepEqual(
+      keyMsg && [keyMsg.kind, keyMsg.flags, keyMsg.pos, keyMsg.epoch, keyMsg.stream],
+      [StreamKind.Key, StreamFlag.Ack, 0, "", ""],
+      "a key push as StreamMsg kind Key",
+    );
+    assert.deepEqual(ackers[0].plain, [{ op: MID_OP, text: "acks#key" }], "delivered once");
+    const keyStatus = await get(cluster.http, `/goim/push/status?id=${byKey.id}`) as StatusAnswer;
+    assert.deepEqual(
+      [...keyStatus.targets].sort((a, b) => a.target.localeCompare(b.target)),
+      [
+        { target: `key:acker-${ackMid1}`, state: "acked", sent: 1, acked: 1 },
+        { target: "key:acker-gone", state: "offline", sent: 0, acked: 0 },
+      ],
+    );
 
     const unknown = await fetch(`${cluster.http}/goim/push/status?id=AAAAAAAAAAAAAAAAAAAAAA`);
     await unknown.body?.cancel();

@@ -73,6 +73,8 @@ export interface WireMsg extends StreamMsg {
 /** Options of a {@linkcode StreamDevice}. */
 export interface DeviceOptions {
   mid: number;
+  /** The connection key (default "": logic makes one per connection). */
+  key?: string;
   /** Room key (`live://…`), "" for none. */
   room: string;
   accepts: number[];
@@ -168,7 +170,7 @@ export class StreamDevice {
       url,
       token: {
         mid: this.opts.mid,
-        key: "",
+        key: this.opts.key ?? "",
         room_id: this.opts.room,
         platform: "test",
         accepts: this.opts.accepts,
