@@ -132,6 +132,7 @@ function roomLayout(v: string | undefined): "spread" | "pinned" {
 const FLAGS = new Set([
   "clients",
   "ws-ratio",
+  "streams",
   "workers",
   "rate",
   "duration",
