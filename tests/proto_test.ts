@@ -296,6 +296,8 @@ Deno.test("gRPC: every Logic method through the typed client", async () => {
       allowed_ops: [],
       ops_restricted: false,
       token_expires_in_ms: 0,
+      streams: false,
+      recover: [],
     });
     // Requests reach handlers complete: omitted fields carry their defaults.
     const connectReq = srv.seen.get("Connect") as Record<string, unknown>;
@@ -392,6 +394,8 @@ Deno.test("gRPC: replies that leave fields out arrive with defaults", async () =
       allowed_ops: [],
       ops_restricted: false,
       token_expires_in_ms: 0,
+      streams: false,
+      recover: [],
     });
     assert.deepEqual(await logic.Disconnect({}), { has: false });
     const nodes = await logic.Nodes({});
