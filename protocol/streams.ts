@@ -265,6 +265,37 @@ function checkInner(inner: Uint8Array): void {
   }
 }
 
+// The last epoch and stream name decoded, with their bytes: a connection's
+// messages mostly carry the same two, and comparing a few bytes costs far
+// less than building the strings again (a TextDecoder call per message was
+// most of a decode).
+interface Decoded {
+  bytes: Uint8Array;
+  text: string;
+}
+const lastEpoch: Decoded = { bytes: new Uint8Array(0), text: "" };
+const lastStream: Decoded = { bytes: new Uint8Array(0), text: "" };
+const MAX_REMEMBERED = 256;
+
+function sameBytes(a: Uint8Array, body: Uint8Array, o: number, n: number): boolean {
+  if (a.length !== n) return false;
+  for (let i = 0; i < n; i++) if (a[i] !== body[o + i]) return false;
+  return true;
+}
+
+function remember(d: Decoded, body: Uint8Array, o: number, n: number, text: string): void {
+  if (n > MAX_REMEMBERED) return;
+  d.bytes = body.slice(o, o + n);
+  d.text = text;
+}
+
+// Bytes already checked to be ASCII, as a string.
+function latin1(body: Uint8Array, o: number, n: number): string {
+  return n === 0
+    ? ""
+    : String.fromCharCode.apply(null, body.subarray(o, o + n) as unknown as number[]);
+}
+
 /**
  * Decodes a `StreamMsg` body (the frame's body, after its 16-byte header).
  * `frame` in the answer is a subarray of `body`, never a copy. Throws a
@@ -296,31 +327,34 @@ export function decodeStreamMsg(body: Uint8Array): StreamMsg {
   const e = body[o++];
   if (e > MAX_EPOCH_BYTES) throw bad(`epoch length ${e} is over ${MAX_EPOCH_BYTES}`);
   if (o + e + 1 > body.length) throw bad(`epoch length ${e} overruns the body`);
-  let epoch = "";
-  for (let i = 0; i < e; i++) {
-    const c = body[o + i];
-    if (c > 0x7f) throw bad("epoch is not ASCII");
-    epoch += String.fromCharCode(c);
+  let epoch: string;
+  if (sameBytes(lastEpoch.bytes, body, o, e)) epoch = lastEpoch.text;
+  else {
+    for (let i = 0; i < e; i++) if (body[o + i] > 0x7f) throw bad("epoch is not ASCII");
+    epoch = latin1(body, o, e);
+    remember(lastEpoch, body, o, e, epoch);
   }
   o += e;
   const idLen = body[o++];
   if (idLen > MAX_PUSH_ID_BYTES) throw bad(`push id length ${idLen} is over ${MAX_PUSH_ID_BYTES}`);
   if (o + idLen + 2 > body.length) throw bad(`push id length ${idLen} overruns the body`);
-  let pushId = "";
   for (let i = 0; i < idLen; i++) {
-    const c = body[o + i];
-    if (!isPushIdChar(c)) throw bad("push id is not [A-Za-z0-9_-]");
-    pushId += String.fromCharCode(c);
+    if (!isPushIdChar(body[o + i])) throw bad("push id is not [A-Za-z0-9_-]");
   }
+  const pushId = latin1(body, o, idLen);
   o += idLen;
   const s = readU16(body, o);
   o += 2;
   if (o + s > body.length) throw bad(`stream name length ${s} overruns the body`);
   let stream: string;
-  try {
-    stream = strictUtf8.decode(body.subarray(o, o + s));
-  } catch {
-    throw bad("stream name is not UTF-8");
+  if (sameBytes(lastStream.bytes, body, o, s)) stream = lastStream.text;
+  else {
+    try {
+      stream = strictUtf8.decode(body.subarray(o, o + s));
+    } catch {
+      throw bad("stream name is not UTF-8");
+    }
+    remember(lastStream, body, o, s, stream);
   }
   o += s;
   if (kind === StreamKind.Key) {
