@@ -130,14 +130,19 @@ function roomStreamOf(
   return { epoch, positions, pushIds };
 }
 
-/** The key or mid push's stream fields; null when opted-in targets get the plain frame too. */
+/**
+ * The key or mid push's stream fields; null when opted-in targets get the
+ * plain frame too (no push id: a goim job's push). A key push with a push id
+ * is wrapped for opted-in targets even without ack, so that the SDK drops
+ * it when job redelivers it after a crash.
+ */
 function pushStreamOf(
   req: PushMsgReq,
 ): { stream: string; epoch: string; pos: number; pushId: string; ack: boolean } | null {
   const stream = req.stream ?? "";
   const pushId = req.push_id ?? "";
   const ack = req.ack === true;
-  if (stream === "" && !(ack && pushId !== "")) return null;
+  if (stream === "" && pushId === "") return null;
   checkPushId(pushId, "push_id");
   if (stream === "") return { stream, epoch: "", pos: 0, pushId, ack };
   if (!stream.startsWith("mid:")) throw invalid(`stream "${stream}" is not a mid: stream`);

@@ -427,11 +427,10 @@ export class Job {
       return this.#finish(msg, meta, { ok: false, reason: "invalid" });
     }
     const req = pushReq(msg);
-    const ackId = msg.ack ? pushIdOf(msg, meta) : "";
-    if (ackId !== "") {
-      req.push_id = ackId;
-      req.ack = true;
-    }
+    // Always the push id: opted-in connections get it (docs/STREAMS.md) and drop a redelivery.
+    req.push_id = pushIdOf(msg, meta);
+    const ackId = msg.ack ? req.push_id : "";
+    if (ackId !== "") req.ack = true;
     const done = (o: Outcome) =>
       this.#keysDelivered(ackId, msg.keys, o).then(() => this.#finish(msg, meta, o));
     const comet = this.#comets.get(msg.server);

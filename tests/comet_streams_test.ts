@@ -648,7 +648,7 @@ Deno.test("streams live: redeliveries dropped, partial overlap cut, a new epoch 
   }
 });
 
-Deno.test("streams live: mid and ack-requested key pushes are StreamMsg, plain targets get plain frames", async () => {
+Deno.test("streams live: mid and key pushes with a push id are StreamMsg, plain targets get plain frames", async () => {
   const h = await start();
   try {
     const opted = await WsTestClient.connect(h.addrs.ws[0]);
@@ -677,22 +677,26 @@ Deno.test("streams live: mid and ack-requested key pushes are StreamMsg, plain t
     await s.PushMsg({
       keys: ["o", "p"],
       protoOp: 1000,
-      proto: proto(1000, "key-plain"),
+      proto: proto(1000, "key-id"),
       push_id: "pk2",
     });
-    await opted.until(() => opted.byOp.get(1000) === 1 && msgs(opted).length === 2, "three pushes");
+    // A goim job's key push: no push id, so the plain frame for everyone.
+    await s.PushMsg({ keys: ["o", "p"], protoOp: 1000, proto: proto(1000, "key-plain") });
+    await opted.until(() => opted.byOp.get(1000) === 1 && msgs(opted).length === 3, "four pushes");
     assert.deepEqual(
       msgs(opted).map((m) => [m.kind, m.flags, m.pos, m.epoch, m.pushId, m.stream, m.body]),
       [
         [StreamKind.Mid, StreamFlag.Ack, 1, "me", "pm1", "mid:8", "to-mid"],
         [StreamKind.Key, StreamFlag.Ack, 0, "", "pk1", "", "key-ack"],
+        [StreamKind.Key, 0, 0, "", "pk2", "", "key-id"],
       ],
     );
     assert.equal(text(opted.frames.find((f) => f.op === 1000)!.body), "key-plain");
-    await plain.until(() => plain.byOp.get(1000) === 3, "three plain frames");
+    await plain.until(() => plain.byOp.get(1000) === 4, "four plain frames");
     assert.deepEqual(plain.frames.filter((f) => f.op === 1000).map((f) => text(f.body)), [
       "to-mid",
       "key-ack",
+      "key-id",
       "key-plain",
     ]);
     // Malformed stream fields are refused as a whole.
