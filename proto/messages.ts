@@ -69,6 +69,8 @@ export interface BroadcastReq {
   proto: Proto | null;
   /** Pacing hint (goim: rooms per second); 0 means as fast as possible. */
   speed: number;
+  /** (100) One push id per frame of `proto`, in order (docs/STREAMS.md); absent: none. */
+  push_ids?: string[];
 }
 
 /** `goim.comet.BroadcastReply`. */
