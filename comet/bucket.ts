@@ -113,6 +113,20 @@ export class Bucket {
     for (const ch of this.channels.values()) if (ch.accepts(op)) ch.push(batch);
   }
 
+  /**
+   * Queues a broadcast with push ids for every channel that accepts `op`:
+   * `sb` (its `StreamMsg` frames, built once per call) for opted-in ones,
+   * through their recovery hold, the plain `batch`, byte for byte goim's,
+   * for the others. Called only while the comet has an opted-in channel.
+   */
+  broadcastStream(batch: Batch, op: number, sb: StreamBatch, streams: CometStreams): void {
+    for (const ch of this.channels.values()) {
+      if (!ch.accepts(op)) continue;
+      if (ch.streams === null) ch.push(batch);
+      else streams.deliver(ch, sb);
+    }
+  }
+
   /** Appends to `out` every channel that accepts `op` (the snapshot a paced broadcast walks). */
   collectAccepting(op: number, out: Channel[]): void {
     for (const ch of this.channels.values()) if (ch.accepts(op)) out.push(ch);

@@ -18,13 +18,15 @@
  * from the pushes' own operations, so it is refused only what no API should
  * have accepted.
  *
- * Stream fields (docs/STREAMS.md; fields 100+ of PushMsgReq and
- * BroadcastRoomReq, which a goim job never sets): a push with a position or
- * an ack request is also wrapped once per call as `StreamMsg` frames
- * (comet/streams.ts) — only when a target opted in — and those go to the
- * opted-in targets, the plain batch to every other. Malformed stream fields
- * (a position count that is not one per frame, positions not ascending, a
- * bad epoch or push id) are INVALID_ARGUMENT, counted as `invalid`.
+ * Stream fields (docs/STREAMS.md; fields 100+ of PushMsgReq, BroadcastReq
+ * and BroadcastRoomReq, which a goim job never sets): a push with a
+ * position, a push id or an ack request is also wrapped once per call as
+ * `StreamMsg` frames (comet/streams.ts) — only when a target opted in (a
+ * broadcast: when any channel of this comet did, `CometStreams.connections`)
+ * — and those go to the opted-in targets, the plain batch to every other.
+ * Malformed stream fields (a position or push id count that is not one per
+ * frame, positions not ascending, a bad epoch or push id) are
+ * INVALID_ARGUMENT, counted as `invalid`.
  *
  * @module
  */
@@ -58,7 +60,12 @@ import {
 import type { Channel } from "./channel.ts";
 import type { CometMetrics } from "./metrics.ts";
 import type { ConnectionHub } from "./hub.ts";
-import { pushStreamBatch, roomStreamBatch, type StreamBatch } from "./streams.ts";
+import {
+  broadcastStreamBatch,
+  pushStreamBatch,
+  roomStreamBatch,
+  type StreamBatch,
+} from "./streams.ts";
 
 /** A paced broadcast pushes to this many connections per step at most (10 steps a second). */
 export const BROADCAST_STEPS_PER_SECOND = 10;
@@ -103,6 +110,15 @@ function checkPushId(id: string, what: string): void {
   if (id !== "" && !isPushId(id)) throw invalid(`${what} must be 1-64 characters of [A-Za-z0-9_-]`);
 }
 
+/** Throws unless `ids` has one push id per frame; "" (a frame without one) only if `emptyOk`. */
+function checkPushIds(ids: readonly string[], frames: number, emptyOk: boolean): void {
+  if (ids.length !== frames) throw invalid(`${ids.length} push ids for ${frames} frames`);
+  for (let i = 0; i < ids.length; i++) {
+    if (ids[i] === "" && !emptyOk) throw invalid(`push_ids[${i}] is empty`);
+    checkPushId(ids[i], `push_ids[${i}]`);
+  }
+}
+
 /** The room push's stream fields, checked against its batch; null when it has none. */
 function roomStreamOf(
   req: BroadcastRoomReq,
@@ -121,13 +137,21 @@ function roomStreamOf(
     prev = p;
   }
   const pushIds = req.push_ids ?? [];
-  if (pushIds.length !== 0 && pushIds.length !== batch.count) {
-    throw invalid(`${pushIds.length} push ids for ${batch.count} frames`);
-  }
-  pushIds.forEach((id, i) => checkPushId(id, `push_ids[${i}]`));
+  if (pushIds.length !== 0) checkPushIds(pushIds, batch.count, true);
   const epoch = req.epoch ?? "";
   checkEpoch(epoch);
   return { epoch, positions, pushIds };
+}
+
+/**
+ * The broadcast's push ids, one per frame of its batch; null when it has
+ * none (a goim job's broadcast: opted-in channels get the plain frames).
+ */
+function broadcastIdsOf(req: BroadcastReq, batch: Batch): readonly string[] | null {
+  const ids = req.push_ids ?? [];
+  if (ids.length === 0) return null;
+  checkPushIds(ids, batch.count, false);
+  return ids;
 }
 
 /**
@@ -318,17 +342,31 @@ export class CometService implements CometApi {
       };
     });
 
-  /** Push to every connection that accepts `protoOp`, paced by `speed` (connections/s). */
+  /**
+   * Push to every connection that accepts `protoOp`, paced by `speed`
+   * (connections/s). With `push_ids`, opted-in connections get the frames
+   * as kind 3 `StreamMsg`s (built once, and only while this comet has an
+   * opted-in connection), the others the plain frames.
+   */
   Broadcast = (req: BroadcastReq): Promise<BroadcastReply> =>
     this.#push("Broadcast", "broadcast", req, (req.speed ?? 0) <= 0, () => (batch) => {
       const op = req.protoOp ?? 0;
       const speed = req.speed ?? 0;
+      const ids = broadcastIdsOf(req, batch);
+      const streams = this.#hub.streams;
+      const sb = ids !== null && streams.connections > 0
+        ? this.#wrap(() => broadcastStreamBatch(batch.tcp, ids))
+        : null;
       if (speed > 0) {
-        this.#paced(batch, op, speed);
+        this.#paced(batch, op, speed, sb);
         return;
       }
       const buckets = this.#hub.buckets;
-      for (let i = 0; i < buckets.length; i++) buckets[i].broadcast(batch, op);
+      if (sb === null) {
+        for (let i = 0; i < buckets.length; i++) buckets[i].broadcast(batch, op);
+        return;
+      }
+      for (let i = 0; i < buckets.length; i++) buckets[i].broadcastStream(batch, op, sb, streams);
     });
 
   /** Rooms with members on this comet. */
@@ -397,18 +435,28 @@ export class CometService implements CometApi {
     }
   }
 
-  #paced(batch: Batch, op: number, speed: number): void {
+  // `sb`: the broadcast's StreamMsg frames for opted-in targets; null: plain for all.
+  #paced(batch: Batch, op: number, speed: number, sb: StreamBatch | null): void {
     if (this.#stopped) throw new RpcError(grpcStatus.UNAVAILABLE, "comet is shutting down");
     const targets: Channel[] = [];
     for (const b of this.#hub.buckets) b.collectAccepting(op, targets);
     const step = Math.max(1, Math.ceil(speed / BROADCAST_STEPS_PER_SECOND));
     const delayMs = (step / speed) * 1000;
+    const streams = this.#hub.streams;
     let i = 0;
     const run = (timer?: ReturnType<typeof setTimeout>) => {
       if (timer !== undefined) this.#timers.delete(timer);
       if (this.#stopped) return;
       const end = Math.min(targets.length, i + step);
-      for (; i < end; i++) targets[i].push(batch);
+      if (sb === null) {
+        for (; i < end; i++) targets[i].push(batch);
+      } else {
+        for (; i < end; i++) {
+          const ch = targets[i];
+          if (ch.streams === null) ch.push(batch);
+          else streams.deliver(ch, sb);
+        }
+      }
       if (i < targets.length) {
         const t: ReturnType<typeof setTimeout> = setTimeout(() => run(t), delayMs);
         this.#timers.add(t);

@@ -8,7 +8,8 @@
  * Opt-in is per connection (ConnectReply field 105): such a channel has a
  * {@linkcode ChannelStreams} in `Channel.streams`; every other channel keeps
  * `null` there and pays that null check, nothing else (a room without an
- * opted-in member runs the plain fan-out loop: `Room.streamMembers`).
+ * opted-in member runs the plain fan-out loop: `Room.streamMembers`; so
+ * does a broadcast on a comet without one: `CometStreams.connections`).
  *
  * Recovery. The connection's own streams are `room:<room>` (in a room) and
  * `mid:<mid>` (mid ≠ 0). The comet asks logic's `Recover` for the positions
@@ -155,15 +156,13 @@ export function roomStreamBatch(
   pushIds: readonly string[],
 ): StreamBatch {
   const stream = `room:${roomID}`;
-  const wrapped: Wrapped[] = [];
-  for (let o = 0, i = 0; o < frames.length; i++) {
-    const len = readU32(frames, o);
-    wrapped.push({
-      fields: { kind: StreamKind.Room, pos: positions[i], epoch, pushId: pushIds[i] ?? "", stream },
-      inner: frames.subarray(o, o + len),
-    });
-    o += len;
-  }
+  const wrapped = wrapFrames(frames, (i) => ({
+    kind: StreamKind.Room,
+    pos: positions[i],
+    epoch,
+    pushId: pushIds[i] ?? "",
+    stream,
+  }));
   const { tcp, ws } = sealStreamMsgs(wrapped);
   return new StreamBatch(
     tcp,
@@ -176,6 +175,30 @@ export function roomStreamBatch(
     "",
     false,
   );
+}
+
+// Each inner frame of `frames` (whole goim frames back to back) with the fields of its index.
+function wrapFrames(frames: Uint8Array, fieldsOf: (i: number) => StreamMsgFields): Wrapped[] {
+  const wrapped: Wrapped[] = [];
+  for (let o = 0, i = 0; o < frames.length; i++) {
+    const len = readU32(frames, o);
+    wrapped.push({ fields: fieldsOf(i), inner: frames.subarray(o, o + len) });
+    o += len;
+  }
+  return wrapped;
+}
+
+/**
+ * Wraps the inner frames of a broadcast (`frames`: whole goim frames back
+ * to back) as kind Key `StreamMsg` frames (no stream, flags 0), one push id
+ * per frame: an opted-in client drops a frame whose push id it has seen
+ * (a job redelivery). Throws a ProtocolError for a field the contract
+ * refuses.
+ */
+export function broadcastStreamBatch(frames: Uint8Array, pushIds: readonly string[]): StreamBatch {
+  const wrapped = wrapFrames(frames, (i) => ({ kind: StreamKind.Key, pushId: pushIds[i] }));
+  const { tcp, ws } = sealStreamMsgs(wrapped);
+  return new StreamBatch(tcp, ws, wrapped.length, StreamKind.Key, "", "", [], "", false);
 }
 
 /**
@@ -387,7 +410,7 @@ export class CometStreams {
   readonly #ackFailLog = new LogThrottle(LOG_EVERY_MS);
   readonly #ackDropLog = new LogThrottle(LOG_EVERY_MS);
   readonly #recoverFailLog = new LogThrottle(LOG_EVERY_MS);
-  /** Opted-in channels open now. */
+  /** Opted-in channels open now; while 0, a broadcast runs the plain loop (comet/service.ts). */
   connections = 0;
 
   /** Reads its bounds from the configuration. */

@@ -22,6 +22,7 @@ import { grpcStatus, RpcError } from "../proto/grpc.ts";
 import type {
   AcksReply,
   AcksReq,
+  BroadcastReq,
   ConnectReply,
   ConnectReq,
   RecoverReply,
@@ -33,6 +34,7 @@ import {
   decodeFrame,
   decodeStreamMsg,
   encodeBatch,
+  encodeFrame,
   encodeStreamAck,
   encodeStreamSync,
   Op,
@@ -271,34 +273,47 @@ Deno.test("streams: a plain connection sending stream ops gets the echo of any u
   }
 });
 
+/** A goim TCP client at the byte level: what it reads after op 8, exactly as sent. */
+interface RawClient {
+  /** The next `n` bytes the comet sent. */
+  read(n: number): Promise<Uint8Array>;
+  close(): void;
+}
+
+/** Connects a plain TCP client with this token and reads its op 8 away. */
+async function rawTcp(h: Harness, token: Record<string, unknown>): Promise<RawClient> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: h.addrs.tcp[0].port });
+  const raw = new Uint8Array(4096);
+  let got = new Uint8Array(0);
+  const read = async (n: number) => {
+    while (got.length < n) {
+      const k = await conn.read(raw);
+      if (k === null) throw new Error("closed");
+      const next = new Uint8Array(got.length + k);
+      next.set(got);
+      next.set(raw.subarray(0, k), got.length);
+      got = next;
+    }
+    const out = got.subarray(0, n);
+    got = got.subarray(n);
+    return out;
+  };
+  const body = enc.encode(JSON.stringify(token));
+  const auth = new Uint8Array(16 + body.length);
+  new DataView(auth.buffer).setUint32(0, 16 + body.length);
+  new DataView(auth.buffer).setUint16(4, 16);
+  new DataView(auth.buffer).setUint16(6, 1);
+  new DataView(auth.buffer).setUint32(8, Op.Auth);
+  auth.set(body, 16);
+  await conn.write(auth);
+  await read(16); // op 8
+  return { read, close: () => conn.close() };
+}
+
 Deno.test("streams golden: a plain member of a mixed room gets byte-identical frames", async () => {
   const h = await start();
   try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: h.addrs.tcp[0].port });
-    const raw = new Uint8Array(4096);
-    let got = new Uint8Array(0);
-    const read = async (n: number) => {
-      while (got.length < n) {
-        const k = await conn.read(raw);
-        if (k === null) throw new Error("closed");
-        const next = new Uint8Array(got.length + k);
-        next.set(got);
-        next.set(raw.subarray(0, k), got.length);
-        got = next;
-      }
-    };
-    const token = enc.encode(
-      JSON.stringify({ mid: 5, key: "raw", room_id: "live://g", accepts: [] }),
-    );
-    const auth = new Uint8Array(16 + token.length);
-    new DataView(auth.buffer).setUint32(0, 16 + token.length);
-    new DataView(auth.buffer).setUint16(4, 16);
-    new DataView(auth.buffer).setUint16(6, 1);
-    new DataView(auth.buffer).setUint32(8, Op.Auth);
-    auth.set(token, 16);
-    await conn.write(auth);
-    await read(16); // op 8
-    got = got.subarray(16);
+    const conn = await rawTcp(h, { mid: 5, key: "raw", room_id: "live://g", accepts: [] });
     const opted = await WsTestClient.connect(h.addrs.ws[0]);
     await opted.auth({ key: "opted", room_id: "live://g", streams: {} } as never);
     await opted.next((f) => f.op === Op.StreamState);
@@ -313,8 +328,11 @@ Deno.test("streams golden: a plain member of a mixed room gets byte-identical fr
       op: 1000,
       body: enc.encode("two"),
     }]).tcp;
-    await read(expected.length);
-    assert.deepEqual(got, expected, "exactly goim's inner frames, nothing else");
+    assert.deepEqual(
+      await conn.read(expected.length),
+      expected,
+      "exactly goim's inner frames, nothing else",
+    );
     const m = await opted.until(() => msgs(opted).length === 2, "the opted-in copy").then(() =>
       msgs(opted)
     );
@@ -736,6 +754,113 @@ Deno.test("streams live: mid and key pushes with a push id are StreamMsg, plain 
       x.close();
       await x.done;
     }
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("streams broadcast: push_ids make kind 3 StreamMsg for opted-in, goim's bytes for plain", async () => {
+  const h = await start();
+  try {
+    const s = h.comet.service;
+    const isInvalid = (e: unknown) =>
+      e instanceof RpcError && e.code === grpcStatus.INVALID_ARGUMENT;
+    const raw = await rawTcp(h, { mid: 0, key: "raw", accepts: [1000] });
+    const frame = (body: string) =>
+      encodeFrame({ ver: 1, op: 1000, seq: 0, body: enc.encode(body) });
+    const batchBytes = (bodies: string[]) => roomBatch(bodies).body;
+    // No opted-in channel on the comet yet: push ids change nothing for anyone.
+    await s.Broadcast({ protoOp: 1000, proto: roomBatch(["b0"]), speed: 0, push_ids: ["i0"] });
+    assert.deepEqual(await raw.read(batchBytes(["b0"]).length), batchBytes(["b0"]));
+
+    const opted: TestClient[] = [];
+    for (const [name, connect] of CONNECT) {
+      const c = await connect(h);
+      await c.auth({ mid: 0, key: `o-${name}`, accepts: [1000], streams: {} } as never);
+      await c.next((f) => f.op === Op.StreamState);
+      opted.push(c);
+    }
+    // Opted in, but recovering: broadcasts are held, then follow its StreamState.
+    h.streams.mode = "hold";
+    const held = await TcpTestClient.connect(h.addrs.tcp[0]);
+    await held.auth({ mid: 9, key: "held", accepts: [1000], streams: {} } as never);
+    await eventually(() => h.streams.pending.length === 1, "Recover to be called");
+    // And one that does not accept the op gets nothing.
+    const deaf = await TcpTestClient.connect(h.addrs.tcp[0]);
+    await deaf.auth({ mid: 0, key: "deaf", accepts: [1001], streams: {} } as never);
+
+    // Unpaced: an op 9 batch, one push id per frame.
+    await s.Broadcast({
+      protoOp: 1000,
+      proto: roomBatch(["b1", "b2", "b3"]),
+      speed: 0,
+      push_ids: ["i1", "i2", "i3"],
+    });
+    // Paced: the single frame and its own id.
+    await s.Broadcast({ protoOp: 1000, proto: proto(1000, "b4"), speed: 1000, push_ids: ["i4"] });
+    // A goim job's broadcast (no push ids): the plain frames for everyone.
+    await s.Broadcast({ protoOp: 1000, proto: roomBatch(["g1", "g2"]), speed: 0 });
+    await s.Broadcast({ protoOp: 1000, proto: proto(1000, "g3"), speed: 1000 });
+    h.streams.pending.pop()!.resolve(h.streams.answer({ streams: [], state_only: ["mid:9"] }));
+
+    const wrapped = [
+      [StreamKind.Key, 0, 0, "", "i1", "", "b1"],
+      [StreamKind.Key, 0, 0, "", "i2", "", "b2"],
+      [StreamKind.Key, 0, 0, "", "i3", "", "b3"],
+      [StreamKind.Key, 0, 0, "", "i4", "", "b4"],
+    ];
+    for (const c of [...opted, held]) {
+      await c.until(() => msgs(c).length === 4 && c.byOp.get(1000) === 3, "4 wrapped + 3 plain");
+      assert.deepEqual(
+        msgs(c).map((m) => [m.kind, m.flags, m.pos, m.epoch, m.pushId, m.stream, m.body]),
+        wrapped,
+      );
+      assert.deepEqual(c.frames.filter((f) => f.op === 1000).map((f) => text(f.body)), [
+        "g1",
+        "g2",
+        "g3",
+      ]);
+    }
+    assert.deepEqual(
+      timeline(held),
+      ["state", "l:0", "l:0", "l:0", "l:0", "p:g1", "p:g2", "p:g3"],
+      "held until its StreamState, in order",
+    );
+    const plainBytes = [batchBytes(["b1", "b2", "b3"]), frame("b4"), batchBytes(["g1", "g2"])];
+    for (const b of plainBytes) assert.deepEqual(await raw.read(b.length), b);
+    assert.deepEqual(await raw.read(frame("g3").length), frame("g3"));
+
+    // Malformed push ids: refused as a whole, counted as invalid, nobody gets a frame.
+    const bad: [string, Partial<BroadcastReq>][] = [
+      ["a count that is not one per frame", { proto: roomBatch(["x", "y"]), push_ids: ["a"] }],
+      ["two ids for a paced frame", { proto: proto(1000, "x"), speed: 5, push_ids: ["a", "b"] }],
+      ["an id with a space", { proto: roomBatch(["x"]), push_ids: ["bad id"] }],
+      ["an empty id", { proto: roomBatch(["x"]), push_ids: [""] }],
+      ["a 65-character id", { proto: proto(1000, "x"), speed: 5, push_ids: ["x".repeat(65)] }],
+    ];
+    for (const [what, req] of bad) {
+      await assert.rejects(
+        s.Broadcast({ protoOp: 1000, speed: 0, ...req } as BroadcastReq),
+        isInvalid,
+        what,
+      );
+    }
+    const m = await scrape(h.addrs);
+    assert.equal(
+      sample(m, "goim_comet_pushes_refused_total", 'kind="broadcast",reason="invalid"'),
+      bad.length,
+    );
+    await s.Broadcast({ protoOp: 1001, proto: proto(1001, "fence"), speed: 0, push_ids: ["f"] });
+    await deaf.until(() => msgs(deaf).length === 1, "the fence");
+    assert.deepEqual(msgs(deaf).map((x) => x.body), ["fence"], "only the op it accepts");
+    // The plain client got nothing more in between.
+    await s.Broadcast({ protoOp: 1000, proto: proto(1000, "end"), speed: 0 });
+    assert.deepEqual(await raw.read(frame("end").length), frame("end"));
+    for (const c of [...opted, held, deaf]) {
+      c.close();
+      await c.done;
+    }
+    raw.close();
   } finally {
     await h.close();
   }
