@@ -346,6 +346,32 @@ for (const kind of KINDS) {
     });
   });
 
+  Deno.test(`${kind}: a redelivered broadcast batch is dropped frame by frame`, async () => {
+    await withStreams(kind, {}, async (client, comet, seen) => {
+      const s = await connectFresh(client, comet);
+      // What the comet sends for a broadcast with push ids: kind 3, flags 0, one batch.
+      const batch = (ids: string[]) =>
+        ids.map((id) => streamMsg({ kind: StreamKind.Key, pushId: id }, `b-${id}`));
+      const first = Array.from({ length: 40 }, (_, i) => `b${i}`);
+      await s.push(batch(first));
+      // Job crashed before committing: the same batch again, with two new ones behind it.
+      await s.push(batch([...first, "n1", "n2"]));
+      await s.push([roomMsg("E1", 1)]); // a fence: everything before it was handled
+      await seen.messagesAtLeast(43);
+      assert.deepEqual(
+        seen.order,
+        [...first, "n1", "n2"].map((id) => `key:${id}`).concat(`${ROOM}:1`),
+      );
+      assert.deepEqual(
+        seen.messages.slice(0, 42).map((m) => text(m.body)),
+        [...first, "n1", "n2"].map((id) => `b-${id}`),
+      );
+      assert.ok(seen.messages.every((m) => m.ack === undefined), "no ack asked");
+      assert.equal(client.streamStats().duplicates, 40);
+      assert.equal(acks(s).length, 0);
+    });
+  });
+
   for (
     const [name, bad] of [
       ["a truncated StreamMsg", { op: Op.StreamMsg, body: new Uint8Array([1, 0, 0]) }],
