@@ -48,6 +48,15 @@ export class UnreadableOnlineError extends Error {
  */
 export interface SessionStore {
   /**
+   * The ordered channel {@linkcode SessionStore.keysByMids} works over,
+   * when it has one: its lookup is sent on it before `keysByMids` returns
+   * its promise, so it runs after everything sent on that channel before
+   * (a stream append: `StreamStore.orderedVia` in infra/streams.ts). The
+   * Redis engine on a single node sets it to its connection; unset on a
+   * Redis Cluster and in the memory engine.
+   */
+  readonly orderedVia?: object;
+  /**
    * Routes `key` (and, when `mid` > 0, `mid`'s key set) to `server`, with
    * the store's TTL. A second call for the same key moves it.
    */

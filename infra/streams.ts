@@ -36,6 +36,14 @@ export interface Appended {
   epoch: string;
   /** One position per entry appended, in order (an already-held push id gets its old one). */
   positions: number[];
+  /**
+   * Set when the append's work had to be sent again, later (Redis: EVALSHA
+   * answered NOSCRIPT and the script went again as EVAL): it then ran after
+   * whatever was sent on {@linkcode StreamStore.orderedVia} in between, so
+   * a call issued right after `append` on the same channel may have run
+   * before it, and must be made again to follow it.
+   */
+  reissued?: true;
 }
 
 /** Why a recovery failed (docs/STREAMS.md, "Guarantees"). */
@@ -78,6 +86,20 @@ export interface StreamLimits {
 
 /** Stream history. */
 export interface StreamStore {
+  /**
+   * The ordered channel {@linkcode StreamStore.append} works over, when it
+   * has one: the append's work is sent on it before `append` returns its
+   * promise, and the channel executes work in the order it was sent. So a
+   * call on another store with the same `orderedVia`
+   * (`SessionStore.keysByMids`, infra/sessions.ts) issued right after `append`
+   * returned runs after the append — unless the answer is
+   * {@linkcode Appended.reissued}. The Redis engine on a single node sets
+   * it to its connection (infra/redis/client.ts, "Order" says why the
+   * order holds); unset on a Redis Cluster (the keys live on different
+   * nodes) and in the memory engine (its calls run when made, so callers
+   * just await one after the other).
+   */
+  readonly orderedVia?: object;
   /**
    * Appends entries to one stream, atomically and in order: positions
    * top+1, top+2, … with no hole. An entry whose push id the stream still

@@ -1,7 +1,8 @@
 /**
  * Stream and push status stores: the shared suite against memory (and the
  * Redis engines), plus what only one engine has (memory eviction and lazy
- * expiry; the Redis key layout and a partly lost history).
+ * expiry; the Redis key layout, a partly lost history, an append re-sent
+ * after SCRIPT FLUSH, stores on a borrowed connection).
  */
 
 import assert from "node:assert/strict";
@@ -13,6 +14,7 @@ import {
   MemoryStreamStore,
   STREAM_OVERHEAD_BYTES,
 } from "../infra/memory/streams.ts";
+import { RedisConnection } from "../infra/redis/client.ts";
 import { RedisPushStatusStore, RedisStreamStore } from "../infra/redis/streams.ts";
 import type { StreamEntryInit } from "../infra/streams.ts";
 import { streamStoreSuite } from "./engine_suites/streams_suite.ts";
@@ -338,6 +340,45 @@ for (const redis of await redisTargets()) {
         "p0",
         "x",
       ]);
+    }
+  });
+
+  redisTest("an append sent again as EVAL after SCRIPT FLUSH says so (reissued)", async (t) => {
+    const { streams: store, raw } = t;
+    const first = await store.append("mid:1", [entry("a")]);
+    assert.equal(first.reissued, undefined);
+    const masters = redis.clusterNodes.length > 0 ? (raw as Cluster).nodes("master") : [raw];
+    for (const m of masters) await m.script("FLUSH");
+    const again = await store.append("mid:1", [entry("b")]);
+    assert.deepEqual([again.epoch, again.positions, again.reissued], [first.epoch, [2], true]);
+    // EVAL cached the script: the next append is a plain EVALSHA again.
+    assert.equal((await store.append("mid:1", [entry("c")])).reissued, undefined);
+  });
+
+  redisTest("stores opened on a borrowed connection leave it open when closed", async (t) => {
+    const conn = await RedisConnection.connect(redis.options(t.prefix));
+    try {
+      const streams = RedisStreamStore.open(conn, { size: 10, ttlMs: 90_000 });
+      const status = RedisPushStatusStore.open(conn, { ttlMs: 90_000 });
+      assert.equal(streams.connection, conn);
+      assert.equal(status.connection, conn);
+      assert.equal(streams.orderedVia, redis.clusterNodes.length > 0 ? undefined : conn);
+      // The connection's key prefix names the keys, as the stores that own theirs do.
+      assert.deepEqual(streams.keysOf("room:x"), t.streams.keysOf("room:x"));
+      assert.equal(status.keyOf("id"), t.status.keyOf("id"));
+      await streams.append("room:x", [entry("a")]);
+      await status.create("id", ["mid:1"]);
+      assert.equal((await t.streams.recover("room:x", null)).top, 1);
+      assert.equal((await t.status.get("id"))?.pending, 1);
+      await streams.close();
+      await status.close();
+      assert.equal(streams.ready, false);
+      await assert.rejects(streams.append("room:x", [entry("b")]), /append: engine is closed/);
+      await assert.rejects(status.get("id"), /status get: engine is closed/);
+      assert.equal(conn.ready, true, "the owner's connection is still up");
+      assert.equal(await conn.call("ping", (c) => c.ping()), "PONG");
+    } finally {
+      await conn.close();
     }
   });
 

@@ -29,6 +29,38 @@
  * masters keep working (with `cluster-require-full-coverage no`; by default
  * Redis refuses every key once a master is marked failed).
  *
+ * Order (a single Redis). Redis runs one connection's commands in the order
+ * it reads them, and ioredis 6.0.0 writes the commands of
+ * {@linkcode RedisConnection.call} and {@linkcode RedisConnection.eval} in
+ * the order they were issued: each goes into the client's one
+ * auto-pipeline (`autoPipelining.js`: key `"main"` on a single node),
+ * written as one buffer on the next `setImmediate`, and while one is
+ * waiting for its replies the next only collects commands ("ioredis won't
+ * serve two pipelines at the same time"). So work two engines issue on one
+ * connection, one call after the other in the same tick, runs in that
+ * order: the connection is the engines' `orderedVia` (infra/streams.ts,
+ * infra/sessions.ts), and job sends a mid push's append and its lookup
+ * together (job/streams.ts). What could break that order, and why it does
+ * not:
+ *
+ * - the NOSCRIPT fallback re-sends a script as EVAL once the EVALSHA's
+ *   answer came, after anything issued meanwhile: {@linkcode
+ *   RedisConnection.evalOrdered} reports it (`reissued`) for the caller to
+ *   redo what it sent after;
+ * - `multi`, `pipeline` and the commands ioredis never auto-pipelines
+ *   (INFO, SCRIPT, SELECT, CLIENT, QUIT…) are written at once, so they can
+ *   pass commands still waiting in the auto-pipeline: the ordered pairs
+ *   never use them;
+ * - while the connection is down nothing is queued (`enableOfflineQueue:
+ *   false`: `sendCommand` rejects at once), and a pipeline's commands are
+ *   sent in one synchronous loop, so they are all written or all rejected;
+ * - a dropped connection fails what is in flight and never sends it again:
+ *   with `maxRetriesPerRequest: 0` ioredis' close handler flushes the
+ *   command queue on every reconnect attempt (`retryAttempts % 1 === 0`),
+ *   which empties the queue `autoResendUnfulfilledCommands` would resend;
+ * - a command that times out (`commandTimeoutMs`) may still run, in its
+ *   place in the order; the caller sees a failure and sends it again later.
+ *
  * @module
  */
 
@@ -317,32 +349,51 @@ export class RedisConnection {
    * Runs a Lua script atomically (EVALSHA, then EVAL once if Redis forgot
    * it). With `buffers`, bulk replies come back as Buffers (binary-safe).
    */
-  eval(
+  async eval(
     op: string,
     script: LuaScript,
     keys: readonly string[],
     args: readonly (string | number | Buffer)[],
     buffers = false,
   ): Promise<unknown> {
+    return (await this.evalOrdered(op, script, keys, args, buffers)).reply;
+  }
+
+  /**
+   * {@linkcode RedisConnection.eval}, also saying whether the script was
+   * sent again as EVAL (`reissued`): it then ran after everything issued on
+   * this connection between the call and the EVALSHA's NOSCRIPT answer
+   * (the module doc, "Order"). The EVALSHA is issued before this returns
+   * its promise.
+   */
+  evalOrdered(
+    op: string,
+    script: LuaScript,
+    keys: readonly string[],
+    args: readonly (string | number | Buffer)[],
+    buffers = false,
+  ): Promise<{ reply: unknown; reissued: boolean }> {
     return this.call(op, async (c) => {
       try {
-        return await (buffers ? (c as BufferScripts).evalshaBuffer : c.evalsha).call(
+        const reply = await (buffers ? (c as BufferScripts).evalshaBuffer : c.evalsha).call(
           c,
           script.sha,
           keys.length,
           ...keys,
           ...args,
         );
+        return { reply, reissued: false };
       } catch (err) {
         // A restarted or SCRIPT FLUSHed Redis has an empty script cache.
         if (!String((err as Error)?.message).startsWith("NOSCRIPT")) throw err;
-        return await (buffers ? (c as BufferScripts).evalBuffer : c.eval).call(
+        const reply = await (buffers ? (c as BufferScripts).evalBuffer : c.eval).call(
           c,
           script.source,
           keys.length,
           ...keys,
           ...args,
         );
+        return { reply, reissued: true };
       }
     });
   }

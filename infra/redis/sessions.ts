@@ -172,12 +172,19 @@ return 0
 export class RedisSessionStore implements SessionStore {
   /** The route TTL in use. */
   readonly ttlMs: number;
+  /**
+   * The connection, on a single Redis (see {@linkcode SessionStore.orderedVia}:
+   * `keysByMids` is one EVALSHA, sent before it returns); unset on a cluster.
+   * infra/engines.ts opens the stream stores on it.
+   */
+  readonly orderedVia?: RedisConnection;
   #conn: RedisConnection;
   #prefix: string;
   #onlineMaxBytes: number;
 
   private constructor(conn: RedisConnection, ttlMs: number, onlineMaxBytes: number) {
     this.#conn = conn;
+    if (!conn.cluster) this.orderedVia = conn;
     this.#prefix = conn.keyPrefix;
     this.ttlMs = ttlMs;
     this.#onlineMaxBytes = onlineMaxBytes;

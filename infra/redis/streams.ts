@@ -47,6 +47,14 @@
  * a recover of 1000 entries 2.6–3.6 ms, of none 0.25 ms (a throwaway
  * script, not a test).
  *
+ * Connections. `connect` opens a connection the store owns (and closes);
+ * `open` works on one opened elsewhere — infra/engines.ts passes the
+ * session store's on a single Redis, so job's append and the mid lookup
+ * that must follow it share one ordered connection (`orderedVia`; the
+ * order argument: infra/redis/client.ts, "Order") — and leaves it open on
+ * `close`. Key names come from the connection's `keyPrefix`, so stores on
+ * one connection share it.
+ *
  * Push status: one hash per push id (its own slot on a cluster). `create`
  * is one MULTI (DEL, HSET of every target, PEXPIRE); `delivered` and
  * `acked` are Lua scripts that update a target's counters in place and
@@ -264,12 +272,17 @@ export interface RedisStreamStoreOptions extends RedisConnectionOptions, StreamL
 
 /** A {@linkcode StreamStore} on one Redis connection. After `close()` every method rejects. */
 export class RedisStreamStore implements StreamStore {
+  /** The connection, on a single Redis (see {@linkcode StreamStore.orderedVia}); unset on a cluster. */
+  readonly orderedVia?: RedisConnection;
   #conn: RedisConnection;
+  #hold: ConnHold;
   #size: number;
   #ttlMs: number;
 
-  private constructor(conn: RedisConnection, limits: StreamLimits) {
+  private constructor(conn: RedisConnection, owned: boolean, limits: StreamLimits) {
     this.#conn = conn;
+    this.#hold = new ConnHold(conn, owned);
+    if (!conn.cluster) this.orderedVia = conn;
     this.#size = limits.size;
     this.#ttlMs = limits.ttlMs;
   }
@@ -277,12 +290,26 @@ export class RedisStreamStore implements StreamStore {
   /** Connects; rejects with a RedisEngineError when Redis cannot be reached in time. */
   static async connect(opts: RedisStreamStoreOptions): Promise<RedisStreamStore> {
     checkLimits(opts);
-    return new RedisStreamStore(await RedisConnection.connect(opts), opts);
+    return new RedisStreamStore(await RedisConnection.connect(opts), true, opts);
+  }
+
+  /**
+   * A store on a connection opened elsewhere (it keeps the connection's key
+   * prefix); its `close()` leaves the connection open.
+   */
+  static open(conn: RedisConnection, limits: StreamLimits): RedisStreamStore {
+    checkLimits(limits);
+    return new RedisStreamStore(conn, false, limits);
+  }
+
+  /** The connection it works over, its own or borrowed. */
+  get connection(): RedisConnection {
+    return this.#conn;
   }
 
   /** Whether the Redis connection is up right now (for health checks). */
   get ready(): boolean {
-    return this.#conn.ready;
+    return this.#hold.ready;
   }
 
   /**
@@ -295,8 +322,12 @@ export class RedisStreamStore implements StreamStore {
     return [`${base}:m`, `${base}:l`, `${base}:i`];
   }
 
-  /** One Lua script: positions, deduplication, trim and TTLs together. */
+  /**
+   * One Lua script: positions, deduplication, trim and TTLs together; sent
+   * before this returns its promise, `reissued` when it went again as EVAL.
+   */
   async append(stream: string, entries: readonly StreamEntryInit[]): Promise<Appended> {
+    this.#hold.check("append");
     const keys = this.keysOf(stream);
     checkEntries(entries);
     if (entries.length === 0) {
@@ -311,15 +342,16 @@ export class RedisStreamStore implements StreamStore {
         Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength),
       );
     }
-    const reply = await this.#conn.eval("append", APPEND, keys, args, true) as [
-      Buffer,
-      ...number[],
-    ];
-    return { epoch: reply[0].toString("latin1"), positions: reply.slice(1) as number[] };
+    const { reply, reissued } = await this.#conn.evalOrdered("append", APPEND, keys, args, true);
+    const r = reply as [Buffer, ...number[]];
+    const a: Appended = { epoch: r[0].toString("latin1"), positions: r.slice(1) as number[] };
+    if (reissued) a.reissued = true;
+    return a;
   }
 
   /** One read-only Lua script; the rules are planRecovery's (infra/stream_rules.ts). */
   async recover(stream: string, since: StreamPosition | null): Promise<Recovery> {
+    this.#hold.check("recover");
     const [meta, log] = this.keysOf(stream);
     checkSince(since);
     const reply = await this.#conn.eval("recover", RECOVER, [meta, log], [
@@ -340,6 +372,7 @@ export class RedisStreamStore implements StreamStore {
 
   /** One read-only Lua script, stale entries skipped in it. */
   async range(stream: string, opts: { after?: number; limit: number }): Promise<StreamRange> {
+    this.#hold.check("range");
     const [meta, log] = this.keysOf(stream);
     checkRange(opts);
     const reply = await this.#conn.eval("range", RANGE, [meta, log], [
@@ -355,9 +388,34 @@ export class RedisStreamStore implements StreamStore {
     };
   }
 
-  /** Closes the connection (bounded; never hangs on a dead Redis). */
+  /** Closes the connection if its own (bounded; never hangs on a dead Redis). */
   close(): Promise<void> {
-    return this.#conn.close();
+    return this.#hold.close();
+  }
+}
+
+/**
+ * A store's hold on its connection: closes it only if the store opened it,
+ * and rejects the store's calls once the store is closed either way.
+ */
+class ConnHold {
+  #closed = false;
+  constructor(readonly conn: RedisConnection, readonly owned: boolean) {}
+
+  get ready(): boolean {
+    return !this.#closed && this.conn.ready;
+  }
+
+  /** Throws (the caller is async: it rejects) once the store is closed. */
+  check(op: string): void {
+    if (this.#closed) {
+      throw new RedisEngineError(`redis ${this.conn.target}: ${op}: engine is closed`);
+    }
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return this.owned ? this.conn.close() : Promise.resolve();
   }
 }
 
@@ -420,24 +478,38 @@ export interface RedisPushStatusOptions extends RedisConnectionOptions {
 /** A {@linkcode PushStatusStore} on one Redis connection. After `close()` every method rejects. */
 export class RedisPushStatusStore implements PushStatusStore {
   #conn: RedisConnection;
+  #hold: ConnHold;
   #ttlMs: number;
 
-  private constructor(conn: RedisConnection, ttlMs: number) {
+  private constructor(conn: RedisConnection, owned: boolean, ttlMs: number) {
     this.#conn = conn;
+    this.#hold = new ConnHold(conn, owned);
     this.#ttlMs = ttlMs;
   }
 
   /** Connects; rejects with a RedisEngineError when Redis cannot be reached in time. */
   static async connect(opts: RedisPushStatusOptions): Promise<RedisPushStatusStore> {
-    if (!Number.isInteger(opts.ttlMs) || opts.ttlMs < 1) {
-      throw new RangeError(`status ttl must be an integer ≥ 1 ms, got ${opts.ttlMs}`);
-    }
-    return new RedisPushStatusStore(await RedisConnection.connect(opts), opts.ttlMs);
+    checkStatusTtl(opts.ttlMs);
+    return new RedisPushStatusStore(await RedisConnection.connect(opts), true, opts.ttlMs);
+  }
+
+  /**
+   * A store on a connection opened elsewhere (it keeps the connection's key
+   * prefix); its `close()` leaves the connection open.
+   */
+  static open(conn: RedisConnection, opts: { ttlMs: number }): RedisPushStatusStore {
+    checkStatusTtl(opts.ttlMs);
+    return new RedisPushStatusStore(conn, false, opts.ttlMs);
+  }
+
+  /** The connection it works over, its own or borrowed. */
+  get connection(): RedisConnection {
+    return this.#conn;
   }
 
   /** Whether the Redis connection is up right now (for health checks). */
   get ready(): boolean {
-    return this.#conn.ready;
+    return this.#hold.ready;
   }
 
   /** The hash of a push id's status. */
@@ -447,6 +519,7 @@ export class RedisPushStatusStore implements PushStatusStore {
 
   /** DEL, HSET of every target and PEXPIRE in one MULTI. */
   async create(id: string, targets: readonly string[]): Promise<void> {
+    this.#hold.check("status create");
     checkPushId(id);
     const unique = checkTargets(targets);
     const fields: Record<string, string> = { c: String(Date.now()) };
@@ -459,6 +532,7 @@ export class RedisPushStatusStore implements PushStatusStore {
 
   /** One Lua script on the push's hash. */
   async delivered(id: string, target: string, sent: number): Promise<void> {
+    this.#hold.check("status delivered");
     checkSent(sent);
     if (!isPushId(id)) return;
     await this.#conn.eval("status delivered", DELIVERED, [this.keyOf(id)], [target, sent]);
@@ -466,6 +540,7 @@ export class RedisPushStatusStore implements PushStatusStore {
 
   /** One Lua script for the whole batch (cluster: one per push id). */
   async acked(acks: readonly AckReport[]): Promise<void> {
+    this.#hold.check("status acked");
     const byId = new Map<string, AckReport[]>();
     for (const ack of acks) {
       if (!isPushId(ack.pushId)) continue;
@@ -496,6 +571,7 @@ export class RedisPushStatusStore implements PushStatusStore {
 
   /** HGETALL of the push's hash. */
   async get(id: string): Promise<PushStatus | null> {
+    this.#hold.check("status get");
     if (!isPushId(id)) return null;
     const h = await this.#conn.call("status get", (c) => c.hgetall(this.keyOf(id)));
     if (h.c === undefined) return null;
@@ -509,8 +585,14 @@ export class RedisPushStatusStore implements PushStatusStore {
     return pushStatus(id, Number(h.c), targets.map(([, t]) => t));
   }
 
-  /** Closes the connection (bounded; never hangs on a dead Redis). */
+  /** Closes the connection if its own (bounded; never hangs on a dead Redis). */
   close(): Promise<void> {
-    return this.#conn.close();
+    return this.#hold.close();
+  }
+}
+
+function checkStatusTtl(ttlMs: number): void {
+  if (!Number.isInteger(ttlMs) || ttlMs < 1) {
+    throw new RangeError(`status ttl must be an integer ≥ 1 ms, got ${ttlMs}`);
   }
 }
