@@ -17,6 +17,17 @@
  * registry); another engine with `discovery.register = true` is written to
  * discovery as well and read from itself (infra/discovery/registry.ts).
  *
+ * On a single Redis, the stream and push status stores asked for together
+ * with the sessions (job and logic ask for all three) work over the session
+ * store's connection: Redis runs one connection's commands in the order it
+ * reads them, so job can send a mid push's append and the lookup that must
+ * follow it at once (job/streams.ts; `orderedVia` in infra/streams.ts; the
+ * order argument in infra/redis/client.ts, "Order"). They share its
+ * `redis.key_prefix` (every store's key names come from its connection's),
+ * and its state changes are logged as `engine: "sessions"`. The session
+ * store owns that connection and closes it last (close() goes in reverse
+ * opening order). On a cluster each store keeps its own connection.
+ *
  * The Redis, Kafka and discovery engines are imported only when chosen, so
  * a process that needs none never loads ioredis or kafkajs.
  *
@@ -32,6 +43,7 @@ import { MemoryPushStatusStore, MemoryStreamStore } from "./memory/streams.ts";
 import type { Metrics } from "./metrics.ts";
 import type { PushConsumer, PushProducer } from "./queue.ts";
 import type { RedisConnectionOptions } from "./redis/client.ts";
+import type { RedisSessionStore } from "./redis/sessions.ts";
 import type { Registry } from "./registry.ts";
 import type { SessionStore } from "./sessions.ts";
 import type { PushStatusStore, StreamStore } from "./streams.ts";
@@ -148,6 +160,8 @@ export async function openEngines<K extends EngineName>(
   // role's opener had it; the registry may be discovery, alone or mirrored.
   const redis = (key: "sessions" | "registry") => !opts.inMemory && config[key].engine === "redis";
   const kafka = () => !opts.inMemory && config.queue.engine === "kafka";
+  // The session store's connection on a single Redis, for the stream stores (the module doc).
+  const sessionsConn = () => (engines.sessions as RedisSessionStore | undefined)?.orderedVia;
   try {
     for (const name of ORDER) {
       if (!(names as readonly EngineName[]).includes(name)) continue;
@@ -163,11 +177,14 @@ export async function openEngines<K extends EngineName>(
           break;
         case "streams": {
           const limits = { size: config.streams.history.size, ttlMs: config.streams.history.ttl };
+          const conn = sessionsConn();
           engine = redis("sessions")
-            ? await (await import("./redis/streams.ts")).RedisStreamStore.connect({
-              ...redisOptions(config, log, "streams"),
-              ...limits,
-            })
+            ? conn
+              ? (await import("./redis/streams.ts")).RedisStreamStore.open(conn, limits)
+              : await (await import("./redis/streams.ts")).RedisStreamStore.connect({
+                ...redisOptions(config, log, "streams"),
+                ...limits,
+              })
             : new MemoryStreamStore({
               ...limits,
               maxStreams: config.streams.memory.max_streams,
@@ -175,14 +192,19 @@ export async function openEngines<K extends EngineName>(
             });
           break;
         }
-        case "pushStatus":
+        case "pushStatus": {
+          const ttlMs = config.streams.status.ttl;
+          const conn = sessionsConn();
           engine = redis("sessions")
-            ? await (await import("./redis/streams.ts")).RedisPushStatusStore.connect({
-              ...redisOptions(config, log, "push status"),
-              ttlMs: config.streams.status.ttl,
-            })
-            : new MemoryPushStatusStore({ ttlMs: config.streams.status.ttl });
+            ? conn
+              ? (await import("./redis/streams.ts")).RedisPushStatusStore.open(conn, { ttlMs })
+              : await (await import("./redis/streams.ts")).RedisPushStatusStore.connect({
+                ...redisOptions(config, log, "push status"),
+                ttlMs,
+              })
+            : new MemoryPushStatusStore({ ttlMs });
           break;
+        }
         case "registry": {
           // A lone comet on the memory registry is reachable by nobody
           // (the configuration refuses it for mode = "distributed").

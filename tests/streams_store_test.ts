@@ -2,12 +2,13 @@
  * Stream and push status stores: the shared suite against memory (and the
  * Redis engines), plus what only one engine has (memory eviction and lazy
  * expiry; the Redis key layout, a partly lost history, an append re-sent
- * after SCRIPT FLUSH, stores on a borrowed connection).
+ * after SCRIPT FLUSH, stores on a borrowed connection, and openEngines
+ * sharing the session store's connection on a single Redis only).
  */
 
 import assert from "node:assert/strict";
 import type { Cluster, Redis } from "ioredis";
-import { openEngines } from "../infra/engines.ts";
+import { type EngineName, openEngines } from "../infra/engines.ts";
 import {
   ENTRY_OVERHEAD_BYTES,
   MemoryPushStatusStore,
@@ -15,6 +16,7 @@ import {
   STREAM_OVERHEAD_BYTES,
 } from "../infra/memory/streams.ts";
 import { RedisConnection } from "../infra/redis/client.ts";
+import type { RedisSessionStore } from "../infra/redis/sessions.ts";
 import { RedisPushStatusStore, RedisStreamStore } from "../infra/redis/streams.ts";
 import type { StreamEntryInit } from "../infra/streams.ts";
 import { streamStoreSuite } from "./engine_suites/streams_suite.ts";
@@ -441,6 +443,19 @@ Deno.test("engines: the stream stores follow sessions.engine; inMemory forces me
   }
 });
 
+/** openEngines on this Redis under `prefix`, with `streams.history.size` 5. */
+function openOn<K extends EngineName>(redis: RedisTarget, prefix: string, names: K[]) {
+  return openEngines(
+    testConfig(
+      "sessions.engine=redis",
+      `redis.key_prefix=${prefix}`,
+      "streams.history.size=5",
+      ...redis.configSets(),
+    ),
+    names,
+  );
+}
+
 for (const redis of await redisTargets()) {
   Deno.test({
     name: `${redis.name} engines: sessions.engine = redis opens the Redis stream stores`,
@@ -448,15 +463,7 @@ for (const redis of await redisTargets()) {
     fn: async () => {
       redis.assertReachable();
       const prefix = uniqueKeyPrefix();
-      const e = await openEngines(
-        testConfig(
-          "sessions.engine=redis",
-          `redis.key_prefix=${prefix}`,
-          "streams.history.size=5",
-          ...redis.configSets(),
-        ),
-        ["streams", "pushStatus"],
-      );
+      const e = await openOn(redis, prefix, ["streams", "pushStatus"]);
       try {
         assert.ok(e.streams instanceof RedisStreamStore);
         assert.ok(e.pushStatus instanceof RedisPushStatusStore);
@@ -465,6 +472,60 @@ for (const redis of await redisTargets()) {
       } finally {
         await e.close();
         await redis.deleteKeys(prefix);
+      }
+    },
+  });
+
+  const single = redis.clusterNodes.length === 0;
+  Deno.test({
+    name: `${redis.name} engines: with the sessions, the stream stores ${
+      single ? "share their connection (orderedVia)" : "keep their own connections"
+    }`,
+    ignore: redis.ignore,
+    fn: async () => {
+      redis.assertReachable();
+      const prefix = uniqueKeyPrefix();
+      const e = await openOn(redis, prefix, ["sessions", "streams", "pushStatus"]);
+      try {
+        const sessions = e.sessions as RedisSessionStore;
+        const streams = e.streams as RedisStreamStore;
+        const status = e.pushStatus as RedisPushStatusStore;
+        if (single) {
+          assert.ok(sessions.orderedVia instanceof RedisConnection);
+          assert.equal(streams.orderedVia, sessions.orderedVia);
+          assert.equal(streams.connection, sessions.orderedVia);
+          assert.equal(status.connection, sessions.orderedVia);
+        } else {
+          assert.equal(sessions.orderedVia, undefined);
+          assert.equal(streams.orderedVia, undefined);
+          assert.notEqual(streams.connection, status.connection);
+        }
+        await checkOpened(e);
+        await sessions.addMapping(1, "k1", "c1");
+        // One redis.key_prefix for all: 3 stream keys, 1 status, mid_1 and key_k1.
+        assert.equal(await redis.countKeys(prefix), 6);
+      } finally {
+        await e.close();
+        await redis.deleteKeys(prefix);
+      }
+      // Closed in reverse order, the shared connection last: nothing left to reject.
+      await assert.rejects(e.sessions.keysByMids([1]), /engine is closed/);
+    },
+  });
+  // Asked for alone (no session store to share), the stream stores open their own.
+  Deno.test({
+    name:
+      `${redis.name} engines: the stream stores asked for without the sessions open their own connections`,
+    ignore: redis.ignore,
+    fn: async () => {
+      redis.assertReachable();
+      const e = await openOn(redis, uniqueKeyPrefix(), ["streams", "pushStatus"]);
+      try {
+        const streams = e.streams as RedisStreamStore;
+        assert.notEqual(streams.connection, (e.pushStatus as RedisPushStatusStore).connection);
+        assert.equal(streams.orderedVia, single ? streams.connection : undefined);
+      } finally {
+        await e.close();
       }
     },
   });
