@@ -83,7 +83,6 @@ import type { PushConsumer, PushHandler, PushMeta } from "../infra/queue.ts";
 import type { CometRecord, Registry } from "../infra/registry.ts";
 import type { SessionStore } from "../infra/sessions.ts";
 import {
-  type Appended,
   midStream,
   type PushStatusStore,
   roomStream,
@@ -483,23 +482,15 @@ export class Job {
     const pushId = w.history || msg.ack ? pushIdOf(msg, meta) : "";
     const entry: StreamEntryInit = { pushId, op: msg.operation, body: msg.msg };
     if (msg.ack) entry.ack = true;
-    // undefined: no position (no history, or refused); null: job gave up (stopping).
-    const appended: Promise<Appended | null | undefined> = w.history
-      ? w.append("mid", stream, [entry]).then((a) => a === REFUSED ? undefined : a)
-      : Promise.resolve(undefined);
-    // The keys are looked up only once the message has its position.
-    const found = appended.then(async (a) => {
-      if (a === null) return null;
-      const keys = await w.keysOf(mid);
-      return keys && { a, keys };
-    });
+    // Appended, then looked up (./streams.ts); null: job gave up (stopping).
+    const found = w.routeMid(stream, [entry], mid);
     return inOrder(this.#midOrder, stream, found, async (f) => {
       if (f === null) return { outcome: Promise.resolve(STOPPING) };
       const req = pushReq(msg);
-      if (f.a) {
+      if (f.appended) {
         req.stream = stream;
-        req.epoch = f.a.epoch;
-        req.pos = f.a.positions[0];
+        req.epoch = f.appended.epoch;
+        req.pos = f.appended.positions[0];
         req.push_id = pushId;
       }
       if (msg.ack) {

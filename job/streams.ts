@@ -12,6 +12,23 @@
  *   the queue keeps it (at-least-once). So is a failing `keysByMids` (the
  *   message has its position; its live connections must still get it). Only
  *   job's stop, once it gives up on draining, ends the retries.
+ * - **Append, then look up** ({@linkcode StreamWriter.routeMid}). A mid's
+ *   keys are looked up only after its push has its position, so a route
+ *   stored before the append is found and one stored after reads the entry
+ *   in its recovery. When the stream store and the session store work over
+ *   one ordered channel (the same `orderedVia`: one connection to a single
+ *   Redis, infra/engines.ts), both calls are issued at once, the lookup
+ *   right behind the append: ioredis puts them — and those of concurrent
+ *   pushes — in one socket write, and Redis runs them in that order, so the
+ *   push costs one round trip instead of two. The order then rests on the
+ *   channel (infra/redis/client.ts, "Order") with one exception the
+ *   append reports: sent again after NOSCRIPT (`Appended.reissued`), it ran
+ *   after the lookup, which is then made again
+ *   ({@linkcode StreamWriter.lookupsRedone}). A failed append voids the
+ *   lookup sent with it (its answer is dropped, the pair is retried); a
+ *   failed lookup after a good append is retried alone. Otherwise (a
+ *   cluster, the memory engine, different connections) the lookup is
+ *   issued once the append returned.
  * - **Push status** (`ack`) is advisory: `delivered()` gets
  *   `job.retry.max_attempts` attempts, then the failure is logged.
  * - **Push ids.** A message without one (a goim logic's) gets one derived
@@ -70,6 +87,14 @@ export function isStreamName(name: string): boolean {
 /** What {@linkcode StreamWriter.append} answers when the store refused the entries for good. */
 export const REFUSED = "refused";
 
+/** What {@linkcode StreamWriter.routeMid} found for a mid push. */
+export interface MidRoute {
+  /** The push's position; undefined without a history or when the store refused the entry. */
+  appended?: Appended;
+  /** The mid's live keys (key → comet), looked up after the append. */
+  keys: Map<string, string>;
+}
+
 /** The kind of a stream, for metric labels. */
 export type StreamKind = "room" | "mid";
 
@@ -96,6 +121,7 @@ export class StreamWriter {
   // Tail of each stream's chain of appends.
   readonly #order = new Map<string, Promise<unknown>>();
   #stopped = false;
+  #redone = 0;
 
   /** A writer over `options.streams`. */
   constructor(options: StreamWriterOptions) {
@@ -110,6 +136,23 @@ export class StreamWriter {
   /** Whether mid pushes can be handled (there is a session store). */
   get sessions(): boolean {
     return this.#o.sessions !== undefined;
+  }
+
+  /**
+   * Whether a mid push's append and lookup are issued together: the two
+   * stores work over one ordered channel (see the module doc).
+   */
+  get ordered(): boolean {
+    const via = this.#o.streams?.orderedVia;
+    return via !== undefined && via === this.#o.sessions?.orderedVia;
+  }
+
+  /**
+   * Lookups made again because the append they were sent behind was sent
+   * again after them (`Appended.reissued`: a flushed script cache).
+   */
+  get lookupsRedone(): number {
+    return this.#redone;
   }
 
   /**
@@ -171,6 +214,54 @@ export class StreamWriter {
   }
 
   /**
+   * A mid push's store work: `entries` appended to `stream` (as
+   * {@linkcode StreamWriter.append}; none without a history), then the live
+   * keys of `mid` looked up — issued together when {@linkcode
+   * StreamWriter.ordered}, else one after the other (the module doc). Both
+   * retried until they succeed; null once stopped or without a session
+   * store. Never rejects.
+   */
+  async routeMid(
+    stream: string,
+    entries: StreamEntryInit[],
+    mid: number,
+  ): Promise<MidRoute | null> {
+    const store = this.#o.streams, sessions = this.#o.sessions;
+    if (!sessions) return null;
+    if (!store) {
+      const keys = await this.keysOf(mid);
+      return keys && { keys };
+    }
+    if (!this.ordered) {
+      const a = await this.append("mid", stream, entries);
+      if (a === null) return null;
+      const keys = await this.keysOf(mid);
+      return keys && { appended: a === REFUSED ? undefined : a, keys };
+    }
+    const sent = await inOrder(
+      this.#order,
+      stream,
+      Promise.resolve(),
+      () =>
+        this.#retry("append", { stream }, async () => {
+          const appending = this.#appendOnce(store, "mid", stream, entries);
+          // Issued right behind the append, on the same channel: it runs after it.
+          const lookup = sessions.keysByMids([mid]);
+          // Dropped when the append fails (the pair is retried) or was re-sent.
+          lookup.catch(() => {});
+          const a = await appending;
+          return { a, lookup: a !== REFUSED && a.reissued ? undefined : lookup };
+        }),
+    );
+    if (sent === null) return null;
+    if (sent.lookup === undefined) this.#redone++;
+    const keys = await this.#retry("keys_by_mids", { mid }, () => sessions.keysByMids([mid]), {
+      first: sent.lookup,
+    });
+    return keys && { appended: sent.a === REFUSED ? undefined : sent.a, keys };
+  }
+
+  /**
    * Records that push `id` was handed to `sent` connections of `target`
    * (0: offline). At most `job.retry.max_attempts` attempts; never rejects.
    */
@@ -204,15 +295,19 @@ export class StreamWriter {
     this.#sleeper.wakeAll();
   }
 
-  // Calls `f` until it resolves; null once stopped.
+  // Calls `f` until it resolves; null once stopped. `first`: an attempt already under way.
   async #retry<T>(
     call: "append" | "keys_by_mids",
     fields: Record<string, unknown>,
     f: () => Promise<T>,
+    opts: { first?: Promise<T> } = {},
   ): Promise<T | null> {
+    let first = opts.first;
     for (let attempt = 1; !this.#stopped; attempt++) {
       try {
-        return await f();
+        const p = first ?? f();
+        first = undefined;
+        return await p;
       } catch (e) {
         this.#o.metrics.storeFailures.inc({ call });
         this.#o.warn(call, `${call} failed; retrying`, { ...fields, attempt, error: e });

@@ -5,11 +5,18 @@
  * appended *before* their keys are looked up, order of many mid pushes
  * across lanes, redelivery getting the first position again, a store that
  * fails and recovers losing nothing, push status of ack pushes, and the
- * plain path when streams are off. Then the same over Kafka when the test
- * broker is up.
+ * plain path when streams are off; with both stores on one ordered channel,
+ * the lookup issued together with the append, their failures handled
+ * apart, and the lookup redone behind a re-sent append — on fakes, then on
+ * the real Redis stores (single node: MONITOR shows Redis ran the append
+ * first, also after a SCRIPT FLUSH; cluster: one after the other). Then
+ * the same over Kafka when the test broker is up.
  */
 
 import assert from "node:assert/strict";
+import type { Cluster, Redis } from "ioredis";
+import { openEngines } from "../infra/engines.ts";
+import type { RedisStreamStore } from "../infra/redis/streams.ts";
 import { partitionKey, type PushMeta } from "../infra/queue.ts";
 import { createMemoryQueue } from "../infra/memory/queue.ts";
 import { MemorySessionStore } from "../infra/memory/sessions.ts";
@@ -32,10 +39,12 @@ import type { PushMsg } from "../proto/messages.ts";
 import { decodePushMsg, encodePushMsg } from "../proto/push_msg.ts";
 import { decodeFrames } from "../protocol/frame.ts";
 import { Job, type JobDeps } from "../job/job.ts";
-import { pushIdOf } from "../job/streams.ts";
+import { jobMetrics } from "../job/metrics.ts";
+import { pushIdOf, StreamWriter } from "../job/streams.ts";
 import { eventually } from "./eventually.ts";
 import { FakeComet, type JobHarness, record, startJob, testConfig, utf8 } from "./job_fakes.ts";
 import { deleteTopic, kafkaTestBrokers, uniqueTopic } from "./kafka_env.ts";
+import { redisTargets, uniqueKeyPrefix } from "./redis_cluster_env.ts";
 import { Rng } from "./prng.ts";
 
 const dec = new TextDecoder();
@@ -55,6 +64,10 @@ class FakeStreams implements StreamStore {
   failures = 0;
   /** Awaited before each append (jitter). */
   delay?: () => Promise<void>;
+  /** The next `reissues` appends answer as one re-sent after NOSCRIPT would. */
+  reissues = 0;
+  /** Set to the sessions' marker: job then issues append and lookup together. */
+  orderedVia?: object;
   appends = 0;
   readonly #watchers = new Set<() => void>();
 
@@ -79,6 +92,10 @@ class FakeStreams implements StreamStore {
     });
     this.appends++;
     this.#notify();
+    if (this.reissues > 0) {
+      this.reissues--;
+      return { epoch: s.epoch, positions, reissued: true };
+    }
     return { epoch: s.epoch, positions };
   }
 
@@ -118,12 +135,20 @@ class FakeStreams implements StreamStore {
 /** Session routes that log each lookup into `events`, optionally after a delay. */
 class RecordingSessions extends MemorySessionStore {
   delay?: () => Promise<void>;
+  /** The next `failures` lookups fail as a store that is down would. */
+  failures = 0;
+  /** Set to the stream store's marker: job then issues append and lookup together. */
+  orderedVia?: object;
   constructor(readonly events: string[]) {
     super({ ttlMs: 600_000 });
   }
   override async keysByMids(mids: readonly number[]): Promise<Map<string, string>> {
     this.events.push(`keysByMids ${mids.join(",")}`);
     if (this.delay) await this.delay();
+    if (this.failures > 0) {
+      this.failures--;
+      throw new Error("fake sessions down");
+    }
     return super.keysByMids(mids);
   }
 }
@@ -401,42 +426,52 @@ Deno.test("job streams: a mid with no live key is still appended, and reported o
   });
 });
 
-Deno.test("job streams: 1,000 pushes to 10 mids keep each mid's order across lanes and comets", async () => {
-  await withStreams(
-    { comets: ["c1", "c2"], set: ["job.comet_lanes=8"] },
-    async (h) => {
-      const rng = new Rng(12);
-      // Appends and lookups finish out of order: job must still submit in order.
-      const jitter = () =>
-        new Promise<void>((r) => rng.next() < 0.5 ? queueMicrotask(r) : setTimeout(r, 0));
-      h.store.delay = jitter;
-      h.sessions.delay = jitter;
-      const mids = Array.from({ length: 10 }, (_, i) => 100 + i);
-      for (const mid of mids) {
-        await h.sessions.addMapping(mid, `k${mid}-1`, "c1");
-        await h.sessions.addMapping(mid, `k${mid}-2`, "c2");
-      }
-      const per = 100;
-      for (let i = 0; i < per; i++) {
-        for (const mid of mids) {
-          await h.publish({ type: "PUSH", mid, msg: utf8(String(i)), push_id: `m${mid}-${i}` });
-        }
-      }
-      for (const c of h.comets.values()) await c.waitCalls("PushMsg", per * mids.length, 20_000);
-      for (const c of h.comets.values()) {
-        for (const mid of mids) {
-          const got = c.of("PushMsg").filter((x) => x.req.stream === `mid:${mid}`);
-          assert.deepEqual(
-            got.map((x) => [x.req.pos, Number(dec.decode(x.req.proto!.body))]),
-            Array.from({ length: per }, (_, i) => [i + 1, i]),
-            `${c.id} mid ${mid}`,
-          );
-        }
-      }
-      await eventually(() => h.queue.depth() === 0, "all acknowledged");
+for (const ordered of [false, true]) {
+  Deno.test(
+    `job streams: 1,000 pushes to 10 mids keep each mid's order across lanes and comets${
+      ordered ? " (append and lookup issued together)" : ""
+    }`,
+    async () => {
+      await withStreams(
+        { comets: ["c1", "c2"], set: ["job.comet_lanes=8"] },
+        async (h) => {
+          if (ordered) h.store.orderedVia = h.sessions.orderedVia = {};
+          const rng = new Rng(12);
+          // Appends and lookups finish out of order: job must still submit in order.
+          const jitter = () =>
+            new Promise<void>((r) => rng.next() < 0.5 ? queueMicrotask(r) : setTimeout(r, 0));
+          h.store.delay = jitter;
+          h.sessions.delay = jitter;
+          const mids = Array.from({ length: 10 }, (_, i) => 100 + i);
+          for (const mid of mids) {
+            await h.sessions.addMapping(mid, `k${mid}-1`, "c1");
+            await h.sessions.addMapping(mid, `k${mid}-2`, "c2");
+          }
+          const per = 100;
+          for (let i = 0; i < per; i++) {
+            for (const mid of mids) {
+              await h.publish({ type: "PUSH", mid, msg: utf8(String(i)), push_id: `m${mid}-${i}` });
+            }
+          }
+          for (const c of h.comets.values()) {
+            await c.waitCalls("PushMsg", per * mids.length, 20_000);
+          }
+          for (const c of h.comets.values()) {
+            for (const mid of mids) {
+              const got = c.of("PushMsg").filter((x) => x.req.stream === `mid:${mid}`);
+              assert.deepEqual(
+                got.map((x) => [x.req.pos, Number(dec.decode(x.req.proto!.body))]),
+                Array.from({ length: per }, (_, i) => [i + 1, i]),
+                `${c.id} mid ${mid}`,
+              );
+            }
+          }
+          await eventually(() => h.queue.depth() === 0, "all acknowledged");
+        },
+      );
     },
   );
-});
+}
 
 // ---- redelivery ----
 
@@ -671,6 +706,234 @@ Deno.test("job streams on the memory stores: positions, dedupe, offline and pend
     await Promise.all([streams.close(), pushStatus.close(), sessions.close()]);
   }
 });
+
+// ---- one ordered channel: append and lookup issued together ----
+
+/** Makes the fakes report one ordered channel, as the Redis stores on one connection do. */
+function orderedChannel(h: StreamsHarness): void {
+  h.store.orderedVia = h.sessions.orderedVia = {};
+}
+
+Deno.test("job streams: on one ordered channel the lookup is issued with the append, not after it", async () => {
+  await withStreams({}, async (h) => {
+    orderedChannel(h);
+    await h.sessions.addMapping(7, "k7", "c1");
+    let release!: () => void;
+    const held = new Promise<void>((r) => release = r);
+    h.store.delay = () => held;
+    await h.publish({ type: "PUSH", mid: 7, msg: utf8("x"), push_id: "x7" });
+    await eventually(() => h.events.length >= 2, "append and lookup issued");
+    assert.deepEqual(h.events, ["append mid:7", "keysByMids 7"]);
+    assert.equal(h.store.appends, 0, "the lookup went before the append returned");
+    release();
+    const c1 = h.comets.get("c1")!;
+    await c1.waitCalls("PushMsg", 1);
+    const { req } = c1.of("PushMsg")[0];
+    assert.deepEqual([req.stream, req.pos, req.keys], ["mid:7", 1, ["k7"]]);
+  });
+});
+
+Deno.test("job streams: on one ordered channel a failed append voids its lookup; a failed lookup is retried alone", async () => {
+  await withStreams(
+    { set: ["job.retry.base_delay=5ms", "job.retry.max_delay=10ms"] },
+    async (h) => {
+      orderedChannel(h);
+      await h.sessions.addMapping(7, "k7", "c1");
+      const c1 = h.comets.get("c1")!;
+      // Two failed appends; the first one's lookup fails too (its rejection must be handled),
+      // the second's succeeds (its answer predates the entry: dropped). Then the pair again.
+      h.store.failures = 2;
+      h.sessions.failures = 1;
+      await h.publish({ type: "PUSH", mid: 7, msg: utf8("a"), push_id: "a" });
+      await c1.waitCalls("PushMsg", 1);
+      const pair = ["append mid:7", "keysByMids 7"];
+      assert.deepEqual(h.events, [...pair, ...pair, ...pair, "PushMsg c1 k7"]);
+      assert.equal(await h.metric("stream_store_failures_total", { call: "append" }), 2);
+      assert.equal(await h.metric("stream_store_failures_total", { call: "keys_by_mids" }), 0);
+
+      // The append succeeds and its lookup fails: only the lookup is retried.
+      h.events.length = 0;
+      h.sessions.failures = 2;
+      await h.publish({ type: "PUSH", mid: 7, msg: utf8("b"), push_id: "b" });
+      await c1.waitCalls("PushMsg", 2);
+      assert.deepEqual(h.events, [...pair, "keysByMids 7", "keysByMids 7", "PushMsg c1 k7"]);
+      assert.equal(await h.metric("stream_store_failures_total", { call: "keys_by_mids" }), 2);
+      assert.deepEqual(
+        c1.of("PushMsg").map((c) => [c.req.pos, dec.decode(c.req.proto!.body)]),
+        [[1, "a"], [2, "b"]],
+      );
+      assert.equal(h.store.streams.get("mid:7")!.entries.length, 2);
+      await eventually(() => h.queue.depth() === 0, "acknowledged");
+    },
+  );
+});
+
+Deno.test("job streams: an append re-sent behind its lookup (NOSCRIPT) gets the lookup made again", async () => {
+  await withStreams({}, async (h) => {
+    orderedChannel(h);
+    await h.sessions.addMapping(7, "k7", "c1");
+    const c1 = h.comets.get("c1")!;
+    h.store.reissues = 1;
+    await h.publish({ type: "PUSH", mid: 7, msg: utf8("a"), push_id: "a" });
+    await c1.waitCalls("PushMsg", 1);
+    await h.publish({ type: "PUSH", mid: 7, msg: utf8("b"), push_id: "b" });
+    await c1.waitCalls("PushMsg", 2);
+    assert.deepEqual(h.events, [
+      "append mid:7",
+      "keysByMids 7",
+      "keysByMids 7", // made again, after the append returned
+      "PushMsg c1 k7",
+      "append mid:7",
+      "keysByMids 7",
+      "PushMsg c1 k7",
+    ]);
+  });
+});
+
+// ---- the real Redis stores, opened as job opens them ----
+
+/**
+ * `target` with `method` wrapped to write `<method> issued` into `log` when
+ * called and `<method> returned` once its promise settled.
+ */
+function spy<T extends object>(target: T, method: keyof T & string, log: string[]): T {
+  return new Proxy(target, {
+    get(t, k) {
+      const v = Reflect.get(t, k);
+      if (typeof v !== "function") return v;
+      if (k !== method) return v.bind(t);
+      return (...args: unknown[]) => {
+        log.push(`${method} issued`);
+        const p = (v as (...a: unknown[]) => Promise<unknown>).apply(t, args);
+        void p.then(() => log.push(`${method} returned`), () => log.push(`${method} failed`));
+        return p;
+      };
+    },
+  });
+}
+
+/** A command Redis ran, as MONITOR reports it: who sent it (`lua`: a script) and its words. */
+interface Executed {
+  lua: boolean;
+  args: string[];
+}
+
+for (const redis of await redisTargets()) {
+  const single = redis.clusterNodes.length === 0;
+  Deno.test({
+    name: `${redis.name} job streams: a mid push's append and lookup ${
+      single ? "go together, the append first" : "go one after the other"
+    }; after SCRIPT FLUSH the lookup ${single ? "is redone" : "needs no redo"}`,
+    ignore: redis.ignore,
+    fn: async () => {
+      redis.assertReachable();
+      const prefix = uniqueKeyPrefix();
+      const engines = await openEngines(
+        testConfig("sessions.engine=redis", `redis.key_prefix=${prefix}`, ...redis.configSets()),
+        ["sessions", "streams", "pushStatus"],
+      );
+      const raw = redis.raw();
+      // MONITOR (single node only: a cluster has one per node) records what Redis ran, in order.
+      const monitor = single ? await (raw as Redis).monitor() : undefined;
+      const ran: Executed[] = [];
+      monitor?.on("monitor", (_time: string, args: string[], source: string) => {
+        if (args.some((a) => a.startsWith(prefix))) ran.push({ lua: source === "lua", args });
+      });
+      const log: string[] = [];
+      const metrics = jobMetrics(createMetrics("job"), {
+        laneDepth: () => [],
+        comets: () => 0,
+        rooms: () => 0,
+      });
+      const writer = new StreamWriter({
+        streams: spy(engines.streams, "append", log),
+        sessions: spy(engines.sessions, "keysByMids", log),
+        metrics,
+        retry: { maxAttempts: 3, baseDelayMs: 5, maxDelayMs: 20 },
+        warn: () => {},
+      });
+      const mid = 4242;
+      const stream = `mid:${mid}`;
+      const [, list] = (engines.streams as RedisStreamStore).keysOf(stream);
+      // The script's own commands: the append's RPUSH, the lookup's HKEYS of mid_<mid>.
+      const rpushes = () =>
+        ran.flatMap((c, i) =>
+          c.lua && c.args[0].toLowerCase() === "rpush" && c.args[1] === list ? [i] : []
+        );
+      const hkeys = () =>
+        ran.flatMap((c, i) =>
+          c.lua && c.args[0].toLowerCase() === "hkeys" && c.args[1] === `${prefix}mid_${mid}`
+            ? [i]
+            : []
+        );
+      // Once MONITOR reports a command sent after the others, it has reported them all.
+      let fences = 0;
+      const fence = async () => {
+        const key = `${prefix}fence:${++fences}`;
+        await raw.exists(key);
+        await eventually(() => ran.some((c) => c.args[1] === key), "MONITOR caught up");
+      };
+      try {
+        assert.equal(writer.ordered, single);
+        await engines.sessions.addMapping(mid, "before", "c1");
+        const first = await writer.routeMid(
+          stream,
+          [{ pushId: "p1", op: 1000, body: utf8("1") }],
+          mid,
+        );
+        assert.deepEqual(first?.appended?.positions, [1]);
+        assert.deepEqual(
+          [...first!.keys],
+          [["before", "c1"]],
+          "a route stored before the append is found",
+        );
+        // Issued together on one connection; one after the other on a cluster.
+        const issued = () => log.indexOf("keysByMids issued") - log.indexOf("append returned");
+        assert.equal(Math.sign(issued()), single ? -1 : 1, log.join(", "));
+        // A route stored after the append: not found by that lookup, the entry is in its recovery.
+        await engines.sessions.addMapping(mid, "after", "c2");
+        const r = await engines.streams.recover(stream, { epoch: "", pos: 0 });
+        assert.deepEqual(r.entries.map((e) => e.pushId), ["p1"]);
+        if (monitor) {
+          await fence();
+          assert.equal(rpushes().length, 1);
+          assert.ok(hkeys().length >= 1);
+          assert.ok(rpushes()[0] < hkeys()[0], "Redis ran the append before the lookup");
+        }
+
+        // Redis loses its scripts between two pushes, and only the lookup's is loaded again (by
+        // another lookup): the append's EVALSHA fails, the lookup sent behind it runs — before
+        // the append, which goes again as EVAL. So that lookup is made again, after it.
+        const masters = single ? [raw as Redis] : (raw as Cluster).nodes("master");
+        for (const m of masters) await m.script("FLUSH");
+        await engines.sessions.keysByMids([mid + 1]);
+        log.length = 0;
+        const second = await writer.routeMid(
+          stream,
+          [{ pushId: "p2", op: 1000, body: utf8("2") }],
+          mid,
+        );
+        assert.deepEqual(second?.appended?.positions, [2]);
+        assert.equal(second?.appended?.reissued, true, "sent again as EVAL");
+        assert.deepEqual(new Set(second!.keys.keys()), new Set(["before", "after"]));
+        assert.equal(writer.lookupsRedone, single ? 1 : 0);
+        if (monitor) {
+          await fence();
+          const [, append] = rpushes();
+          assert.ok(append !== undefined, "the second append ran");
+          assert.ok(hkeys().some((i) => i < append), "the lookup sent with it ran before it");
+          assert.ok(hkeys().at(-1)! > append, "and was made again after it");
+        }
+        assert.equal(Math.sign(issued()), single ? -1 : 1, log.join(", "));
+      } finally {
+        monitor?.disconnect();
+        raw.disconnect();
+        await engines.close();
+        await redis.deleteKeys(prefix);
+      }
+    },
+  });
+}
 
 // ---- over Kafka ----
 
