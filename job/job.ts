@@ -40,7 +40,10 @@
  *   submissions of one mid run in queue order, so append order is delivery
  *   order at every comet. Without a history (streams off) the keys are
  *   still looked up and pushed, without a position.
- * - A key push with `ack` passes its push id and `ack` through.
+ * - Every key push passes its push id through (opted-in clients drop a
+ *   redelivery by it), with `ack` also `ack`.
+ * - A broadcast carries one push id per frame (`push_ids`), in a batch as
+ *   in a paced one, so that opted-in clients drop a redelivered one.
  * - With `ack`, the push status (`pushStatus.delivered`) gets the number
  *   of connections handed the push: per mid the keys found (0: offline),
  *   per key 1 (0 when it could not be handed over).
@@ -90,7 +93,13 @@ import {
   type StreamStore,
 } from "../infra/streams.ts";
 import type { CometApi } from "../proto/api.ts";
-import type { BroadcastRoomReq, Proto, PushMsg, PushMsgReq } from "../proto/messages.ts";
+import type {
+  BroadcastReq,
+  BroadcastRoomReq,
+  Proto,
+  PushMsg,
+  PushMsgReq,
+} from "../proto/messages.ts";
 import type { Batch } from "../protocol/batch.ts";
 import { Op } from "../protocol/ops.ts";
 import { type CallOutcome, CometConn } from "./comet.ts";
@@ -219,8 +228,8 @@ export class Job {
   readonly #midOrder = new Map<string, Promise<unknown>>();
   // Stream history, lookups and push status; null when job has none of them.
   readonly #writer: StreamWriter | null;
-  // Unpaced broadcasts, batched per operation (key `op:<operation>`).
-  readonly #broadcasts = new Map<number, PushBatcher<Outcome>>();
+  // Unpaced broadcasts, batched per operation (key `op:<operation>`); items: push ids.
+  readonly #broadcasts = new Map<number, PushBatcher<Outcome, string>>();
   // Servers some PUSH is waiting to learn about; later pushes to them queue behind.
   readonly #awaitingServer = new Map<string, Promise<void>>();
   #state: JobStatus["state"] = "new";
@@ -616,15 +625,22 @@ export class Job {
     if (msg.speed > 0) {
       // Paced: sent on its own, after what is batched for its operation.
       this.#broadcasts.get(op)?.flush();
-      return this.#pacedBroadcast(msg).then((o) => this.#finish(msg, meta, o));
+      return this.#pacedBroadcast(msg, pushIdOf(msg, meta)).then((o) => this.#finish(msg, meta, o));
     }
     let b = this.#broadcasts.get(op);
     if (!b) {
-      b = this.#batcher(`op:${op}`, (_key, batch) => this.#flushBroadcast(op, batch));
+      b = this.#batcher<string>(
+        `op:${op}`,
+        (_key, batch, _since, ids) => this.#flushBroadcast(op, batch, ids),
+      );
       this.#broadcasts.set(op, b);
     }
-    return b.add(op, msg.msg, { at: this.#now(), flushNow: this.#state !== "running" })
-      .then((o) => this.#finish(msg, meta, o));
+    // Each frame's push id: opted-in connections drop a redelivery by it (docs/STREAMS.md).
+    return b.add(op, msg.msg, {
+      at: this.#now(),
+      flushNow: this.#state !== "running",
+      item: pushIdOf(msg, meta),
+    }).then((o) => this.#finish(msg, meta, o));
   }
 
   /** A batcher (config `job.room.*`) for a room or, as `op:<operation>`, a broadcast operation. */
@@ -633,31 +649,35 @@ export class Job {
     return new PushBatcher<Outcome, I>(key, { batch: r.batch, windowMs: r.window }, flush);
   }
 
-  #flushBroadcast(op: number, batch: Batch): Promise<Outcome> {
-    return this.#broadcastAll(op, { ver: 1, op: Op.Raw, seq: 0, body: batch.tcp }, () => 0);
+  #flushBroadcast(op: number, batch: Batch, pushIds: string[]): Promise<Outcome> {
+    const proto = { ver: 1, op: Op.Raw, seq: 0, body: batch.tcp };
+    return this.#broadcastAll(op, proto, () => 0, pushIds);
   }
 
-  #pacedBroadcast(msg: PushMsg): Promise<Outcome> {
+  #pacedBroadcast(msg: PushMsg, pushId: string): Promise<Outcome> {
     const proto = { ver: 1, op: msg.operation, seq: 0, body: msg.msg };
     // goim: speed /= len(comets). Integer division could reach 0 = unpaced.
     return this.#broadcastAll(
       msg.operation,
       proto,
       (comets) => Math.max(1, Math.floor(msg.speed / comets)),
+      [pushId],
     );
   }
 
   // One Broadcast request object, one body for every comet; submitted
   // synchronously, so broadcasts of one operation enter each comet's lane
-  // in order. `speed` gets the number of comets.
+  // in order. `speed` gets the number of comets; `push_ids` has one id per
+  // frame of `proto`.
   #broadcastAll(
     protoOp: number,
     proto: Proto,
     speed: (comets: number) => number,
+    pushIds: string[],
   ): Promise<Outcome> {
     const comets = [...this.#comets.values()];
     if (comets.length === 0) return Promise.resolve({ ok: false, reason: "no_comets" });
-    const req = { protoOp, proto, speed: speed(comets.length) };
+    const req: BroadcastReq = { protoOp, proto, speed: speed(comets.length), push_ids: pushIds };
     const key = String(protoOp);
     return combine(
       comets.map((c) => c.submit(key, "Broadcast", (cl) => cl.Broadcast(req), true)),

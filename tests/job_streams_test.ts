@@ -38,6 +38,7 @@ import type {
 import type { PushMsg } from "../proto/messages.ts";
 import { decodePushMsg, encodePushMsg } from "../proto/push_msg.ts";
 import { decodeFrames } from "../protocol/frame.ts";
+import { Op } from "../protocol/ops.ts";
 import { Job, type JobDeps } from "../job/job.ts";
 import { jobMetrics } from "../job/metrics.ts";
 import { pushIdOf, StreamWriter } from "../job/streams.ts";
@@ -633,6 +634,73 @@ Deno.test("job streams: a key push carries its push id, with ack its status per 
       { id: "kid2", target: "key:k4", sent: 0 },
     ]);
     assert.equal(h.store.appends, 0, "key pushes are not in a stream");
+  });
+});
+
+Deno.test("job streams: a broadcast carries one push id per frame, a paced one its own, a redelivery the same", async () => {
+  await withStreams({ comets: ["c1", "c2"], set: ["job.room.batch=5"] }, async (h) => {
+    for (let i = 0; i < 12; i++) {
+      await h.publish({
+        type: "BROADCAST",
+        operation: 1007,
+        msg: utf8(`b${i}`),
+        push_id: `id${i}`,
+      });
+    }
+    await h.publish({
+      type: "BROADCAST",
+      operation: 1007,
+      speed: 9,
+      msg: utf8("p"),
+      push_id: "pid",
+    });
+    const frames = (c: FakeComet) =>
+      c.of("Broadcast").reduce(
+        (n, x) => n + (x.req.proto!.op === Op.Raw ? decodeFrames(x.req.proto!.body).length : 1),
+        0,
+      );
+    for (const c of h.comets.values()) {
+      await c.until(() => frames(c) >= 13, "13 frames");
+      const calls = c.of("Broadcast").map((x) => x.req);
+      const [paced] = calls.filter((r) => r.speed > 0);
+      assert.deepEqual(paced.push_ids, ["pid"]);
+      assert.equal(dec.decode(paced.proto!.body), "p");
+      const batches = calls.filter((r) => r.speed === 0);
+      assert.ok(batches.length >= 3, `${batches.length} batches of at most 5`);
+      for (const r of batches) {
+        assert.equal(r.push_ids!.length, decodeFrames(r.proto!.body).length, "one id per frame");
+      }
+      assert.deepEqual(
+        batches.flatMap((r) =>
+          decodeFrames(r.proto!.body).map((f, i) => `${dec.decode(f.body)}:${r.push_ids![i]}`)
+        ),
+        Array.from({ length: 12 }, (_, i) => `b${i}:id${i}`),
+      );
+    }
+    assert.equal(h.store.appends, 0, "broadcasts are not in a stream");
+
+    // A goim logic's broadcasts (no push id) redelivered: the queue's id gives the same one.
+    const c1 = h.comets.get("c1")!;
+    const before = c1.of("Broadcast").length;
+    const msg: PushMsg = {
+      type: "BROADCAST",
+      operation: 1008,
+      speed: 0,
+      server: "",
+      room: "",
+      keys: [],
+      msg: utf8("again"),
+    };
+    const meta: PushMeta = { id: "topic/2/99" };
+    await h.job.handle(msg, meta);
+    await h.job.handle(msg, meta);
+    await h.job.handle({ ...msg, speed: 4 }, meta);
+    await h.job.handle({ ...msg, speed: 4 }, meta);
+    const again = c1.of("Broadcast").slice(before).map((x) => x.req);
+    assert.equal(again.length, 4);
+    const [id] = again[0].push_ids!;
+    assert.match(id, PUSH_ID);
+    assert.deepEqual(again.map((r) => r.push_ids), [[id], [id], [id], [id]]);
   });
 });
 
