@@ -613,13 +613,18 @@ export class StreamTracker {
     const h = this.#holds.get(stream);
     if (h === undefined) return;
     const link = this.#link;
+    // The position this loop last advanced to: held messages at or below any
+    // other one (moved by a loss, or on entry) are dropped before going on.
+    let advanced = -1;
     for (;;) {
       if (this.#link !== link || this.#holds.get(stream) !== h) return;
       const cur = this.#positions.get(stream)!;
-      for (const pos of h.msgs.keys()) {
-        if (pos <= cur.pos) {
-          h.msgs.delete(pos);
-          this.#stats.held--;
+      if (cur.pos !== advanced) {
+        for (const pos of h.msgs.keys()) {
+          if (pos <= cur.pos) {
+            h.msgs.delete(pos);
+            this.#stats.held--;
+          }
         }
       }
       const next = h.msgs.get(cur.pos + 1);
@@ -627,6 +632,7 @@ export class StreamTracker {
       h.msgs.delete(cur.pos + 1);
       this.#stats.held--;
       this.#advance(next.msg, next.frame);
+      advanced = next.msg.pos;
     }
     if (h.msgs.size === 0) {
       clearTimeout(h.timer);

@@ -498,6 +498,29 @@ for (const kind of KINDS) {
     });
   });
 
+  Deno.test(`${kind}: a loss past held messages drops them; the rest drains in order`, async () => {
+    await withStreams(kind, {}, async (client, comet, seen) => {
+      const s = await connectFresh(client, comet);
+      await s.push([roomMsg("E1", 1), roomMsg("E1", 3), roomMsg("E1", 4), roomMsg("E1", 6)]);
+      await eventually(() => syncs(s).length === 1, "a StreamSync");
+      assert.equal(client.streamStats().held, 3);
+      // 2 left the window: delivery continues after 4, so the held 3 and 4 go.
+      await s.push([
+        state({ stream: ROOM, epoch: "E1", pos: 4, recovered: false, reason: "window_passed" }),
+      ]);
+      await eventually(() => seen.losses.length === 1, "a streams event");
+      assert.deepEqual(seen.losses.map((l) => [l.stream, l.reason, l.epoch, l.pos]), [
+        [ROOM, "window_passed", "E1", 4],
+      ]);
+      assert.equal(client.streamStats().held, 1, "only 6 is still held");
+      await s.push([roomMsg("E1", 5), roomMsg("E1", 7)]);
+      await seen.messagesAtLeast(4);
+      assert.deepEqual(seen.order, [1, 5, 6, 7].map((p) => `${ROOM}:${p}`));
+      assert.equal(client.streamStats().held, 0);
+      assert.deepEqual(client.positions()[ROOM], { epoch: "E1", pos: 7 });
+    });
+  });
+
   Deno.test(`${kind}: "unavailable" keeps the position held; a later gap syncs`, async () => {
     await withStreams(kind, {}, async (client, comet, seen) => {
       const s0 = await connectFresh(client, comet);
