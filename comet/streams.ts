@@ -65,6 +65,7 @@ import {
   isBusinessOp,
   isEpoch,
   isPushId,
+  isStreamStateReason,
   MAX_POS,
   Op,
   parseStreamAck,
@@ -362,13 +363,6 @@ export interface CometStreamsOptions {
   /** The hub. */
   host: StreamsHost;
 }
-
-const REASONS: ReadonlySet<string> = new Set([
-  "epoch_changed",
-  "window_passed",
-  "unavailable",
-  "disabled",
-]);
 
 function kindOf(stream: string): StreamKind {
   return stream.startsWith("room:") ? StreamKind.Room : StreamKind.Mid;
@@ -846,7 +840,7 @@ export class CometStreams {
         continue;
       }
       if (!checked.recovered) {
-        const reason = checked.reason as StreamStateReason;
+        const reason = checked.reason;
         m.streamRecoveries.inc({ result: reason });
         states.push({
           stream: n.stream,
@@ -949,20 +943,17 @@ export class CometStreams {
   #checkResult(
     r: StreamResult,
     named: StreamRecoverEntry | null,
-  ): {
-    epoch: string;
-    top: number;
-    recovered: boolean;
-    reason: string;
-    entries: StreamResult["entries"];
-  } | null {
+  ):
+    | { epoch: string; top: number; recovered: true; entries: StreamResult["entries"] }
+    | { epoch: string; top: number; recovered: false; reason: StreamStateReason }
+    | null {
     const top = Number(r.top ?? 0);
     if (!isEpoch(r.epoch ?? "") || !Number.isSafeInteger(top) || top < 0) return null;
     const epoch = r.epoch ?? "";
-    if (named === null) return { epoch, top, recovered: true, reason: "", entries: [] };
+    if (named === null) return { epoch, top, recovered: true, entries: [] };
     if (r.recovered !== true) {
-      return REASONS.has(r.reason ?? "")
-        ? { epoch, top, recovered: false, reason: r.reason, entries: [] }
+      return isStreamStateReason(r.reason)
+        ? { epoch, top, recovered: false, reason: r.reason }
         : null;
     }
     const entries = r.entries ?? [];
@@ -974,6 +965,6 @@ export class CometStreams {
       if ((e.push_id ?? "") !== "" && !isPushId(e.push_id)) return null;
       prev = pos;
     }
-    return { epoch, top, recovered: true, reason: "", entries };
+    return { epoch, top, recovered: true, entries };
   }
 }

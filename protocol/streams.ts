@@ -397,6 +397,11 @@ const REASONS: ReadonlySet<string> = new Set([
   "disabled",
 ]);
 
+/** Whether `s` is one of the four {@linkcode StreamStateReason}s. */
+export function isStreamStateReason(s: unknown): s is StreamStateReason {
+  return typeof s === "string" && REASONS.has(s);
+}
+
 /** One stream of a `StreamState` body. */
 export interface StreamStateEntry {
   stream: string;
@@ -585,10 +590,10 @@ function stateEntry(v: unknown, what: string): StreamStateEntry {
   }
   if (o.reason !== undefined) {
     if (out.recovered !== false) throw bad(`${what}.reason goes with recovered: false`);
-    if (typeof o.reason !== "string" || !REASONS.has(o.reason)) {
+    if (!isStreamStateReason(o.reason)) {
       throw bad(`${what}.reason must be one of ${[...REASONS].join(", ")}`);
     }
-    out.reason = o.reason as StreamStateReason;
+    out.reason = o.reason;
   }
   return out;
 }
