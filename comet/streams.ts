@@ -85,8 +85,6 @@ import {
 import { type Channel, ChannelState } from "./channel.ts";
 import type { CometMetrics } from "./metrics.ts";
 
-export { MAX_ACKS_PER_CALL };
-
 /** Longest an ack waits in the comet before it is sent to logic (ms). */
 export const ACK_BATCH_MS = 50;
 /** Acks waiting for logic at most; more are dropped (counted, logged). */
@@ -424,16 +422,6 @@ export class CometStreams {
   /** The shortest deadline this checks on the sweep (ms): the hub sweeps at least 4 times as often. */
   get shortestDeadlineMs(): number {
     return Math.min(this.#recoverMs, this.#ackMs);
-  }
-
-  /** Channels with unacked pushes (tests, stats). */
-  get ackingChannels(): number {
-    return this.#acking.size;
-  }
-
-  /** Acks waiting to be reported to logic. */
-  get ackBacklog(): number {
-    return this.#acks.length;
   }
 
   // ------------------------------------------------------------ lifecycle
