@@ -58,6 +58,7 @@ import type { StreamAckMsg, StreamPositionMsg, StreamResult } from "../proto/mes
 import { MAX_ACKS_PER_CALL, type StreamsApi } from "../proto/streams.ts";
 import {
   type Batch,
+  batchFromFrames,
   encodeFrame,
   encodeStreamState,
   type Frame,
@@ -132,14 +133,6 @@ function sealStreamMsgs(frames: readonly Wrapped[]): { tcp: Uint8Array; ws: Uint
   for (const w of frames) o = writeStreamMsg(buf, o, w.fields, w.inner);
   writeHeader(buf, 0, size - HEADER_LEN, PUSH_VER, Op.Raw, 0);
   return { tcp: buf.subarray(HEADER_LEN), ws: buf };
-}
-
-// A single frame as a batch of its own (one copy, for the envelope's room).
-function singleBatch(frame: Uint8Array): Batch {
-  const buf = new Uint8Array(HEADER_LEN + frame.length);
-  buf.set(frame, HEADER_LEN);
-  writeHeader(buf, 0, frame.length, PUSH_VER, Op.Raw, 0);
-  return { tcp: buf.subarray(HEADER_LEN), ws: buf, count: 1 };
 }
 
 /**
@@ -237,7 +230,7 @@ function sliceFrom(sb: StreamBatch, from: number): StreamBatch {
   let o = 0;
   for (let i = 0; i < from; i++) o += readU32(sb.tcp, o);
   const rest = sb.tcp.subarray(o);
-  const b = singleBatch(rest);
+  const b = batchFromFrames(rest);
   return new StreamBatch(
     b.tcp,
     b.ws,
@@ -600,7 +593,7 @@ export class CometStreams {
         this.#metrics.streamForgottenRetries++;
         continue;
       }
-      const b = singleBatch(u.frame);
+      const b = batchFromFrames(u.frame);
       b.tcp[1 + HEADER_LEN] |= StreamFlag.Resent;
       this.#metrics.streamResends++;
       if (!ch.push(b)) {
