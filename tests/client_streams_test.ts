@@ -10,6 +10,7 @@ import {
   type GoimClientOptions,
   type PushMessage,
   type StreamsEvent,
+  StreamTracker,
 } from "../client/mod.ts";
 import {
   type AuthToken,
@@ -639,4 +640,27 @@ Deno.test("seeded positions go into the first token; bad seeds are refused", asy
     () => new GoimClient({ url: "tcp://127.0.0.1:1", token: TOKEN, streams: { holdMax: 0 } }),
     RangeError,
   );
+});
+
+Deno.test("past maxStreams the least recently moved stream's position is forgotten", () => {
+  const tracker = new StreamTracker({ maxStreams: 2 }, { deliver() {}, lost() {} });
+  tracker.attach({ send() {} });
+  const msg = (stream: string, pos: number) => {
+    const f = streamMsg({ kind: StreamKind.Room, stream, epoch: "E1", pos, pushId: "" });
+    tracker.frame({ ver: 1, seq: 0, ...f });
+  };
+  msg("room:a", 1);
+  msg("room:b", 1);
+  msg("room:a", 2);
+  msg("room:a", 3); // a moves again while the newest
+  msg("room:c", 1); // b is the least recently moved
+  assert.deepEqual(tracker.positions(), {
+    "room:a": { epoch: "E1", pos: 3 },
+    "room:c": { epoch: "E1", pos: 1 },
+  });
+  msg("room:c", 2);
+  msg("room:b", 5); // b starts over from its first message; a goes
+  assert.deepEqual(Object.keys(tracker.positions()), ["room:c", "room:b"]);
+  assert.deepEqual(tracker.positions()["room:b"], { epoch: "E1", pos: 5 });
+  tracker.detach();
 });
