@@ -12,7 +12,9 @@
  * @module
  */
 
-import { decodeFrame, encodeFrame } from "../protocol/frame.ts";
+import { StreamTracker } from "../client/streams.ts";
+import { decodeFrame, encodeFrame, type Frame } from "../protocol/frame.ts";
+import { Op } from "../protocol/ops.ts";
 import { decodeStreamMsg, encodeStreamMsg, StreamKind } from "../protocol/streams.ts";
 
 const body = new Uint8Array(50).fill(120);
@@ -52,6 +54,35 @@ Deno.bench({
       const m = decodeStreamMsg(frames[i]);
       sink += decodeFrame(m.frame, { maxBody: m.frame.length }).op + m.pos;
     }
+  },
+});
+
+const streamFrames: Frame[] = frames.map((body) => ({ op: Op.StreamMsg, ver: 1, seq: 0, body }));
+const hooks = { deliver: (m: { pos?: number }) => void (sink += m.pos!), lost() {} };
+const link = { send() {} };
+
+Deno.bench({
+  name: "StreamTracker, in order (decode, position, delivery)",
+  group: "tracker",
+  baseline: true,
+  fn() {
+    const t = new StreamTracker({}, hooks);
+    t.attach(link);
+    for (let i = 0; i < N; i++) t.frame(streamFrames[i]);
+    t.detach();
+  },
+});
+
+Deno.bench({
+  name: "StreamTracker, 998 held behind a gap, then it is filled",
+  group: "tracker",
+  fn() {
+    const t = new StreamTracker({}, hooks);
+    t.attach(link);
+    t.frame(streamFrames[0]);
+    for (let i = 2; i < N; i++) t.frame(streamFrames[i]);
+    t.frame(streamFrames[1]);
+    t.detach();
   },
 });
 
