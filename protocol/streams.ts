@@ -154,28 +154,33 @@ function nameBytes(stream: string): Uint8Array {
   return lastNameBytes;
 }
 
-function checkFields(f: StreamMsgFields): void {
-  const { kind, flags = 0, pos = 0, epoch = "", pushId = "", stream = "" } = f;
+function checkKind(kind: number): void {
   if (kind !== StreamKind.Room && kind !== StreamKind.Mid && kind !== StreamKind.Key) {
     throw bad(`kind ${kind} is not 1, 2 or 3`);
   }
+}
+
+// Kind 3 names no stream (`bare`: pos 0, no epoch, no name); kinds 1 and 2 name theirs.
+function checkKindStream(kind: number, bare: boolean, stream: string): void {
+  if (kind === StreamKind.Key) {
+    if (!bare) throw bad("kind 3 (no stream) carries pos 0, no epoch and no stream name");
+  } else if (!stream.startsWith(kind === StreamKind.Room ? "room:" : "mid:")) {
+    throw bad(`a kind ${kind} stream name starts with ${kind === 1 ? "room:" : "mid:"}`);
+  }
+}
+
+function checkFields(f: StreamMsgFields): void {
+  const { kind, flags = 0, pos = 0, epoch = "", pushId = "", stream = "" } = f;
+  checkKind(kind);
   if (!Number.isInteger(flags) || flags < 0 || flags > STREAM_FLAGS_MASK) {
     throw bad(`flags ${flags} are not bits 0-2`);
   }
   if (!Number.isSafeInteger(pos) || pos < 0) throw bad(`pos ${pos} is not an integer 0 … 2^53-1`);
-  if (epoch.length > MAX_EPOCH_BYTES || !isAscii(epoch)) {
-    throw bad(`epoch must be ASCII of at most ${MAX_EPOCH_BYTES} bytes`);
-  }
+  if (!isEpoch(epoch)) throw bad(`epoch must be ASCII of at most ${MAX_EPOCH_BYTES} bytes`);
   if (pushId !== "" && !isPushId(pushId)) {
     throw bad(`push id must be 1-${MAX_PUSH_ID_BYTES} characters of [A-Za-z0-9_-]`);
   }
-  if (kind === StreamKind.Key) {
-    if (pos !== 0 || epoch !== "" || stream !== "") {
-      throw bad("kind 3 (no stream) carries pos 0, no epoch and no stream name");
-    }
-  } else if (!stream.startsWith(kind === StreamKind.Room ? "room:" : "mid:")) {
-    throw bad(`a kind ${kind} stream name starts with ${kind === 1 ? "room:" : "mid:"}`);
-  }
+  checkKindStream(kind, pos === 0 && epoch === "" && stream === "", stream);
 }
 
 /**
@@ -315,9 +320,7 @@ function latin1(body: Uint8Array, o: number, n: number): string {
 export function decodeStreamMsg(body: Uint8Array): StreamMsg {
   if (body.length < FIXED) throw bad(`body of ${body.length} bytes is shorter than ${FIXED}`);
   const kind = body[0];
-  if (kind !== StreamKind.Room && kind !== StreamKind.Mid && kind !== StreamKind.Key) {
-    throw bad(`kind ${kind} is not 1, 2 or 3`);
-  }
+  checkKind(kind);
   const flags = body[1];
   if (flags & ~STREAM_FLAGS_MASK) throw bad(`flags 0x${flags.toString(16)} set unknown bits`);
   const hi = readU32(body, 2);
@@ -357,13 +360,7 @@ export function decodeStreamMsg(body: Uint8Array): StreamMsg {
     remember(lastStream, body, o, s, stream);
   }
   o += s;
-  if (kind === StreamKind.Key) {
-    if (pos !== 0 || e !== 0 || s !== 0) {
-      throw bad("kind 3 (no stream) carries pos 0, no epoch and no stream name");
-    }
-  } else if (!stream.startsWith(kind === StreamKind.Room ? "room:" : "mid:")) {
-    throw bad(`a kind ${kind} stream name starts with ${kind === 1 ? "room:" : "mid:"}`);
-  }
+  checkKindStream(kind, pos === 0 && e === 0 && s === 0, stream);
   const frame = body.subarray(o);
   checkInner(frame);
   return { kind: kind as StreamKind, flags, pos, epoch, pushId, stream, frame };
@@ -467,7 +464,7 @@ function streamName(v: unknown, what: string, max: number): string {
 }
 
 function epochOf(v: unknown, what: string): string {
-  if (typeof v !== "string" || v.length > MAX_EPOCH_BYTES || !isAscii(v)) {
+  if (!isEpoch(v)) {
     throw bad(`${what} must be an ASCII string of at most ${MAX_EPOCH_BYTES} bytes`);
   }
   return v;
