@@ -590,11 +590,10 @@ export class StreamTracker {
     this.#holds.delete(stream);
     this.#stats.held -= h.msgs.size;
     this.#syncQueue.delete(stream);
-    const first = Math.min(...h.msgs.keys());
-    this.#stats.gapsLost++;
-    this.#lose(stream, "gap", cur.epoch, first - 1);
-    // Deliver in order; what is still missing further on is a new gap.
     const rest = [...h.msgs.keys()].sort((a, b) => a - b);
+    this.#stats.gapsLost++;
+    this.#lose(stream, "gap", cur.epoch, rest[0] - 1);
+    // Deliver in order; what is still missing further on is a new gap.
     for (const pos of rest) {
       const { msg, frame } = h.msgs.get(pos)!;
       if (this.#link === null) return;
