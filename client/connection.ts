@@ -137,7 +137,7 @@ const MAX_SEQ = 0x7fffffff;
  * @example
  * ```ts
  * import { utf8 } from "../protocol/bytes.ts";
- * import { Op, STREAM_OPS_FIRST } from "../protocol/ops.ts";
+ * import { Op } from "../protocol/ops.ts";
  * import type { AuthToken } from "../protocol/token.ts";
  * import { openTransport } from "./transport.ts";
  * declare const token: AuthToken;
