@@ -338,13 +338,10 @@ export class ConnectionHub implements ChannelHost {
           ch.replyFrame(f.ver, Op.ChangeRoomReply, f.seq, current);
           return undefined;
         }
-        const st = ch.streams;
-        const before = st === null ? "" : st.roomStream;
+        const before = ch.room;
         ch.bucket!.changeRoom(ch, roomId);
         ch.replyFrame(f.ver, Op.ChangeRoomReply, f.seq, body);
-        if (st !== null && before !== (roomId === "" ? "" : `room:${roomId}`)) {
-          this.streams.roomChanged(ch, roomId);
-        }
+        if (ch.streams !== null && ch.room !== before) this.streams.roomChanged(ch, roomId);
         return undefined;
       }
       case Op.Sub:
