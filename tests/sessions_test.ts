@@ -271,6 +271,41 @@ Deno.test({
 });
 
 Deno.test({
+  name: "redis sessions: operations in flight together each time out at their own deadline",
+  ignore: !ownRedis,
+  fn: () =>
+    ownRedisServer(async (srv) => {
+      const before = openHandles();
+      const store = await RedisSessionStore.connect({ url: srv.url, commandTimeoutMs: 400 });
+      try {
+        srv.pause();
+        const t0 = performance.now();
+        const settledAt = (p: Promise<unknown>) =>
+          p.then(() => -1, (err: Error) => {
+            assert.match(err.message, /no reply within the command timeout/);
+            return performance.now() - t0;
+          });
+        // One timer serves both (infra/redis/client.ts): the later one must not go early.
+        const first = settledAt(store.serversByKeys(["a"]));
+        await new Promise((r) => setTimeout(r, 200));
+        const second = settledAt(store.serversByKeys(["b"]));
+        const [a, b] = await Promise.all([first, second]);
+        assert.ok(a >= 350 && a < 1400, `first rejected after ${a} ms`);
+        assert.ok(b >= 550 && b < 1600, `second rejected after ${b} ms`);
+        srv.resume();
+        await waitFor(() => store.serversByKeys(["k"]).then(() => true, () => false), {
+          timeoutMs: 3000,
+          what: "the unfrozen Redis to answer",
+        });
+      } finally {
+        srv.resume();
+        await store.close();
+      }
+      await assertNoLeakedHandles(before);
+    }),
+});
+
+Deno.test({
   name: "redis sessions: closing while Redis is down stops reconnecting",
   ignore: !ownRedis,
   fn: () =>
