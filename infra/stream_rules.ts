@@ -54,13 +54,7 @@ export function isPushId(id: unknown): id is string {
 /** Throws a RangeError for an entry `StreamStore.append` refuses. */
 export function checkEntries(entries: readonly StreamEntryInit[]): void {
   for (const e of entries) {
-    if (!isPushId(e.pushId)) {
-      throw new RangeError(
-        `push id must be 1 … ${MAX_PUSH_ID_LENGTH} of [A-Za-z0-9_-], got ${
-          JSON.stringify(String(e.pushId).slice(0, 80))
-        }`,
-      );
-    }
+    checkPushId(e.pushId);
     if (!Number.isInteger(e.op) || e.op < INT32_MIN || e.op > INT32_MAX) {
       throw new RangeError(`op must be an int32, got ${e.op}`);
     }
@@ -196,6 +190,13 @@ export function checkPushId(id: string): void {
         JSON.stringify(String(id).slice(0, 80))
       }`,
     );
+  }
+}
+
+/** Throws a RangeError for a `streams.status.ttl` no status store can keep. */
+export function checkStatusTtl(ttlMs: number): void {
+  if (!Number.isInteger(ttlMs) || ttlMs < 1) {
+    throw new RangeError(`status ttl must be an integer ≥ 1 ms, got ${ttlMs}`);
   }
 }
 

@@ -74,6 +74,7 @@ import {
   checkRange,
   checkSent,
   checkSince,
+  checkStatusTtl,
   checkStreamName,
   checkTargets,
   isPushId,
@@ -395,10 +396,8 @@ export class MemoryPushStatusStore implements PushStatusStore {
 
   /** Throws a RangeError for a TTL or target bound below 1. */
   constructor(opts: MemoryPushStatusOptions) {
+    checkStatusTtl(opts.ttlMs);
     const max = opts.maxTargets ?? DEFAULT_MAX_STATUS_TARGETS;
-    if (!Number.isInteger(opts.ttlMs) || opts.ttlMs < 1) {
-      throw new RangeError(`status ttl must be an integer ≥ 1 ms, got ${opts.ttlMs}`);
-    }
     if (!Number.isInteger(max) || max < 1) {
       throw new RangeError(`maxTargets must be an integer ≥ 1, got ${max}`);
     }

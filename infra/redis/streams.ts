@@ -87,6 +87,7 @@ import {
   checkRange,
   checkSent,
   checkSince,
+  checkStatusTtl,
   checkStreamName,
   checkTargets,
   isPushId,
@@ -588,11 +589,5 @@ export class RedisPushStatusStore implements PushStatusStore {
   /** Closes the connection if its own (bounded; never hangs on a dead Redis). */
   close(): Promise<void> {
     return this.#hold.close();
-  }
-}
-
-function checkStatusTtl(ttlMs: number): void {
-  if (!Number.isInteger(ttlMs) || ttlMs < 1) {
-    throw new RangeError(`status ttl must be an integer ≥ 1 ms, got ${ttlMs}`);
   }
 }
