@@ -16,7 +16,8 @@ import { startEmbedded } from "../main.ts";
 import { text } from "../protocol/mod.ts";
 import { eventually } from "./eventually.ts";
 import { embeddedTestConfig } from "./fixtures/embedded_config.ts";
-import { get, push } from "./e2e/suite.ts";
+import { untilTop } from "./e2e/streams_scenarios.ts";
+import { push } from "./e2e/suite.ts";
 
 const OP = 1000;
 
@@ -72,14 +73,6 @@ const pushRoom = (http: string, room: string, body: string) =>
 const pushMid = (http: string, mid: number, body: string, query = "") =>
   push(http, `/goim/push/mids?operation=${OP}&mids=${mid}${query}`, body);
 
-/** Waits until the history API says `stream` holds `pos` messages. */
-function topIs(http: string, stream: string, pos: number): Promise<void> {
-  return eventually(async () => {
-    const h = await get(http, `/goim/history?stream=${encodeURIComponent(stream)}&limit=1`);
-    return (h as { pos: number }).pos === pos;
-  }, `${stream} at ${pos}`);
-}
-
 for (const kind of ["tcp", "ws"] as const) {
   Deno.test(`${kind}: embedded server: live, restart with positions, room change, acks`, async () => {
     const server = await start();
@@ -105,8 +98,8 @@ for (const kind of ["tcp", "ws"] as const) {
       for (let i = 4; i <= 6; i++) await pushRoom(server.http, roomA, `a${i}`);
       await pushMid(server.http, mid, "m3");
       // Kept before the app comes back, so that all of it is a replay (not live).
-      await topIs(server.http, A, 6);
-      await topIs(server.http, M, 3);
+      await untilTop(server.http, A, 6);
+      await untilTop(server.http, M, 3);
       app = new App(server.url[kind], mid, `live://${roomA}`, kept);
       await app.client.connect();
       await app.until(() => app.got.length === 4, "4 replayed messages");

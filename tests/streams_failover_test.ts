@@ -148,7 +148,7 @@ async function epochChangedScenario(
     );
     // One push each after the flush: the streams go on in a new epoch, at position 1.
     for (const s of streams) await pushNext(cluster.http, s);
-    await Promise.all(streams.map((s) => untilTop(cluster, s.name, 1)));
+    await Promise.all(streams.map((s) => untilTop(cluster.http, s.name, 1)));
     await device.connect();
     await until(() => device.notRecovered.length >= 2, "streams events for both streams");
     const events = [...device.notRecovered].sort((a, b) => a.stream.localeCompare(b.stream));

@@ -34,16 +34,16 @@ export function untilPositioned(device: StreamDevice, streams: readonly string[]
 }
 
 /**
- * Waits until the history API (docs/STREAMS.md, "History API") shows
- * `stream` at `top`: the push API accepted a push before job appended it,
+ * Waits until the history API (docs/STREAMS.md, "History API") at `http`
+ * shows `stream` at `top`: the push API accepted a push before job appended it,
  * and a recovery only knows what was appended.
  */
-export function untilTop(cluster: Cluster, stream: string, top: number): Promise<void> {
+export function untilTop(http: string, stream: string, top: number): Promise<void> {
   let last: unknown;
   return eventually(
     async () => {
       last = await get(
-        cluster.http,
+        http,
         `/goim/history?stream=${encodeURIComponent(stream)}&limit=1`,
       );
       return (last as { pos: number }).pos === top;
@@ -167,7 +167,7 @@ export async function windowPassedScenario(
     const epochs = await primeThenOffline(cluster, device, streams);
     await Promise.all(streams.map((s) => pushMany(cluster.http, s, 4 * size)));
     const top = 3 + 4 * size;
-    await Promise.all(streams.map((s) => untilTop(cluster, s.name, top)));
+    await Promise.all(streams.map((s) => untilTop(cluster.http, s.name, top)));
     await device.connect();
     await until(() => device.notRecovered.length >= 2, "streams events for both streams");
     assert.deepEqual(
