@@ -7,13 +7,13 @@
  */
 
 import assert from "node:assert/strict";
-import { KafkaConsumer, KafkaProducer } from "../infra/kafka/queue.ts";
-import { MemoryRegistry } from "../infra/memory/registry.ts";
+import { KafkaConsumer } from "../infra/kafka/queue.ts";
 import { createMetrics } from "../infra/metrics.ts";
 import { decodeFrames } from "../protocol/frame.ts";
 import { Job } from "../job/job.ts";
-import { FakeComet, record, testConfig, utf8 } from "./job_fakes.ts";
-import { deleteTopic, kafkaTestBrokers, uniqueTopic } from "./kafka_env.ts";
+import { FakeComet, testConfig, utf8 } from "./job_fakes.ts";
+import { jobOnKafka } from "./job_kafka_env.ts";
+import { kafkaTestBrokers } from "./kafka_env.ts";
 import { waitFor } from "./engine_suites/harness.ts";
 
 const kafka = await kafkaTestBrokers();
@@ -26,12 +26,9 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     kafka.assertReachable();
-    const { topic, group } = uniqueTopic();
-    const common = { brokers: kafka.brokers, clientId: "goim-test", topic };
-    const producer = new KafkaProducer({ ...common, connectEagerly: false });
-    const registry = new MemoryRegistry();
+    const env = await jobOnKafka(kafka.brokers);
+    const { group, common, producer, registry } = env;
     const comet = new FakeComet("c1");
-    await registry.register(record("c1"), 60_000);
     const config = testConfig("job.room.window=5ms");
     const startJob = async () => {
       const consumer = new KafkaConsumer({ ...common, group, fromBeginning: true });
@@ -117,9 +114,7 @@ Deno.test({
       assert.deepEqual(after, ["while down"], "only the new message, nothing redelivered");
     } finally {
       await run.job.stop();
-      await producer.close();
-      await registry.close();
-      await deleteTopic(kafka.brokers, topic);
+      await env.close();
     }
   },
 });

@@ -23,7 +23,7 @@ import { MemorySessionStore } from "../infra/memory/sessions.ts";
 import { MemoryPushStatusStore, MemoryStreamStore } from "../infra/memory/streams.ts";
 import { MemoryRegistry } from "../infra/memory/registry.ts";
 import { createMetrics } from "../infra/metrics.ts";
-import { KafkaConsumer, KafkaProducer } from "../infra/kafka/queue.ts";
+import { KafkaConsumer } from "../infra/kafka/queue.ts";
 import type {
   AckReport,
   Appended,
@@ -44,7 +44,8 @@ import { jobMetrics } from "../job/metrics.ts";
 import { pushIdOf, StreamWriter } from "../job/streams.ts";
 import { eventually } from "./eventually.ts";
 import { FakeComet, type JobHarness, record, startJob, testConfig, utf8 } from "./job_fakes.ts";
-import { deleteTopic, kafkaTestBrokers, uniqueTopic } from "./kafka_env.ts";
+import { jobOnKafka } from "./job_kafka_env.ts";
+import { kafkaTestBrokers } from "./kafka_env.ts";
 import { redisTargets, uniqueKeyPrefix } from "./redis_cluster_env.ts";
 import { Rng } from "./prng.ts";
 
@@ -1014,11 +1015,8 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     kafka.assertReachable();
-    const { topic, group } = uniqueTopic();
-    const common = { brokers: kafka.brokers, clientId: "goim-test", topic };
-    const producer = new KafkaProducer({ ...common, connectEagerly: false });
-    const registry = new MemoryRegistry();
-    await registry.register(record("c1"), 60_000);
+    const env = await jobOnKafka(kafka.brokers);
+    const { group, common, producer, registry } = env;
     const store = new FakeStreams();
     const sessions = new MemorySessionStore();
     await sessions.addMapping(11, "k11", "c1");
@@ -1072,10 +1070,8 @@ Deno.test({
       assert.equal(store.streams.get("mid:11")!.entries.length, 20);
     } finally {
       for (const r of runs) await r.job.stop();
-      await producer.close();
-      await registry.close();
       await sessions.close();
-      await deleteTopic(kafka.brokers, topic);
+      await env.close();
     }
   },
 });

@@ -7,15 +7,14 @@
  */
 
 import assert from "node:assert/strict";
-import { KafkaConsumer, KafkaProducer, saramaPartition } from "../infra/kafka/queue.ts";
+import { KafkaConsumer, saramaPartition } from "../infra/kafka/queue.ts";
 import { createLogger } from "../infra/log.ts";
-import { MemoryRegistry } from "../infra/memory/registry.ts";
 import { createMetrics } from "../infra/metrics.ts";
 import { Job } from "../job/job.ts";
 import { waitFor } from "./engine_suites/harness.ts";
-import { createTopic } from "./e2e/cluster.ts";
-import { FakeComet, record, testConfig, utf8 } from "./job_fakes.ts";
-import { deleteTopic, kafkaTestBrokers, uniqueTopic } from "./kafka_env.ts";
+import { FakeComet, testConfig, utf8 } from "./job_fakes.ts";
+import { jobOnKafka } from "./job_kafka_env.ts";
+import { kafkaTestBrokers } from "./kafka_env.ts";
 
 const kafka = await kafkaTestBrokers();
 const dec = new TextDecoder();
@@ -29,12 +28,8 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     kafka.assertReachable();
-    const { topic, group } = uniqueTopic();
-    await createTopic(kafka.brokers, topic, PARTITIONS);
-    const common = { brokers: kafka.brokers, clientId: "goim-test", topic };
-    const producer = new KafkaProducer({ ...common, connectEagerly: false });
-    const registry = new MemoryRegistry();
-    await registry.register(record("c1"), 60_000);
+    const env = await jobOnKafka(kafka.brokers, PARTITIONS);
+    const { topic, group, common, producer, registry } = env;
     // One key per partition, so every partition carries a stream.
     const keys: string[] = [];
     for (let i = 0; keys.length < PARTITIONS; i++) {
@@ -133,9 +128,7 @@ Deno.test({
       assert.equal(round2(), 2 * keys.length * PER_KEY, "each once: nothing redelivered");
     } finally {
       for (const j of jobs) await j.job.stop();
-      await producer.close();
-      await registry.close();
-      await deleteTopic(kafka.brokers, topic);
+      await env.close();
     }
   },
 });
