@@ -172,10 +172,10 @@ export class MemorySessionStore implements SessionStore {
       for (const mid of mids) {
         const m = this.#liveMid(mid);
         if (!m) continue;
-        for (const [k, s] of m.keys) {
+        for (const k of m.keys.keys()) {
           const route = this.#liveKey(k)?.server;
           if (route === undefined) m.keys.delete(k);
-          else out.set(k, route === s ? s : route);
+          else out.set(k, route);
         }
       }
       return out;
