@@ -135,8 +135,6 @@ end
 return removed
 `);
 
-// Cluster mode: the two halves of DEL_MAPPING, each on one key (one slot).
-// KEYS[1] = key_<key>; ARGV[1] = server.
 // keysByMids on a single node, one round trip: each mid's fields whose
 // key_<key> route is live, with the route's server; dead fields removed.
 // KEYS = mid_<mid>…; ARGV[1] = the key_ prefix. Reads routes outside KEYS,
@@ -158,6 +156,8 @@ end
 return out
 `);
 
+// Cluster mode: the two halves of DEL_MAPPING, each on one key (one slot).
+// KEYS[1] = key_<key>; ARGV[1] = server.
 const DEL_ROUTE = new LuaScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
