@@ -796,6 +796,8 @@ export class StreamTracker {
     this.#positions.set(stream, p);
     if (this.#positions.size > this.#maxStreams) {
       for (const s of this.#positions.keys()) {
+        // Never the stream just set: its caller reads the position back.
+        if (s === stream) continue;
         if (!this.#holds.has(s) && !this.#inflight.some((f) => f.streams.has(s))) {
           this.#positions.delete(s);
           this.#syncQueue.delete(s);

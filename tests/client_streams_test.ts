@@ -642,6 +642,26 @@ Deno.test("seeded positions go into the first token; bad seeds are refused", asy
   );
 });
 
+Deno.test("past maxStreams with every other stream held, a new stream's message is delivered", () => {
+  const got: string[] = [];
+  const sent: number[] = [];
+  const tracker = new StreamTracker({ maxStreams: 1 }, {
+    deliver: (m) => got.push(`${m.stream}@${m.pos}`),
+    lost() {},
+  });
+  tracker.attach({ send: (op: number) => void sent.push(op) });
+  const msg = (stream: string, pos: number) => {
+    const f = streamMsg({ kind: StreamKind.Room, stream, epoch: "E1", pos, pushId: "" });
+    tracker.frame({ ver: 1, seq: 0, ...f });
+  };
+  msg("room:a", 1);
+  msg("room:a", 3); // a gap: room:a is held (and synced), so it cannot be forgotten
+  assert.ok(sent.includes(Op.StreamSync), "a StreamSync went out for the gap");
+  msg("room:b", 1); // used to evict room:b itself, then throw reading it back
+  assert.deepEqual(got, ["room:a@1", "room:b@1"]);
+  tracker.detach();
+});
+
 Deno.test("past maxStreams the least recently moved stream's position is forgotten", () => {
   const tracker = new StreamTracker({ maxStreams: 2 }, { deliver() {}, lost() {} });
   tracker.attach({ send() {} });
