@@ -27,7 +27,12 @@ export function inOrder<A, T>(
   step: (a: A) => T | Promise<T>,
 ): Promise<T> {
   const prev = chains.get(key);
-  const run = prev ? Promise.all([ready, prev]).then(([a]) => step(a)) : ready.then(step);
+  // After `prev` whatever `ready` does: a `ready` that rejects early must
+  // not let this key's next step start beside the one still running.
+  // (`prev` is a chain tail, which never rejects; the catch only marks an
+  // early rejection as handled until it is read.)
+  if (prev) ready.catch(() => {});
+  const run = prev ? prev.then(() => ready).then(step) : ready.then(step);
   const tail = run.then(() => {}, () => {});
   chains.set(key, tail);
   void tail.then(() => {
