@@ -30,7 +30,7 @@
 
 import { loopLag, type LoopLagHold } from "../infra/loop_lag.ts";
 import type { Logger } from "../infra/log.ts";
-import { grpcStatus, RpcError } from "../proto/grpc.ts";
+import { invalidArgument as invalid } from "../proto/grpc.ts";
 import {
   type CometOperatorApi,
   type DrainReply,
@@ -76,10 +76,6 @@ export interface CometOperatorOptions {
   deregister(): Promise<void>;
   /** Drain progress and failures. */
   log: Logger;
-}
-
-function invalid(message: string): RpcError {
-  return new RpcError(grpcStatus.INVALID_ARGUMENT, message);
 }
 
 function keysOf(req: { keys?: string[] | null }): string[] {

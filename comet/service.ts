@@ -34,7 +34,7 @@
 import type { Logger } from "../infra/log.ts";
 import type { Counter } from "../infra/metrics.ts";
 import type { CometApi } from "../proto/api.ts";
-import { grpcStatus, RpcError } from "../proto/grpc.ts";
+import { grpcStatus, invalidArgument as invalid, RpcError } from "../proto/grpc.ts";
 import type {
   BroadcastReply,
   BroadcastReq,
@@ -71,10 +71,6 @@ import {
 export const BROADCAST_STEPS_PER_SECOND = 10;
 
 const EMPTY = new Uint8Array(0);
-
-function invalid(message: string): RpcError {
-  return new RpcError(grpcStatus.INVALID_ARGUMENT, message);
-}
 
 /** A push refused for a protocol op (0–17): told apart for the metric. */
 class ReservedOp extends RpcError {

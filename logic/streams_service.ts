@@ -23,7 +23,7 @@
  * @module
  */
 
-import { grpcStatus, RpcError } from "../proto/grpc.ts";
+import { grpcStatus, invalidArgument as invalid, RpcError } from "../proto/grpc.ts";
 import type {
   RecoverReply,
   StreamEntryMsg,
@@ -71,10 +71,6 @@ export interface StreamsServiceDeps {
 type RecoverResult = "recovered" | "state" | NotRecoveredReason;
 
 const utf8 = new TextEncoder();
-
-function invalid(message: string): RpcError {
-  return new RpcError(grpcStatus.INVALID_ARGUMENT, message);
-}
 
 function checkStream(name: string): void {
   const max = MAX_WIRE_STREAM_BYTES;

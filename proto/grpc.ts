@@ -207,6 +207,19 @@ export class RpcError extends Error {
 /** gRPC status codes (grpc-js `status`), re-exported so callers need not import grpc-js. */
 export const grpcStatus: typeof grpc.status = grpc.status;
 
+/**
+ * The INVALID_ARGUMENT a service answers a malformed request with.
+ *
+ * @example
+ * ```ts
+ * import { invalidArgument } from "./grpc.ts";
+ * throw invalidArgument("keys are required");
+ * ```
+ */
+export function invalidArgument(message: string): RpcError {
+  return new RpcError(grpc.status.INVALID_ARGUMENT, message);
+}
+
 /** Options of {@linkcode serveUnary}. */
 export interface ServeOptions {
   /**
