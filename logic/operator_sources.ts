@@ -17,7 +17,7 @@
  */
 
 import type { CometRecord } from "../infra/registry.ts";
-import { concat } from "../protocol/mod.ts";
+import { readCapped } from "../protocol/bytes.ts";
 import type { ClientOptions } from "../proto/grpc.ts";
 import {
   type CometOperatorApi,
@@ -56,7 +56,6 @@ export interface JobSource {
  * @example
  * ```ts
  * import type { CometRecord } from "../infra/registry.ts";
-import { concat } from "../protocol/mod.ts";
  * declare const rec: CometRecord;
  * const dialer = new GrpcCometDialer({ token: "secret" });
  * const stats = await dialer.dial(rec).Stats({});
@@ -121,25 +120,7 @@ export function httpJobSource(addr: string, adminToken: string, fetcher = fetch)
         await res.body?.cancel();
         throw new Error(`GET /metrics answered ${res.status}`);
       }
-      return await readBounded(res, MAX_METRICS_BYTES);
+      return await readCapped(res, MAX_METRICS_BYTES);
     },
   };
-}
-
-async function readBounded(res: Response, max: number): Promise<string> {
-  const reader = res.body?.getReader();
-  if (!reader) return "";
-  const parts: Uint8Array[] = [];
-  let n = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    n += value.length;
-    if (n > max) {
-      await reader.cancel();
-      throw new Error(`metrics over ${max} bytes`);
-    }
-    parts.push(value);
-  }
-  return new TextDecoder().decode(concat(parts));
 }
