@@ -179,10 +179,53 @@ const NOOP_LOG: Logger = {
   child: () => NOOP_LOG,
 };
 
-/** A room batch ready for the membership decision: its request and the stamp to decide by. */
+/** A room batch ready for the membership decision: its requests and the stamp to decide by. */
 interface RoomSend {
-  req: BroadcastRoomReq;
+  /** One request, or several in order (a batch whose positions go back: see ascendingRuns). */
+  reqs: BroadcastRoomReq[];
   since: number;
+}
+
+/**
+ * Splits a room batch with stream positions into runs whose positions
+ * ascend, as a comet requires of one BroadcastRoom. They go back when a
+ * batch holds a redelivery of a message the store had already placed —
+ * after a rebalance, the new generation's copy of records the old one still
+ * had in the open batch, or records a dead job appended but may never have
+ * sent: the store gives each its first position again, and each is sent all
+ * the same (at-least-once; an opted-in client drops what it had). One run,
+ * the usual case, is the batch itself.
+ */
+export function ascendingRuns(
+  frames: Uint8Array,
+  positions: readonly number[],
+  pushIds: readonly string[],
+): { frames: Uint8Array; positions: number[]; pushIds: string[] }[] {
+  let breaks = 0;
+  for (let i = 1; i < positions.length; i++) if (positions[i] <= positions[i - 1]) breaks++;
+  if (breaks === 0) return [{ frames, positions: [...positions], pushIds: [...pushIds] }];
+  const view = new DataView(frames.buffer, frames.byteOffset, frames.byteLength);
+  const runs: { frames: Uint8Array; positions: number[]; pushIds: string[] }[] = [];
+  let start = 0, startAt = 0, at = 0;
+  for (let i = 0; i < positions.length; i++) {
+    if (i > 0 && positions[i] <= positions[i - 1]) {
+      runs.push({
+        frames: frames.subarray(startAt, at),
+        positions: positions.slice(start, i),
+        pushIds: pushIds.slice(start, i),
+      });
+      start = i;
+      startAt = at;
+    }
+    // Each inner frame starts with its packLen (docs/PROTOCOL.md).
+    at += view.getUint32(at);
+  }
+  runs.push({
+    frames: frames.subarray(startAt, at),
+    positions: positions.slice(start),
+    pushIds: pushIds.slice(start),
+  });
+  return runs;
 }
 
 /** The first failure of several calls, or ok if all succeeded. */
@@ -571,7 +614,7 @@ export class Job {
     // One body for every comet: the batch is encoded once.
     const proto = { ver: 1, op: Op.Raw, seq: 0, body: batch.tcp };
     if (!this.#writer || items[0] === undefined) {
-      return this.#fanOutRoom(room, Promise.resolve({ req: { roomID: room, proto }, since }));
+      return this.#fanOutRoom(room, Promise.resolve({ reqs: [{ roomID: room, proto }], since }));
     }
     // A room's batches are all with or all without a stream: the choice is the room name's.
     const entries = items as StreamEntryInit[];
@@ -580,15 +623,16 @@ export class Job {
         if (a === null) return STOPPING;
         // Decided by a Rooms() call sent after the append (see the module doc).
         const since = this.#stamps.next();
-        if (a === REFUSED) return { req: { roomID: room, proto }, since };
-        const req = {
+        if (a === REFUSED) return { reqs: [{ roomID: room, proto }], since };
+        const runs = ascendingRuns(batch.tcp, a.positions, entries.map((e) => e.pushId));
+        const reqs = runs.map((r) => ({
           roomID: room,
-          proto,
+          proto: runs.length === 1 ? proto : { ...proto, body: r.frames },
           epoch: a.epoch,
-          positions: a.positions,
-          push_ids: entries.map((e) => e.pushId),
-        };
-        return { req, since };
+          positions: r.positions,
+          push_ids: r.pushIds,
+        }));
+        return { reqs, since };
       },
     );
     return this.#fanOutRoom(room, ready);
@@ -610,10 +654,13 @@ export class Job {
       );
       const targets = comets.filter((_, i) => wanted[i]);
       if (targets.length === 0) return { outcome: Promise.resolve<Outcome>(NO_TARGET) };
+      // Every request of the batch to each comet, in order, into the room's lane.
       return {
         outcome: combine(
-          targets.map((c) =>
-            c.submit(room, "BroadcastRoom", (cl) => cl.BroadcastRoom(s.req), true)
+          targets.flatMap((c) =>
+            s.reqs.map((req) =>
+              c.submit(room, "BroadcastRoom", (cl) => cl.BroadcastRoom(req), true)
+            )
           ),
         ),
       };
