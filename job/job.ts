@@ -198,12 +198,15 @@ interface RoomSend {
  */
 export function ascendingRuns(
   frames: Uint8Array,
-  positions: readonly number[],
-  pushIds: readonly string[],
+  positions: number[],
+  pushIds: string[],
 ): { frames: Uint8Array; positions: number[]; pushIds: string[] }[] {
-  let breaks = 0;
-  for (let i = 1; i < positions.length; i++) if (positions[i] <= positions[i - 1]) breaks++;
-  if (breaks === 0) return [{ frames, positions: [...positions], pushIds: [...pushIds] }];
+  let ascending = true;
+  for (let i = 1; i < positions.length && ascending; i++) {
+    ascending = positions[i] > positions[i - 1];
+  }
+  // The usual case: the batch as it is, nothing copied.
+  if (ascending) return [{ frames, positions, pushIds }];
   const view = new DataView(frames.buffer, frames.byteOffset, frames.byteLength);
   const runs: { frames: Uint8Array; positions: number[]; pushIds: string[] }[] = [];
   let start = 0, startAt = 0, at = 0;
@@ -627,7 +630,7 @@ export class Job {
         const runs = ascendingRuns(batch.tcp, a.positions, entries.map((e) => e.pushId));
         const reqs = runs.map((r) => ({
           roomID: room,
-          proto: runs.length === 1 ? proto : { ...proto, body: r.frames },
+          proto: r.frames === batch.tcp ? proto : { ...proto, body: r.frames },
           epoch: a.epoch,
           positions: r.positions,
           push_ids: r.pushIds,
