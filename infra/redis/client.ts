@@ -133,6 +133,17 @@ type BufferScripts = RedisCommander & {
   evalBuffer: RedisCommander["eval"];
 };
 
+// EVALSHA with the hash or EVAL with the source: the same arguments after it.
+function runScript(
+  c: RedisCommander,
+  send: RedisCommander["evalsha"],
+  script: string,
+  keys: readonly string[],
+  args: readonly (string | number | Buffer)[],
+): Promise<unknown> {
+  return send.call(c, script, keys.length, ...keys, ...args);
+}
+
 type ExecResult = [error: Error | null, result: unknown][] | null;
 
 /** An operation awaiting its reply ({@linkcode RedisConnection}'s `#bounded`). */
@@ -391,26 +402,15 @@ export class RedisConnection {
     buffers = false,
   ): Promise<{ reply: unknown; reissued: boolean }> {
     return this.call(op, async (c) => {
+      const b = c as BufferScripts;
       try {
-        const reply = await (buffers ? (c as BufferScripts).evalshaBuffer : c.evalsha).call(
-          c,
-          script.sha,
-          keys.length,
-          ...keys,
-          ...args,
-        );
-        return { reply, reissued: false };
+        const send = buffers ? b.evalshaBuffer : c.evalsha;
+        return { reply: await runScript(c, send, script.sha, keys, args), reissued: false };
       } catch (err) {
         // A restarted or SCRIPT FLUSHed Redis has an empty script cache.
         if (!String((err as Error)?.message).startsWith("NOSCRIPT")) throw err;
-        const reply = await (buffers ? (c as BufferScripts).evalBuffer : c.eval).call(
-          c,
-          script.source,
-          keys.length,
-          ...keys,
-          ...args,
-        );
-        return { reply, reissued: true };
+        const send = buffers ? b.evalBuffer : c.eval;
+        return { reply: await runScript(c, send, script.source, keys, args), reissued: true };
       }
     });
   }
