@@ -478,29 +478,28 @@ export class CometStreams {
    */
   frame(ch: Channel, f: Frame): boolean {
     if (f.op === Op.StreamAck) {
-      let ids: string[];
-      try {
-        ids = parseStreamAck(f.body);
-      } catch (e) {
-        this.#host.protocolError(ch, e);
-        return true;
-      }
-      this.#ack(ch, ids);
+      const ids = this.#parse(ch, parseStreamAck, f.body);
+      if (ids !== undefined) this.#ack(ch, ids);
       return true;
     }
     if (f.op === Op.StreamSync) {
-      let entries: StreamRecoverEntry[];
-      try {
-        entries = parseStreamSync(f.body);
-      } catch (e) {
-        this.#host.protocolError(ch, e);
-        return true;
-      }
+      const entries = this.#parse(ch, parseStreamSync, f.body);
+      if (entries === undefined) return true;
       this.#metrics.streamSyncs++;
       this.#sync(ch, entries);
       return true;
     }
     return false;
+  }
+
+  // A client frame's body parsed, or undefined once the channel got the protocol error.
+  #parse<T>(ch: Channel, parse: (body: Uint8Array) => T, body: Uint8Array): T | undefined {
+    try {
+      return parse(body);
+    } catch (e) {
+      this.#host.protocolError(ch, e);
+      return undefined;
+    }
   }
 
   /** Re-sends unacked pushes that timed out and gives up recoveries past their deadline. */
